@@ -1,0 +1,83 @@
+# modelfleet: `make help` lists the tasks.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MODELFLEET_CACHE ?= $(HOME)/.cache/modelfleet
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the tasks
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/modelfleet: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(BIN)/modelfleet ## Create .venv with the package and the dev tools
+
+.PHONY: deps
+deps: ## Install the Debian packages the local cluster and image build need (root)
+	@cluster/deps.sh
+
+.PHONY: components
+components: deps ## Build Kubernetes, etcd, CoreDNS and Helm from the Go module proxy (cached)
+	@cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: components ## Start the local single-node Kubernetes (no-op when running)
+	@cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its processes, mounts, bridge and rules
+	@cluster/down.sh
+
+.PHONY: cluster-status
+cluster-status: ## Show whether the local cluster is running, and its node
+	@cluster/status.sh
+
+.PHONY: images
+images: deps venv ## Build the project's images with buildah and load them into the cluster
+	@images/build.sh
+
+.PHONY: crds
+crds: venv ## Generate crds/*.yaml and the chart's copy from the pydantic models
+	$(BIN)/modelfleet crds --out crds --chart-out charts/modelfleet/crds
+
+.PHONY: lint
+lint: venv ## ruff, and the import-layer contracts
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: venv ## Format the code
+	$(BIN)/ruff format operator tests bench
+	$(BIN)/ruff check --fix operator tests bench
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict
+	$(BIN)/mypy
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (no cluster)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: venv components images ## Everything: unit, integration and e2e, bringing the cluster up when needed
+	@tests/run-all.sh $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: bench-router ## All benchmarks; figures go to bench/results/
+
+.PHONY: bench-router
+bench-router: venv ## Router overhead vs calling the model server directly
+	$(BIN)/python -m bench.router
+
+.PHONY: clean
+clean: ## Remove build leftovers in the repo (the cache stays)
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
