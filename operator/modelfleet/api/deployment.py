@@ -1,0 +1,362 @@
+"""`Deployment` (modelfleet.io): serve a Model and roll its versions out progressively.
+
+The status holds the whole rollout state machine, so a restarted operator resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Annotated, ClassVar, Self
+
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.config import JsonDict
+
+from modelfleet.api.common import (
+    ZERO_DURATION_PATTERN,
+    ApiModel,
+    Condition,
+    Duration,
+    Generation,
+    Name,
+    Percent,
+    Resource,
+    StatusModel,
+    Text,
+    Time,
+    condition_list,
+    parse_duration,
+)
+from modelfleet.api.modelversion import ResourceRequirements
+from modelfleet.api.monitor import MetricResult, Verdict
+
+HISTORY_LIMIT = 20
+
+# Annotations for manual control; each is consumed (removed) once acted on.
+PROMOTE_ANNOTATION = "modelfleet.io/promote"
+ABORT_ANNOTATION = "modelfleet.io/abort"
+RETRY_ANNOTATION = "modelfleet.io/retry"
+
+
+def _positive(*fields: str) -> JsonDict:
+    """CEL rules that refuse a zero duration in each of `fields` (present ones only)."""
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": f"!has(self.{f}) || !self.{f}.matches('{ZERO_DURATION_PATTERN}')",
+                "message": f"{f} must be greater than zero",
+            }
+            for f in fields
+        ]
+    }
+
+
+def _check_positive(model: ApiModel, *fields: str) -> None:
+    for f in fields:
+        if getattr(model, f) <= 0:
+            raise ValueError(f"{f} must be greater than zero")
+
+
+class Pause(ApiModel):
+    """Hold the current weight."""
+
+    duration: Duration | None = None
+    """How long to hold, e.g. 30s. Without it the rollout waits for promotion (modelfleet.io/promote)."""
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary rollout: exactly one of setWeight or pause."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.setWeight) != has(self.pause)",
+                    "message": "a step has exactly one of setWeight or pause",
+                }
+            ]
+        }
+    )
+
+    set_weight: Percent | None = None
+    """Send this percent of live traffic to the canary."""
+    pause: Pause | None = None
+    """Hold the current weight, for a duration or until promoted."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step has exactly one of setWeight or pause")
+        return self
+
+
+DEFAULT_STEPS = (
+    CanaryStep(set_weight=20),
+    CanaryStep(pause=Pause(duration=30)),
+    CanaryStep(set_weight=50),
+    CanaryStep(pause=Pause(duration=30)),
+)
+
+
+class CanaryStrategy(ApiModel):
+    """How a new version takes traffic, step by step."""
+
+    steps: tuple[CanaryStep, ...] = Field(default=DEFAULT_STEPS, min_length=1, max_length=32)
+    """The steps, in order. After the last one the canary is promoted to stable."""
+    monitor: Name | None = None
+    """A Monitor (same namespace) whose verdict gates every step; a Fail rolls back."""
+    mirror_percent: Percent = 0
+    """Copy this percent of stable traffic to the canary as well; its answers are discarded."""
+
+
+class StrategyType(StrEnum):
+    CANARY = "Canary"
+    """Shift traffic step by step, gated by the monitor."""
+    IMMEDIATE = "Immediate"
+    """Send all traffic to the new version as soon as it is ready."""
+
+
+class Strategy(ApiModel):
+    """How a change of spec.version is rolled out."""
+
+    model_config = ConfigDict(json_schema_extra=_positive("rollbackWindow"))
+
+    type: StrategyType = StrategyType.CANARY
+    """Canary (step by step) or Immediate."""
+    canary: CanaryStrategy = Field(default_factory=CanaryStrategy)
+    """Steps, gate and mirroring of a Canary rollout."""
+    rollback_window: Duration = parse_duration("10m")
+    """After a promotion the previous version stays warm this long, so a rollback is instant."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_positive(self, "rollback_window")
+        return self
+
+
+class CircuitBreaker(ApiModel):
+    """Stops sending requests to a version whose error rate is too high, for a while."""
+
+    model_config = ConfigDict(json_schema_extra=_positive("window", "openFor"))
+
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Share of failed requests in the window that opens the circuit (0 < errorRate <= 1)."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """The circuit does not open on fewer requests than this in the window."""
+    window: Duration = parse_duration("10s")
+    """The sliding window the error rate is taken over."""
+    open_for: Duration = parse_duration("30s")
+    """How long an open circuit stays open before a trial request is let through."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_positive(self, "window", "open_for")
+        return self
+
+
+class FallbackResponse(ApiModel):
+    """A static answer of last resort, when no version can answer."""
+
+    status_code: Annotated[int, Field(ge=100, le=599)] = 200
+    """HTTP status of the answer."""
+    content_type: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "application/json"
+    """Content-Type of the answer."""
+    body: Annotated[str, StringConstraints(max_length=65536)] = ""
+    """Body of the answer."""
+
+
+class Fallback(ApiModel):
+    """What the router does when the chosen version fails."""
+
+    model_config = ConfigDict(json_schema_extra=_positive("timeout"))
+
+    timeout: Duration = parse_duration("2s")
+    """Per-attempt upstream timeout."""
+    retry_on_stable: bool = True
+    """A failed or timed-out canary request is answered by the stable version instead."""
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    """Per-version circuit breaker."""
+    response: FallbackResponse | None = None
+    """Heuristic answer of last resort. Without it, clients get a JSON error when nothing can answer."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_positive(self, "timeout")
+        return self
+
+
+class RouterSpec(ApiModel):
+    """The inference router pods in front of the versions."""
+
+    replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    """Number of router pods."""
+    resources: ResourceRequirements | None = None
+    """CPU and memory of a router pod (core/v1 ResourceRequirements)."""
+
+
+class DeploymentSpec(ApiModel):
+    """Serve a Model, and roll a new version out progressively when spec.version changes."""
+
+    model_config = ConfigDict(json_schema_extra=_positive("progressDeadline"))
+
+    model: Name
+    """The Model (same namespace) to serve."""
+    version: Name
+    """The ModelVersion (same namespace) to serve. Changing it starts a rollout."""
+    replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    """Pods per version."""
+    paused: bool = False
+    """A paused rollout holds its current weight."""
+    strategy: Strategy = Field(default_factory=Strategy)
+    """How a new version is rolled out."""
+    progress_deadline: Duration = parse_duration("10m")
+    """A canary whose pods are not ready by then fails and is rolled back."""
+    fallback: Fallback = Field(default_factory=Fallback)
+    """What the router does when the chosen version fails."""
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    """The inference router pods."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_positive(self, "progress_deadline")
+        return self
+
+
+def rollout_hash(spec: DeploymentSpec) -> str:
+    """A short, stable hex hash of the parts of the spec that define a rollout.
+
+    Those are the model, the version, the strategy type and the canary steps: changing any of them
+    mid-rollout restarts it. Replicas, pause, monitor, mirroring, fallback and router settings are left
+    out: they apply to a rollout under way without restarting it. Durations are hashed normalised, so
+    `60s` and `1m` hash the same.
+    """
+    relevant = {
+        "model": spec.model,
+        "version": spec.version,
+        "strategy": spec.strategy.type.value,
+        "steps": [step.to_k8s() for step in spec.strategy.canary.steps]
+        if spec.strategy.type == StrategyType.CANARY
+        else [],
+    }
+    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class DeploymentPhase(StrEnum):
+    PROGRESSING = "Progressing"
+    """A rollout is under way."""
+    PAUSED = "Paused"
+    """A rollout holds its weight: spec.paused, or a pause step without duration."""
+    HEALTHY = "Healthy"
+    """One version serves all traffic and is healthy."""
+    ROLLED_BACK = "RolledBack"
+    """The last rollout failed; the stable version serves all traffic."""
+    DEGRADED = "Degraded"
+    """The serving version fails its monitor (steady state, onDegraded: Alert) or is not ready."""
+    FAILED = "Failed"
+    """Nothing can serve: e.g. the version does not exist or is rejected, and there is no stable one."""
+
+
+class AnalysisStatus(StatusModel):
+    """The monitor's verdicts on the version under analysis, counted across measurements."""
+
+    failures: Annotated[int, Field(ge=0)] = 0
+    """Consecutive failing measurements."""
+    inconclusive: Annotated[int, Field(ge=0)] = 0
+    """Consecutive inconclusive measurements."""
+    errors: Annotated[int, Field(ge=0)] = 0
+    """Consecutive measurements that could not be taken."""
+    last_verdict: Verdict | None = None
+    """Verdict of the latest measurement."""
+    last_measured_at: Time | None = None
+    """When the latest measurement was taken."""
+    last_results: tuple[MetricResult, ...] = Field(default=(), max_length=20)
+    """Per-metric results of the latest measurement."""
+
+
+class RolloutResult(StrEnum):
+    PROMOTED = "Promoted"
+    """The canary became stable."""
+    ROLLED_BACK = "RolledBack"
+    """The canary failed its analysis or deadline and was rolled back automatically."""
+    ABORTED = "Aborted"
+    """Stopped by hand (modelfleet.io/abort)."""
+    SUPERSEDED = "Superseded"
+    """spec.version changed before the rollout ended."""
+
+
+class HistoryEntry(StatusModel):
+    """One finished rollout."""
+
+    version: Annotated[str, StringConstraints(max_length=253)]
+    """The version that was rolled out."""
+    result: RolloutResult
+    """Promoted, RolledBack, Aborted or Superseded."""
+    reason: Text = ""
+    """Why it ended so, e.g. `error-rate 0.31 > 0.05`."""
+    started_at: Time | None = None
+    """When the rollout started."""
+    finished_at: Time | None = None
+    """When it ended."""
+
+
+class DeploymentStatus(StatusModel):
+    """The rollout state machine. The operator reads its state from here, never from memory."""
+
+    observed_generation: Generation | None = None
+    """The metadata.generation this status was computed from."""
+    phase: DeploymentPhase | None = None
+    """Progressing, Paused, Healthy, RolledBack, Degraded or Failed."""
+    stable_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The version that serves the traffic not sent to the canary."""
+    canary_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The version being rolled out; empty when no rollout is under way."""
+    canary_weight: Percent = 0
+    """Percent of live traffic on the canary."""
+    current_step: Annotated[int, Field(ge=0, le=32)] = 0
+    """Index into strategy.canary.steps of the step under way (equal to their count when all are done)."""
+    step_started_at: Time | None = None
+    """When the current step started."""
+    rollout_hash: Annotated[str, StringConstraints(max_length=64)] = ""
+    """Hash of the spec being rolled out (model, version, strategy); a change restarts the rollout."""
+    aborted_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """A version that was rolled back and is not retried until spec.version changes or
+    modelfleet.io/retry is set."""
+    previous_stable_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """After a promotion, the version that was stable before; kept warm until previousWarmUntil."""
+    previous_warm_until: Time | None = None
+    """When the previous stable version's pods may be removed."""
+    rollout_started_at: Time | None = None
+    """When the rollout under way started."""
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
+    """The monitor's verdicts on the version under analysis."""
+    endpoint: Annotated[str, StringConstraints(max_length=512)] = ""
+    """Where clients send inference requests, e.g. http://iris.ml.svc:80."""
+    message: Text = ""
+    """A one-line summary, e.g. `step 2/4: weight 10%, monitor iris-quality passing`."""
+    history: tuple[HistoryEntry, ...] = Field(default=(), max_length=HISTORY_LIMIT)
+    """Finished rollouts, newest first (at most 20)."""
+    conditions: tuple[Condition, ...] = condition_list()
+    """Ready (all traffic served by ready pods), Progressing (a rollout is under way),
+    Degraded (the serving version fails its monitor or is not ready)."""
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _bound_history(cls, value: object) -> object:
+        # A status written by an operator with a larger bound still parses: keep the newest entries.
+        if isinstance(value, list | tuple) and len(value) > HISTORY_LIMIT:
+            return value[:HISTORY_LIMIT]
+        return value
+
+    def with_history(self, entry: HistoryEntry) -> tuple[HistoryEntry, ...]:
+        """History with `entry` prepended, bounded to the newest 20."""
+        return (entry, *self.history)[:HISTORY_LIMIT]
+
+
+class Deployment(Resource[DeploymentSpec, DeploymentStatus]):
+    """Serve a Model and roll versions out progressively."""
+
+    KIND: ClassVar[str] = "Deployment"
+    kind: str = "Deployment"
+    """Deployment."""
