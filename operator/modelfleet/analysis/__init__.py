@@ -1,4 +1,33 @@
 """Pure statistics and verdicts: router metrics, windowed rates, latency quantiles, prediction drift.
 
 No Kubernetes, no HTTP: the controller scrapes and queries, this package computes.
+
+- `exposition`: the router's /metrics text -> samples.
+- `traffic`: two scrapes of all router pods -> per-version requests, 5xx, fallbacks, latency buckets.
+- `histogram`: Prometheus' histogram_quantile.
+- `drift`: population stability index of canary vs stable predictions.
+- `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts.
 """
+
+from modelfleet.analysis.assessment import ProviderError, Window, assess, overall_verdict, summarize
+from modelfleet.analysis.drift import population_stability_index
+from modelfleet.analysis.exposition import ExpositionError, Sample, parse_exposition
+from modelfleet.analysis.histogram import histogram_quantile
+from modelfleet.analysis.traffic import Scrape, VersionTraffic, counter_increase, window_traffic
+
+__all__ = [
+    "ExpositionError",
+    "ProviderError",
+    "Sample",
+    "Scrape",
+    "VersionTraffic",
+    "Window",
+    "assess",
+    "counter_increase",
+    "histogram_quantile",
+    "overall_verdict",
+    "parse_exposition",
+    "population_stability_index",
+    "summarize",
+    "window_traffic",
+]
