@@ -1,0 +1,60 @@
+# modelfleet images, two targets:
+#   docker build --target operator -t modelfleet .            `modelfleet`: the operator and the router
+#   docker build --target model-server -t iris-server .       the reference iris model server, model baked in
+# Without --target the operator image is built. The base image is a build argument so that a machine
+# with no registry can build on a local image (images/build.sh does); any Debian-based image whose
+# `python` is Python >= 3.11 with venv works.
+ARG BASE=python:3.11-slim-bookworm
+
+# ---- build stages: dependencies first, in layers that survive source changes, then the package.
+FROM ${BASE} AS deps
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1
+WORKDIR /src
+# /opt/modelfleet is the venv the images ship: no pip in it, it is filled by the build-tools venv's pip.
+RUN python -m venv --without-pip /opt/modelfleet \
+ && python -m venv /opt/build-tools \
+ && /opt/build-tools/bin/pip install --quiet "setuptools>=68" wheel
+COPY images/requirements.py pyproject.toml ./
+RUN python requirements.py pyproject.toml > requirements.txt \
+ && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet -r requirements.txt
+
+FROM deps AS deps-model-server
+RUN python requirements.py pyproject.toml modelserver > requirements-modelserver.txt \
+ && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet -r requirements-modelserver.txt
+
+# The package itself (its dependencies are in place already, hence --no-deps).
+FROM deps AS build-operator
+COPY operator/ operator/
+RUN /opt/build-tools/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+ && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps /tmp/wheels/*.whl
+
+FROM deps-model-server AS build-model-server
+COPY operator/ operator/
+RUN /opt/build-tools/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+ && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps /tmp/wheels/*.whl
+
+# ---- runtime: the base image, an unprivileged user and the venv. The numeric USER lets the kubelet
+# check `runAsNonRoot` (Pod Security "restricted") without reading /etc/passwd.
+FROM ${BASE} AS runtime
+RUN groupadd --system --gid 65532 modelfleet \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin modelfleet
+ENV PATH=/opt/modelfleet/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+LABEL org.opencontainers.image.title="modelfleet" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+FROM runtime AS model-server
+COPY --from=build-model-server /opt/modelfleet /opt/modelfleet
+RUN mkdir -p /models && modelfleet model-server --train /models/iris.joblib && chmod -R a+rX /models
+LABEL org.opencontainers.image.description="modelfleet reference iris model server"
+EXPOSE 8080
+USER 65532:65532
+ENTRYPOINT ["modelfleet", "model-server"]
+CMD ["--model", "/models/iris.joblib", "--port", "8080"]
+
+FROM runtime AS operator
+COPY --from=build-operator /opt/modelfleet /opt/modelfleet
+LABEL org.opencontainers.image.description="modelfleet operator and inference router"
+USER 65532:65532
+ENTRYPOINT ["modelfleet"]
+CMD ["operator"]
