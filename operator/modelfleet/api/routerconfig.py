@@ -1,0 +1,151 @@
+"""The inference router's configuration: what the operator writes into the router's ConfigMap.
+
+The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
+
+    {"deployment": "iris",
+     "versions": [{"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 90, "role": "stable"},
+                  {"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 10, "role": "canary"}],
+     "mirrorPercent": 0,
+     "fallback": {"timeout": "2s", "retryOnStable": true,
+                  "circuitBreaker": {"errorRate": 0.5, "minRequests": 20, "window": "10s", "openFor": "30s"},
+                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}}}
+
+`fallback` has exactly the fields of a Deployment's `spec.fallback`. This module depends on pydantic
+and the shared types of `modelfleet.api.common`, so that the router, the operator and tests can all
+read and write the same document.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from modelfleet.api.common import ApiModel, Duration, format_duration, parse_duration
+
+__all__ = [
+    "CONFIG_KEY",
+    "CircuitBreaker",
+    "Fallback",
+    "RouterConfig",
+    "StaticResponse",
+    "Version",
+    "format_duration",
+    "host_port",
+    "parse_duration",
+]
+
+CONFIG_KEY = "config.json"
+"""The ConfigMap data key that holds the router configuration."""
+
+
+class CircuitBreaker(ApiModel):
+    """Stop sending to a version whose recent error rate is too high, for `openFor`."""
+
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="share of failed requests that opens it")
+    min_requests: int = Field(default=20, ge=1, description="requests in the window before it can open")
+    window: Duration = Field(default=10.0, gt=0, description="sliding window the error rate is measured over")
+    open_for: Duration = Field(default=30.0, gt=0, description="how long it stays open before a probe")
+
+
+class StaticResponse(ApiModel):
+    """The heuristic answer of last resort, when no version can answer."""
+
+    status_code: int = Field(default=200, ge=200, le=599)
+    content_type: str = Field(default="application/json", min_length=1)
+    body: str = ""
+
+    @field_validator("content_type")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("contentType must be a single line")
+        return value
+
+
+class Fallback(ApiModel):
+    """What the router does when the chosen version fails (a Deployment's `spec.fallback`)."""
+
+    timeout: Duration = Field(default=2.0, gt=0, description="per-attempt upstream timeout")
+    retry_on_stable: bool = True
+    circuit_breaker: CircuitBreaker | None = Field(default_factory=CircuitBreaker)
+    response: StaticResponse | None = None
+
+
+Role = Literal["stable", "canary"]
+Protocol = Literal["v2", "v1", "http"]
+
+
+class Version(ApiModel):
+    """One model version the router sends traffic to."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    url: str = Field(description="http://host:port of the version's Service")
+    weight: int = Field(default=0, ge=0, le=100, description="relative share of live traffic")
+    role: Role = "canary"
+    protocol: Protocol = "v2"
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_origin(cls, value: str) -> str:
+        host_port(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return host_port(self.url)[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.url)[1]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """(host, port) of an `http://host[:port]` URL; anything else is refused with the reason."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"url {url!r} must start with http:// (the router speaks plain HTTP/1.1 upstream)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"url {url!r} must be only http://host:port, without path, query or credentials")
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"url {url!r} has an invalid port") from error
+    if not parts.hostname:
+        raise ValueError(f"url {url!r} has no host")
+    return parts.hostname, 80 if port is None else port
+
+
+class RouterConfig(ApiModel):
+    """Everything one router needs to serve one Deployment."""
+
+    deployment: str = Field(min_length=1, max_length=253)
+    versions: list[Version] = Field(min_length=1)
+    mirror_percent: float = Field(default=0.0, ge=0, le=100, description="share of stable traffic copied")
+    fallback: Fallback = Field(default_factory=Fallback)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouterConfig:
+        names = [version.name for version in self.versions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"version names must be unique; repeated: {', '.join(duplicates)}")
+        stable = [version.name for version in self.versions if version.role == "stable"]
+        if len(stable) != 1:
+            raise ValueError(f"exactly one version must have role stable, found {len(stable)}")
+        if sum(version.weight for version in self.versions) == 0:
+            raise ValueError("at least one version needs a weight above 0")
+        return self
+
+    @property
+    def stable(self) -> Version:
+        return next(version for version in self.versions if version.role == "stable")
+
+    @property
+    def canaries(self) -> list[Version]:
+        return [version for version in self.versions if version.role == "canary"]
+
+    def to_json(self) -> str:
+        """The camelCase JSON the router reads (the ConfigMap's `config.json`)."""
+        return self.model_dump_json(by_alias=True)

@@ -1,0 +1,43 @@
+"""The router's admin port: /metrics, /predictions, /healthz, /readyz and /config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelfleet.httpcore import Request, Response
+from modelfleet.router.metrics import CONTENT_TYPE
+from modelfleet.router.proxy import Router
+
+PATHS = ("/metrics", "/predictions", "/healthz", "/readyz", "/config")
+
+
+def admin_handler(router: Router, ready: Callable[[], bool]) -> Callable[[Request], Response]:
+    """The handler of the admin port. `ready` turns false while the router shuts down."""
+    metrics_type = b"content-type: " + CONTENT_TYPE + b"\r\n"
+
+    def handle(request: Request) -> Response:
+        if request.method not in (b"GET", b"HEAD"):
+            return Response.error(405, "the admin port only answers GET", b"allow: GET, HEAD\r\n")
+        path = request.path.split(b"?", 1)[0]
+        if path == b"/metrics":
+            router.refresh_gauges()
+            return Response(200, router.metrics.render(), metrics_type)
+        if path == b"/predictions":
+            return Response.json(200, router.predictions())
+        if path == b"/healthz":
+            return Response.json(200, {"status": "ok"})
+        if path == b"/readyz":
+            route = router.route
+            if route is None:
+                return Response.error(503, "no configuration loaded yet")
+            if not ready():
+                return Response.error(503, "shutting down")
+            return Response.json(200, {"status": "ready", "generation": route.generation})
+        if path == b"/config":
+            route = router.route
+            if route is None:
+                return Response.error(404, "no configuration loaded yet")
+            return Response(200, route.config.to_json().encode(), b"content-type: application/json\r\n")
+        return Response.error(404, f"no such path; the admin port serves {', '.join(PATHS)}")
+
+    return handle

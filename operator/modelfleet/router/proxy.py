@@ -1,0 +1,382 @@
+"""The request path: weighted split, pinning, mirroring and the fallback chain.
+
+For each client request:
+
+1. `X-Modelfleet-Version: <version>` pins the request to that version: no split, no fallback, no circuit.
+2. Otherwise a version is drawn by weight. A request drawn for stable is copied to the canary with
+   probability `mirrorPercent` / 100 (the copy's response is discarded).
+3. The fallback chain: a version whose circuit is open is skipped for stable (`circuit_open`); a canary
+   attempt that fails (5xx, timeout, refused or broken connection) is retried on stable when
+   `retryOnStable` (`retry_on_stable`); when still nothing answered, the static response, if configured,
+   answers (`static_response`); otherwise the client gets the last failure: the version's own 5xx
+   response, or a JSON 502 (connection failed), 504 (timed out) or 503 (circuit open).
+
+Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
+router made itself) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
+from modelfleet.httpcore import JSON, Request, Response
+from modelfleet.router.circuit import CircuitBreaker
+from modelfleet.router.metrics import CounterChild, RouterMetrics
+from modelfleet.router.predictions import PredictionSample
+from modelfleet.router.upstream import HOP_BY_HOP, Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+PIN_HEADER = b"x-modelfleet-version"
+STATIC = "fallback-static"
+SERVED_BY_ROUTER = b"x-modelfleet-served-by: router\r\n"
+RETRY_ON_STABLE, CIRCUIT_OPEN, STATIC_RESPONSE = "retry_on_stable", "circuit_open", "static_response"
+_FALLBACK_HEADER = {
+    reason: f"x-modelfleet-fallback: {reason}\r\n".encode() for reason in (RETRY_ON_STABLE, CIRCUIT_OPEN)
+}
+
+# Request headers that are not passed upstream: hop-by-hop ones, those the router sets itself, the pin.
+_NOT_FORWARDED: frozenset[bytes] = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        PIN_HEADER,
+    }
+)
+
+
+def forward_headers(request: Request) -> bytes:
+    """The client's end-to-end headers, encoded for the upstream request."""
+    return b"".join([b"%s: %s\r\n" % pair for pair in request.headers if pair[0] not in _NOT_FORWARDED])
+
+
+class Backend:
+    """One version as the router sees it: its connection pool, circuit breaker, metric children and
+    prediction sample, and the header bytes computed once."""
+
+    def __init__(
+        self, deployment: str, version: Version, fallback: Fallback, metrics: RouterMetrics, samples: int
+    ):
+        self.deployment = deployment
+        self.name = version.name
+        self.url = version.url
+        self.role = version.role
+        self.pool = Pool(version.host, version.port)
+        port = version.port
+        self.host_header = f"host: {version.host}{'' if port == 80 else f':{port}'}\r\n".encode()
+        self.served_by = f"x-modelfleet-served-by: {version.name}\r\n".encode()
+        self.metrics = metrics
+        self.duration = metrics.duration.labels(deployment, version.name)
+        self.mirrored = metrics.mirrored.labels(deployment, version.name)
+        self.fallbacks = {
+            reason: metrics.fallbacks.labels(deployment, version.name, reason)
+            for reason in (RETRY_ON_STABLE, CIRCUIT_OPEN, STATIC_RESPONSE)
+        }
+        self._codes: dict[int, CounterChild] = {}
+        self.predictions = PredictionSample(version.protocol, samples)
+        self.breaker: CircuitBreaker | None = None
+        self._breaker_settings: object = None
+        self.update(version, fallback)
+
+    def update(self, version: Version, fallback: Fallback) -> None:
+        """Take a new role, protocol or circuit-breaker settings without losing connections or samples."""
+        self.role = version.role
+        self.predictions.protocol = version.protocol
+        settings = fallback.circuit_breaker
+        if settings != self._breaker_settings:
+            self._breaker_settings = settings
+            self.breaker = (
+                None
+                if settings is None
+                else CircuitBreaker(
+                    settings.error_rate, settings.min_requests, settings.window, settings.open_for
+                )
+            )
+
+    def count(self, code: int) -> None:
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self.metrics.requests.labels(self.deployment, self.name, str(code))
+        child.value += 1
+
+    def allow(self, now: float) -> bool:
+        return self.breaker is None or self.breaker.allow(now)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Route:
+    """One configuration, compiled: what `Router.handle` reads for each request. Replaced whole on change."""
+
+    def __init__(self, config: RouterConfig, backends: dict[str, Backend], generation: int) -> None:
+        self.config = config
+        self.generation = generation
+        self.backends = [backends[version.name] for version in config.versions]
+        self.by_name = {backend.name.encode(): backend for backend in self.backends}
+        self.stable = backends[config.stable.name]
+        self.timeout = config.fallback.timeout
+        self.timeout_text = format_duration(config.fallback.timeout)
+        self.retry_on_stable = config.fallback.retry_on_stable
+        total = 0
+        self.cumulative: list[tuple[float, Backend]] = []
+        for version in config.versions:
+            if version.weight > 0:
+                total += version.weight
+                self.cumulative.append((total, backends[version.name]))
+        self.total_weight = float(total)
+        self.only = self.cumulative[0][1] if len(self.cumulative) == 1 else None
+        canaries = [backends[version.name] for version in config.canaries]
+        self.mirror_target = canaries[0] if canaries and config.mirror_percent > 0 else None
+        self.mirror_share = config.mirror_percent / 100.0
+        static = config.fallback.response
+        self.static: Response | None = None
+        if static is not None:
+            self.static = Response(
+                static.status_code,
+                static.body.encode(),
+                f"content-type: {static.content_type}\r\n".encode()
+                + f"x-modelfleet-served-by: {STATIC}\r\n".encode()
+                + f"x-modelfleet-fallback: {STATIC_RESPONSE}\r\n".encode(),
+            )
+
+    def pick(self, draw: float) -> Backend:
+        """The version for a draw in [0, 1), by weight."""
+        if self.only is not None:
+            return self.only
+        point = draw * self.total_weight
+        for bound, backend in self.cumulative:
+            if point < bound:
+                return backend
+        return self.cumulative[-1][1]
+
+
+class Router:
+    """Holds the current `Route` and serves requests through it."""
+
+    def __init__(
+        self,
+        metrics: RouterMetrics | None = None,
+        prediction_samples: int = 1000,
+        max_mirrors: int = 256,
+        random_draw: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics or RouterMetrics()
+        self.prediction_samples = prediction_samples
+        self.max_mirrors = max_mirrors
+        self.mirrors_in_flight = 0
+        self.route: Route | None = None
+        self._backends: dict[str, Backend] = {}
+        self._draw = random_draw
+        self._clock = clock
+        self._generation = 0
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self._not_ready = Response.error(
+            503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+        )
+
+    # -- configuration ----------------------------------------------------------------------------------
+
+    def apply(self, config: RouterConfig) -> None:
+        """Switch to `config` at once; requests under way finish on what they started with."""
+        old = self._backends
+        backends: dict[str, Backend] = {}
+        for version in config.versions:
+            backend = old.get(version.name)
+            if backend is not None and backend.url == version.url and backend.deployment == config.deployment:
+                backend.update(version, config.fallback)
+            else:
+                backend = Backend(
+                    config.deployment, version, config.fallback, self.metrics, self.prediction_samples
+                )
+            backends[version.name] = backend
+        for name, backend in old.items():
+            if backends.get(name) is not backend:
+                backend.close()
+        self._generation += 1
+        self._backends = backends
+        self.route = Route(config, backends, self._generation)
+
+    def apply_json(self, text: str | bytes) -> str | None:
+        """Parse and apply a `config.json`; returns None, or why it was refused (the old config stays)."""
+        try:
+            config = RouterConfig.model_validate_json(text)
+        except ValueError as error:
+            self.metrics.config_loads.labels("invalid").inc()
+            return str(error)
+        if self.route is not None and config == self.route.config:
+            return None
+        self.apply(config)
+        self.metrics.config_loads.labels("applied").inc()
+        log.info(
+            "configuration %d applied: %s",
+            self._generation,
+            ", ".join(f"{v.name}={v.weight} ({v.role})" for v in config.versions),
+        )
+        return None
+
+    def predictions(self) -> dict[str, list[int | float | str | bool]]:
+        return {name: backend.predictions.snapshot() for name, backend in self._backends.items()}
+
+    def refresh_gauges(self) -> None:
+        now = self._clock()
+        for backend in self._backends.values():
+            opened = backend.breaker is not None and backend.breaker.is_open(now)
+            self.metrics.circuit_open.labels(backend.deployment, backend.name).set(1.0 if opened else 0.0)
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        route = self.route
+        if route is None:
+            return self._not_ready
+        pin = request.header(PIN_HEADER)
+        if pin is not None:
+            backend = route.by_name.get(pin)
+            if backend is None:
+                self.metrics.rejected.labels(route.config.deployment, "400").inc()
+                known = ", ".join(b.name for b in route.backends)
+                return Response.error(
+                    400,
+                    f"X-Modelfleet-Version names no version of this deployment: "
+                    f"{pin.decode(errors='replace')!r} (versions: {known})",
+                    SERVED_BY_ROUTER,
+                )
+            return self._pinned(route, backend, request)
+        return self._serve(route, route.pick(self._draw()), request)
+
+    async def _pinned(self, route: Route, backend: Backend, request: Request) -> Response:
+        result = await self._attempt(route, backend, request, forward_headers(request))
+        if isinstance(result, Response):
+            return result
+        return _reply(backend, result, b"")
+
+    async def _serve(self, route: Route, backend: Backend, request: Request) -> Response:
+        fields = forward_headers(request)
+        stable = route.stable
+        if route.mirror_target is not None and backend is stable and self._draw() < route.mirror_share:
+            self._mirror(route, route.mirror_target, request, fields)
+        note = b""
+        if not backend.allow(self._clock()):
+            backend.count(503)
+            failure = Response.error(
+                503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+            )
+            if backend is stable or not stable.allow(self._clock()):
+                if backend is not stable:
+                    stable.count(503)
+                return self._last_resort(route, backend, failure)
+            backend.fallbacks[CIRCUIT_OPEN].value += 1
+            backend = stable
+            note = _FALLBACK_HEADER[CIRCUIT_OPEN]
+        result = await self._attempt(route, backend, request, fields)
+        if type(result) is UpstreamResponse and result.status < 500:
+            return _reply(backend, result, note)
+        if backend is stable or not route.retry_on_stable:
+            return self._last_resort(route, backend, _failure_reply(backend, result))
+        if not stable.allow(self._clock()):
+            stable.count(503)
+            return self._last_resort(route, backend, _failure_reply(backend, result))
+        backend.fallbacks[RETRY_ON_STABLE].value += 1
+        result = await self._attempt(route, stable, request, fields)
+        if type(result) is UpstreamResponse and result.status < 500:
+            return _reply(stable, result, _FALLBACK_HEADER[RETRY_ON_STABLE])
+        return self._last_resort(route, stable, _failure_reply(stable, result))
+
+    def _last_resort(self, route: Route, backend: Backend, failure: Response) -> Response:
+        """The static response if there is one (counted against `backend`), else the failure itself."""
+        static = route.static
+        if static is None:
+            return failure
+        backend.fallbacks[STATIC_RESPONSE].value += 1
+        self.metrics.requests.labels(route.config.deployment, STATIC, str(static.status)).inc()
+        return static
+
+    async def _attempt(
+        self, route: Route, backend: Backend, request: Request, fields: bytes
+    ) -> UpstreamResponse | Response:
+        """One request to one version, with the route's timeout; records metrics, circuit and predictions.
+        Returns the version's response (any status), or the router's own 502/504 error."""
+        method = b"GET" if request.method == b"HEAD" else request.method
+        body = request.body
+        head = b"".join(
+            (
+                method,
+                b" ",
+                request.path,
+                b" HTTP/1.1\r\n",
+                backend.host_header,
+                fields,
+                b"content-length: %d\r\n\r\n" % len(body),
+            )
+        )
+        started = time.perf_counter()
+        result: UpstreamResponse | Response
+        try:
+            result = await backend.pool.request(head, body, route.timeout)
+            code = result.status
+        except UpstreamTimeout:
+            code = 504
+            result = Response.error(
+                504, f"version {backend.name} did not answer within {route.timeout_text}", SERVED_BY_ROUTER
+            )
+        except UpstreamError as error:
+            code = 502
+            result = Response.error(502, f"version {backend.name} failed: {error}", SERVED_BY_ROUTER)
+        backend.duration.observe(time.perf_counter() - started)
+        backend.count(code)
+        if backend.breaker is not None:
+            backend.breaker.record(self._clock(), code < 500)
+        if 200 <= code < 300 and type(result) is UpstreamResponse:
+            backend.predictions.offer(result.body)
+        return result
+
+    def _mirror(self, route: Route, target: Backend, request: Request, fields: bytes) -> None:
+        if self.mirrors_in_flight >= self.max_mirrors or not target.allow(self._clock()):
+            return
+        target.mirrored.value += 1
+        self.mirrors_in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._mirror_attempt(route, target, request, fields))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _mirror_attempt(self, route: Route, target: Backend, request: Request, fields: bytes) -> None:
+        try:
+            await self._attempt(route, target, request, fields)
+        finally:
+            self.mirrors_in_flight -= 1
+
+    async def close(self) -> None:
+        for task in list(self._mirrors):
+            task.cancel()
+        for backend in self._backends.values():
+            backend.close()
+
+
+def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Response:
+    headers = b"".join([b"%s: %s\r\n" % pair for pair in upstream.headers if pair[0] not in HOP_BY_HOP])
+    return Response(upstream.status, upstream.body, headers + backend.served_by + note)
+
+
+def _failure_reply(backend: Backend, result: UpstreamResponse | Response) -> Response:
+    if isinstance(result, Response):
+        return result
+    return _reply(backend, result, b"")
+
+
+__all__ = ["JSON", "Backend", "Route", "Router", "forward_headers"]
