@@ -45,8 +45,8 @@ images: deps venv ## Build the project's images with buildah and load them into 
 	@images/build.sh
 
 .PHONY: crds
-crds: venv ## Generate crds/*.yaml and the chart's copy from the pydantic models
-	$(BIN)/modelfleet crds --out crds --chart-out charts/modelfleet/crds
+crds: venv ## Generate crds/*.yaml, the chart's copy and docs/api-reference.md from the pydantic models
+	$(BIN)/modelfleet crds --out crds --chart-out charts/modelfleet/crds --docs docs/api-reference.md
 
 .PHONY: lint
 lint: venv ## ruff, and the import-layer contracts

@@ -287,6 +287,8 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> list[
             else:
                 path += ("." if path else "") + to_camel(str(part))
         message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        # Lists are tuples in the frozen models; users wrote lists.
+        message = message.replace("Tuple should", "List should").replace(" after validation", "")
         lines.append(f"{path}: {message}" if path else message)
     return lines
 

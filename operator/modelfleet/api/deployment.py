@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from modelfleet.api.common import (
@@ -55,7 +56,7 @@ def _positive(*fields: str) -> JsonDict:
 def _check_positive(model: ApiModel, *fields: str) -> None:
     for f in fields:
         if getattr(model, f) <= 0:
-            raise ValueError(f"{f} must be greater than zero")
+            raise ValueError(f"{to_camel(f)} must be greater than zero")
 
 
 class Pause(ApiModel):

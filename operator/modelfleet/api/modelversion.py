@@ -48,8 +48,11 @@ def immutable(field: str) -> dict[str, Any]:
 
 Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^\S+$")]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^/\S*$")]
+#: A resource quantity such as `500m`, `1Gi` or `2` (the pattern of core/v1 Quantity).
+_DECIMAL = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY_PATTERN = rf"^(\+|-)?{_DECIMAL}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_DECIMAL}))?$"
 Quantity = Annotated[
-    str | int | float,
+    Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY_PATTERN)] | int,
     Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
 ]
 
