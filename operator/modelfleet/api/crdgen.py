@@ -453,9 +453,13 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _rule_text(path: str, rule: Json) -> str:
+    return f"- `{path or '.'}`: {rule['message']}: `{' '.join(str(rule['rule']).split())}`"
+
+
 def _rows(node: Json, path: str, required: bool, rows: list[str], rules: list[str]) -> None:
     for rule in node.get("x-kubernetes-validations", []):
-        rules.append(f"- `{path or '.'}`: {rule['message']} (`{_cell(rule['rule'])}`)")
+        rules.append(_rule_text(path, rule))
     if path:
         default = node.get("default")
         default_text = (
@@ -476,7 +480,7 @@ def _children(node: Json, path: str, rows: list[str], rules: list[str]) -> None:
     items = node.get("items")
     if isinstance(items, dict):
         for rule in items.get("x-kubernetes-validations", []):
-            rules.append(f"- `{path}[]`: {rule['message']} (`{_cell(rule['rule'])}`)")
+            rules.append(_rule_text(f"{path}[]", rule))
         _children(items, f"{path}[]", rows, rules)
 
 
@@ -518,7 +522,8 @@ def render_docs() -> str:
                 "",
             ]
             if rules:
-                out += [f"Rules checked by the API server on {part}:", "", *rules, ""]
+                rules = [r.replace("- `.`:", f"- `{part}`:", 1) for r in rules]
+                out += [f"Rules the API server checks on {part} (CEL):", "", *rules, ""]
         out += ["Printer columns: " + ", ".join(c["name"] for c in version["additionalPrinterColumns"]), ""]
     return "\n".join(out)
 
