@@ -217,3 +217,34 @@ def test_gauges_are_not_taken_for_counter_resets() -> None:
     increase = counter_increase(Scrape(T0, {"r": gauge_up}), Scrape(T1, {"r": gauge_down}))
 
     assert list(increase.values()) == [2.0]
+
+
+def test_the_routers_own_metrics_give_windowed_rates() -> None:
+    """The router's rendering and this analysis agree on names, labels and bucket bounds."""
+    from modelfleet.router.metrics import RouterMetrics
+
+    metrics = RouterMetrics()
+    ok = metrics.requests.labels("iris", "iris-v2", "200")
+    failed = metrics.requests.labels("iris", "iris-v2", "502")
+    duration = metrics.duration.labels("iris", "iris-v2")
+    ok.inc(50)
+    before = Scrape(T0, {"router-0": parse_exposition(metrics.render().decode())})
+    ok.inc(90)
+    failed.inc(10)
+    metrics.fallbacks.labels("iris", "iris-v2", "retry_on_stable").inc(10)
+    for _ in range(99):
+        duration.observe(0.004)
+    duration.observe(2.5)
+    after = Scrape(T1, {"router-0": parse_exposition(metrics.render().decode())})
+
+    traffic = window_traffic(before, after, "iris")["iris-v2"]
+
+    assert traffic.requests == 100
+    assert traffic.error_rate == pytest.approx(0.1)
+    assert traffic.fallback_rate == pytest.approx(0.1)
+    p50 = traffic.latency_quantile(0.5)
+    assert p50 is not None
+    assert 0.003 < p50 <= 0.004
+    p999 = traffic.latency_quantile(0.999)
+    assert p999 is not None
+    assert 2.0 < p999 <= 3.0

@@ -1,0 +1,37 @@
+"""The rollout state machine: a pure function of (spec, status, observation, now).
+
+`decide` returns the complete new Deployment status and the actions (versions to run or remove, the
+traffic split, annotations consumed, events) that the controller carries out. docs/rollout.md
+describes the phases, the step logic and the verdict rules.
+"""
+
+from modelfleet.rollout.machine import decide, step_weight
+from modelfleet.rollout.types import (
+    SERVABLE,
+    Action,
+    ConsumeAnnotation,
+    Decision,
+    EnsureVersion,
+    Event,
+    MonitorObservation,
+    Observation,
+    RemoveVersion,
+    Servability,
+    SetTraffic,
+)
+
+__all__ = [
+    "SERVABLE",
+    "Action",
+    "ConsumeAnnotation",
+    "Decision",
+    "EnsureVersion",
+    "Event",
+    "MonitorObservation",
+    "Observation",
+    "RemoveVersion",
+    "Servability",
+    "SetTraffic",
+    "decide",
+    "step_weight",
+]

@@ -1,0 +1,639 @@
+"""The rollout state machine: `decide(spec, status, observation, now) -> Decision`.
+
+A pure function: the whole state lives in the Deployment's status, the clock is passed in, and the
+answer is the complete new status plus the actions that bring the world in line with it. The rules
+(docs/rollout.md tells the same story with a diagram):
+
+- No stable version yet: spec.version becomes stable as soon as its pods are ready.
+- A new spec.version starts a rollout from the stable version: its pods come up at weight 0, then
+  `Immediate` switches all traffic once they are ready, and `Canary` walks the steps. A step is entered
+  only when the canary's pods are ready; a setWeight step sets the weight, a pause holds it (for its
+  duration, or until promoted). With a Monitor, a step is done only after a Pass measured since it
+  started. After the last step the canary is promoted; the old stable stays warm for rollbackWindow.
+- failureLimit consecutive Fail (or errorLimit consecutive Error) roll the canary back, as do canary
+  pods not ready by progressDeadline; a rolled-back version is not tried again until spec.version
+  changes or modelfleet.io/retry is set. modelfleet.io/abort rolls back by hand, modelfleet.io/promote
+  promotes at once.
+- A spec change mid-rollout (another rollout hash) restarts from stable at step 0; asking for the
+  stable version ends the rollout at once.
+- Without a canary, the Monitor judges the stable version: failureLimit consecutive Fail roll back to
+  the previous version (onDegraded: Rollback, when there is one) or mark the Deployment Degraded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from modelfleet.analysis.assessment import overall_verdict, summarize
+from modelfleet.api.common import Condition, format_duration, format_time, set_condition
+from modelfleet.api.deployment import (
+    ABORT_ANNOTATION,
+    HISTORY_LIMIT,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    AnalysisStatus,
+    CanaryStep,
+    DeploymentPhase,
+    DeploymentSpec,
+    DeploymentStatus,
+    HistoryEntry,
+    RolloutResult,
+    StrategyType,
+    rollout_hash,
+)
+from modelfleet.api.monitor import Measurement, OnDegraded, Verdict
+from modelfleet.rollout.types import (
+    Action,
+    ConsumeAnnotation,
+    Decision,
+    EnsureVersion,
+    Event,
+    MonitorObservation,
+    Observation,
+    RemoveVersion,
+    SetTraffic,
+)
+
+MANUAL_ANNOTATIONS = (ABORT_ANNOTATION, RETRY_ANNOTATION, PROMOTE_ANNOTATION)
+MESSAGE_LIMIT = 1024
+
+
+def step_weight(steps: Sequence[CanaryStep], index: int) -> int:
+    """The weight in effect during step `index`: the last setWeight at or before it, 0 before any."""
+    for step in reversed(steps[: index + 1]):
+        if step.set_weight is not None:
+            return step.set_weight
+    return 0
+
+
+def decide(
+    spec: DeploymentSpec, status: DeploymentStatus, observation: Observation, now: datetime
+) -> Decision:
+    """The next status of the Deployment and the actions that realise it."""
+    return _Rollout(spec, status, observation, now).run()
+
+
+class _Rollout:
+    """One decision: a working copy of the status, changed step by step, then frozen into a Decision."""
+
+    def __init__(
+        self, spec: DeploymentSpec, status: DeploymentStatus, obs: Observation, now: datetime
+    ) -> None:
+        self.spec = spec
+        self.old = status
+        self.obs = obs
+        self.now = now
+        self.steps = spec.strategy.canary.steps
+        self.hash = rollout_hash(spec)
+        self.stable = status.stable_version
+        self.canary = status.canary_version
+        self.weight = status.canary_weight
+        self.step = status.current_step
+        self.step_started_at = status.step_started_at
+        self.rollout_hash = status.rollout_hash
+        self.aborted = status.aborted_version
+        self.previous = status.previous_stable_version
+        self.warm_until = status.previous_warm_until
+        self.started_at = status.rollout_started_at
+        self.analysis = status.analysis
+        self.history = status.history
+        self.pending = {name for name in MANUAL_ANNOTATIONS if name in obs.annotations}
+        self.actions: list[Action] = []
+        self.ensured: dict[str, int] = {}
+        self.removed: list[str] = []
+        self.wake: list[datetime] = []
+        # Explanations for the phase and message, set along the way.
+        self.failure = ""  # nothing serves (phase Failed)
+        self.degraded = ""  # the stable version fails its monitor (phase Degraded)
+        self.not_rolled_out = ""  # spec.version is not servable, the stable one keeps serving
+        self.waiting = ""  # what the rollout waits for, e.g. canary pods
+
+    # --- the decision -----------------------------------------------------------------------------
+
+    def run(self) -> Decision:
+        self._manual_control()
+        if self.aborted and self.spec.version != self.aborted:
+            self.aborted = ""  # spec.version moved on: the rolled-back version may be tried again later
+        if self.canary:
+            self._check_rollout_still_wanted()
+        if not self.stable:
+            self._first_version()
+        elif not self.canary:
+            self._steady_state()
+        if self.canary:
+            self._progress()
+        if PROMOTE_ANNOTATION in self.pending and not self.canary:
+            self._consume(PROMOTE_ANNOTATION)
+            hint = "; use modelfleet.io/retry for a rolled-back version" if self.aborted else ""
+            self._event("Normal", "PromoteIgnored", f"no rollout under way to promote{hint}")
+        self._keep_previous_warm()
+        return self._decision()
+
+    # --- manual control ---------------------------------------------------------------------------
+
+    def _manual_control(self) -> None:
+        if ABORT_ANNOTATION in self.pending:
+            # Abort wins over anything asked at the same time.
+            for name in list(self.pending):
+                self._consume(name)
+            if self.canary and self.stable:
+                self._end(RolloutResult.ABORTED, "aborted by hand (modelfleet.io/abort)", roll_back=True)
+            else:
+                self._event("Normal", "AbortIgnored", "no rollout under way to abort")
+            return
+        if RETRY_ANNOTATION in self.pending:
+            self._consume(RETRY_ANNOTATION)
+            if self.aborted:
+                self._event("Normal", "Retry", f"{self.aborted} may be rolled out again")
+                self.aborted = ""
+            else:
+                self._event("Normal", "RetryIgnored", "no rolled-back version to retry")
+
+    def _consume(self, name: str) -> None:
+        self.pending.discard(name)
+        self.actions.append(ConsumeAnnotation(name))
+
+    # --- rollout lifecycle ------------------------------------------------------------------------
+
+    def _check_rollout_still_wanted(self) -> None:
+        if not self.stable:  # a canary without a stable version: not a state decide() produces
+            self.removed.append(self.canary)
+            self._reset_rollout()
+            return
+        if self.spec.version == self.stable:
+            self._end(RolloutResult.SUPERSEDED, f"spec.version set back to {self.stable}")
+        elif self.rollout_hash != self.hash:
+            same_version = self.spec.version == self.canary
+            reason = "spec changed mid-rollout" if same_version else f"superseded by {self.spec.version}"
+            self._end(RolloutResult.SUPERSEDED, reason, keep_pods=same_version)
+        elif not self.obs.servability.servable:
+            self._end(RolloutResult.ROLLED_BACK, f"no longer servable: {self.obs.servability.reason}")
+
+    def _start_rollout(self) -> None:
+        self.canary = self.spec.version
+        self.rollout_hash = self.hash
+        self.started_at = self.now
+        self.weight = 0
+        self.step = 0
+        self.step_started_at = None
+        self.analysis = AnalysisStatus(last_measured_at=self.now)
+        how = "all at once when ready" if self._immediate else f"{len(self.steps)} steps"
+        self._event("Normal", "RolloutStarted", f"rolling out {self.canary} over {self.stable} ({how})")
+
+    def _progress(self) -> None:
+        """Move the rollout under way one transition forward, if it can."""
+        monitor = self.obs.monitor
+        if monitor is not None:
+            tripped = self._judge(self.canary, monitor)
+            if tripped:
+                self._end(RolloutResult.ROLLED_BACK, tripped, roll_back=True)
+                return
+        self.ensured[self.canary] = self.spec.replicas
+        ready = self._ready(self.canary)
+        if PROMOTE_ANNOTATION in self.pending:
+            if ready:
+                self._consume(PROMOTE_ANNOTATION)
+                self._promote("promoted by hand (modelfleet.io/promote)")
+                return
+            self.waiting = "promotion waits for the canary pods"
+        if self.spec.paused:
+            return
+        if self._immediate:
+            if ready:
+                self._promote("pods ready (Immediate strategy)")
+            else:
+                self._await_canary_pods(since=self.started_at or self.now)
+            return
+        if self.step_started_at is None:
+            if ready:
+                self._enter(self.step)
+            else:
+                self._await_canary_pods(since=self.started_at or self.now)
+            return
+        if self.step >= len(self.steps):  # all steps done; only a status edited by hand gets here
+            if ready:
+                self._promote(f"all {len(self.steps)} steps passed")
+            return
+        due = self._step_done(self.steps[self.step], self.step_started_at)
+        if due is None:
+            return
+        if not ready:
+            self._await_canary_pods(since=due)
+        elif self.step + 1 < len(self.steps):
+            self._enter(self.step + 1)
+        else:
+            self._promote(f"all {len(self.steps)} steps passed")
+
+    def _step_done(self, step: CanaryStep, started: datetime) -> datetime | None:
+        """When the current step was first allowed to end, or None while it must go on."""
+        due = started
+        if step.pause is not None:
+            if step.pause.duration is None:
+                return None  # waits for modelfleet.io/promote
+            due = started + timedelta(seconds=step.pause.duration)
+            if self.now < due:
+                self.wake.append(due)
+                return None
+        if not self._gate_open(started):
+            return None
+        return due
+
+    def _gate_open(self, step_started: datetime) -> bool:
+        """A step may end only after a Pass measured since it started, when a monitor gates it."""
+        if self.obs.monitor is None:
+            return self.spec.strategy.canary.monitor is None
+        last = self.analysis.last_measured_at
+        return self.analysis.last_verdict == Verdict.PASS and last is not None and last > step_started
+
+    def _enter(self, index: int) -> None:
+        self.step = index
+        self.step_started_at = self.now
+        step = self.steps[index]
+        if step.set_weight is not None:
+            self.weight = step.set_weight
+            if self.obs.monitor is None and self.spec.strategy.canary.monitor is None:
+                self.wake.append(self.now)  # nothing gates this step: move on at the next decision
+        elif step.pause is not None and step.pause.duration is not None:
+            self.wake.append(self.now + timedelta(seconds=step.pause.duration))
+        self._event("Normal", "StepStarted", f"{self.canary}: {self._step_text()}")
+
+    def _await_canary_pods(self, since: datetime) -> None:
+        deadline = since + timedelta(seconds=self.spec.progress_deadline)
+        pods = self._pods_text(self.canary)
+        if self.now >= deadline:
+            limit = format_duration(self.spec.progress_deadline)
+            self._end(
+                RolloutResult.ROLLED_BACK, f"canary pods not ready within {limit} ({pods})", roll_back=True
+            )
+        else:
+            self.wake.append(deadline)
+            self.waiting = f"waiting for canary pods ({pods})"
+
+    def _promote(self, reason: str) -> None:
+        version, old = self.canary, self.stable
+        self._record(RolloutResult.PROMOTED, reason)
+        if self.previous and self.previous not in {old, version}:
+            self.removed.append(self.previous)
+        self.previous = old
+        self.warm_until = self.now + timedelta(seconds=self.spec.strategy.rollback_window)
+        self.stable = version
+        self._reset_rollout()
+        self.step = 0 if self._immediate else len(self.steps)
+        warm = f"; {old} stays warm until {format_time(self.warm_until)}"
+        self._event("Normal", "Promoted", f"{version} is stable ({reason}){warm}")
+
+    def _end(
+        self, result: RolloutResult, reason: str, *, roll_back: bool = False, keep_pods: bool = False
+    ) -> None:
+        """End the rollout under way: all traffic back on stable, the canary's pods removed."""
+        version = self.canary
+        self._record(result, reason)
+        if not keep_pods:
+            self.ensured.pop(version, None)
+            self.removed.append(version)
+        if roll_back:
+            self.aborted = version
+        self._reset_rollout()
+        warning = result in {RolloutResult.ROLLED_BACK, RolloutResult.ABORTED}
+        self._event("Warning" if warning else "Normal", result.value, f"{version}: {reason}")
+
+    def _reset_rollout(self) -> None:
+        self.canary = ""
+        self.weight = 0
+        self.step = 0
+        self.step_started_at = None
+        self.started_at = None
+        self.analysis = AnalysisStatus(last_measured_at=self.now)
+
+    def _record(self, result: RolloutResult, reason: str, version: str = "") -> None:
+        entry = HistoryEntry(
+            version=version or self.canary,
+            result=result,
+            reason=reason[:MESSAGE_LIMIT],
+            started_at=self.started_at,
+            finished_at=self.now,
+        )
+        self.history = (entry, *self.history)[:HISTORY_LIMIT]
+
+    # --- no rollout under way ---------------------------------------------------------------------
+
+    def _first_version(self) -> None:
+        """No stable version yet: spec.version becomes stable once its pods are ready."""
+        version = self.spec.version
+        if not self.obs.servability.servable:
+            self.failure = f"{version} is not servable: {self.obs.servability.reason}"
+            return
+        if self.rollout_hash != self.hash or self.started_at is None:
+            self.rollout_hash = self.hash
+            self.started_at = self.now
+        self.ensured[version] = self.spec.replicas
+        if self._ready(version):
+            self._record(RolloutResult.PROMOTED, "first version", version)
+            self.stable = version
+            self._reset_rollout()
+            self._event("Normal", "Promoted", f"{version} is stable (first version)")
+            return
+        deadline = self.started_at + timedelta(seconds=self.spec.progress_deadline)
+        if self.now >= deadline:
+            limit = format_duration(self.spec.progress_deadline)
+            self.failure = f"{version}: pods not ready within {limit} ({self._pods_text(version)})"
+        else:
+            self.wake.append(deadline)
+            self.waiting = f"waiting for {version} pods ({self._pods_text(version)})"
+
+    def _steady_state(self) -> None:
+        """One version serves everything: judge it, then start a rollout if spec.version differs."""
+        monitor = self.obs.monitor
+        if monitor is not None:
+            self._judge(self.stable, monitor)
+            if self.analysis.failures >= monitor.failure_limit:
+                self._stable_degraded(monitor)
+        version = self.spec.version
+        if version == self.stable:
+            self.rollout_hash = self.hash
+        elif version == self.aborted:
+            pass  # rolled back: waits for a new spec.version or modelfleet.io/retry
+        elif not self.obs.servability.servable:
+            self.not_rolled_out = f"{version} not rolled out: {self.obs.servability.reason}"
+        else:
+            self._start_rollout()
+
+    def _stable_degraded(self, monitor: MonitorObservation) -> None:
+        reason = self._last_reason()
+        degraded = self.stable
+        target = self.previous
+        if monitor.on_degraded != OnDegraded.ROLLBACK or not target or target == degraded:
+            why = "onDegraded: Alert" if monitor.on_degraded == OnDegraded.ALERT else "no previous version"
+            self.degraded = f"{degraded} degraded: {reason} ({why})"
+            return
+        if not self._ready(target):
+            self.ensured[target] = self.spec.replicas
+            self.degraded = (
+                f"{degraded} degraded: {reason}; rolling back to {target}, waiting for its pods"
+                f" ({self._pods_text(target)})"
+            )
+            return
+        promoted = next(
+            (
+                h.finished_at
+                for h in self.history
+                if h.version == degraded and h.result == RolloutResult.PROMOTED
+            ),
+            None,
+        )
+        self.history = (
+            HistoryEntry(
+                version=degraded,
+                result=RolloutResult.ROLLED_BACK,
+                reason=f"degraded after promotion: {reason}"[:MESSAGE_LIMIT],
+                started_at=promoted,
+                finished_at=self.now,
+            ),
+            *self.history,
+        )[:HISTORY_LIMIT]
+        self.removed.append(degraded)
+        self.stable = target
+        self.aborted = degraded
+        self.previous = ""
+        self.warm_until = None
+        self.analysis = AnalysisStatus(last_measured_at=self.now)
+        self._event("Warning", "RolledBack", f"{degraded} degraded ({reason}); {target} serves all traffic")
+
+    def _keep_previous_warm(self) -> None:
+        if not self.previous or self.warm_until is None:
+            return
+        if self.now < self.warm_until:
+            self.ensured.setdefault(self.previous, self.spec.replicas)
+            self.wake.append(self.warm_until)
+        else:
+            self.removed.append(self.previous)
+            self.warm_until = None
+
+    # --- the monitor ------------------------------------------------------------------------------
+
+    def _judge(self, version: str, monitor: MonitorObservation) -> str:
+        """Count the new measurements of `version`. Returns why the rollout must end, if it must."""
+        last = self.analysis.last_measured_at
+        fresh = sorted(
+            (m for m in monitor.measurements if m.version == version and (last is None or m.time > last)),
+            key=lambda m: m.time,
+        )
+        failures, errors, inconclusive = (
+            self.analysis.failures,
+            self.analysis.errors,
+            self.analysis.inconclusive,
+        )
+        verdict = self.analysis.last_verdict
+        tripped = ""
+        for measurement in fresh:
+            verdict = overall_verdict(measurement)
+            failures = 0 if verdict == Verdict.PASS else failures + (verdict == Verdict.FAIL)
+            errors = errors + 1 if verdict == Verdict.ERROR else 0
+            inconclusive = inconclusive + 1 if verdict == Verdict.INCONCLUSIVE else 0
+            if tripped:
+                continue
+            if failures >= monitor.failure_limit:
+                tripped = summarize(measurement)
+            elif errors >= monitor.error_limit:
+                why = summarize(measurement)
+                tripped = f"monitor {monitor.name} could not measure {errors} times in a row: {why}"
+                if errors == monitor.error_limit and not self.canary:
+                    self._event("Warning", "MonitorErrors", f"{version}: {tripped}")
+        if fresh:
+            newest = fresh[-1]
+            self.analysis = AnalysisStatus(
+                failures=failures,
+                errors=errors,
+                inconclusive=inconclusive,
+                last_verdict=verdict,
+                last_measured_at=newest.time,
+                last_results=newest.results,
+            )
+        if not self.canary:
+            return ""  # without a rollout, only failures matter (handled by the caller)
+        return tripped
+
+    def _last_reason(self) -> str:
+        a = self.analysis
+        if a.last_measured_at is None:
+            return ""
+        return summarize(Measurement(time=a.last_measured_at, results=a.last_results))
+
+    def _monitor_text(self) -> str:
+        monitor = self.obs.monitor
+        if monitor is None:
+            named = self.spec.strategy.canary.monitor
+            return f"Monitor {named} not found" if named and self.canary else ""
+        a = self.analysis
+        name = f"monitor {monitor.name}"
+        if a.last_verdict is None:
+            return f"{name} waiting for a measurement"
+        if a.last_verdict == Verdict.PASS:
+            return f"{name} passing"
+        if a.last_verdict == Verdict.FAIL:
+            return f"{name} failing ({a.failures}/{monitor.failure_limit}): {self._last_reason()}"
+        if a.last_verdict == Verdict.ERROR:
+            return f"{name} erroring ({a.errors}/{monitor.error_limit}): {self._last_reason()}"
+        return f"{name} inconclusive: {self._last_reason()}"
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @property
+    def _immediate(self) -> bool:
+        return self.spec.strategy.type == StrategyType.IMMEDIATE
+
+    def _ready(self, version: str) -> bool:
+        return self.obs.ready_replicas.get(version, 0) >= self.spec.replicas
+
+    def _pods_text(self, version: str) -> str:
+        return f"{self.obs.ready_replicas.get(version, 0)}/{self.spec.replicas} ready"
+
+    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.actions.append(Event(type_, reason, message[:MESSAGE_LIMIT]))
+
+    def _step_text(self) -> str:
+        text = f"step {self.step + 1}/{len(self.steps)}: weight {self.weight}%"
+        step = self.steps[self.step] if self.step < len(self.steps) else None
+        if step is None or step.pause is None or self.step_started_at is None:
+            return text
+        if step.pause.duration is None:
+            return f"{text}, paused until promoted (modelfleet.io/promote)"
+        until = self.step_started_at + timedelta(seconds=step.pause.duration)
+        return f"{text}, pause {format_duration(step.pause.duration)} until {format_time(until)}"
+
+    # --- phase, message, conditions ---------------------------------------------------------------
+
+    def _phase(self) -> DeploymentPhase:
+        if self.canary:
+            indefinite = (
+                not self._immediate
+                and self.step_started_at is not None
+                and self.step < len(self.steps)
+                and (pause := self.steps[self.step].pause) is not None
+                and pause.duration is None
+            )
+            return DeploymentPhase.PAUSED if self.spec.paused or indefinite else DeploymentPhase.PROGRESSING
+        if not self.stable:
+            return DeploymentPhase.FAILED if self.failure else DeploymentPhase.PROGRESSING
+        if self.degraded:
+            return DeploymentPhase.DEGRADED
+        if self.spec.replicas > 0 and self.obs.ready_replicas.get(self.stable, 0) == 0:
+            self.degraded = f"{self.stable} has no ready pods ({self._pods_text(self.stable)})"
+            return DeploymentPhase.DEGRADED
+        if self.spec.version == self.aborted:
+            return DeploymentPhase.ROLLED_BACK
+        return DeploymentPhase.HEALTHY
+
+    def _message(self, phase: DeploymentPhase) -> str:
+        parts: list[str]
+        if self.canary:
+            if self.step_started_at is None:
+                strategy = " (Immediate)" if self._immediate else ""
+                parts = [f"rolling out {self.canary}{strategy}"]
+            else:
+                parts = [self._step_text()]
+            if self.spec.paused:
+                parts.insert(0, "paused (spec.paused)")
+            parts += [self.waiting, self._monitor_text()]
+        elif not self.stable:
+            parts = [self.failure or self.waiting]
+        elif phase == DeploymentPhase.DEGRADED:
+            parts = [self.degraded]
+        else:
+            if phase == DeploymentPhase.ROLLED_BACK:
+                reason = next((h.reason for h in self.history if h.version == self.aborted), "")
+                parts = [f"{self.aborted} rolled back: {reason}" if reason else f"{self.aborted} rolled back"]
+            else:
+                parts = [self.not_rolled_out]
+            parts.append(f"serving {self.stable}")
+            if self.previous and self.warm_until is not None:
+                parts.append(f"{self.previous} warm until {format_time(self.warm_until)}")
+            parts.append(self._monitor_text())
+        return ", ".join(p for p in parts if p)[:MESSAGE_LIMIT]
+
+    def _conditions(self, phase: DeploymentPhase, message: str) -> tuple[Condition, ...]:
+        serving_all = self.spec.version == self.stable and self._ready(self.stable)
+        if phase == DeploymentPhase.HEALTHY and serving_all:
+            ready = (True, "Healthy")
+        elif phase == DeploymentPhase.HEALTHY:
+            ready = (False, "VersionNotServable" if self.not_rolled_out else "PodsNotReady")
+        else:
+            ready = (False, phase.value)
+        in_progress = phase in {DeploymentPhase.PROGRESSING, DeploymentPhase.PAUSED}
+        progressing = (
+            in_progress,
+            {
+                DeploymentPhase.PROGRESSING: "RolloutInProgress",
+                DeploymentPhase.PAUSED: "RolloutPaused",
+                DeploymentPhase.HEALTHY: "VersionNotServable" if self.not_rolled_out else "RolloutComplete",
+            }.get(phase, phase.value),
+        )
+        if phase == DeploymentPhase.DEGRADED:
+            degraded = (
+                True,
+                "MonitorFailing" if self.obs.monitor and self.analysis.failures else "PodsNotReady",
+            )
+        elif phase == DeploymentPhase.FAILED:
+            degraded = (
+                True,
+                "VersionNotServable" if not self.obs.servability.servable else "ProgressDeadlineExceeded",
+            )
+        else:
+            degraded = (False, "AsExpected")
+        conditions = self.old.conditions
+        for type_, (status, reason) in (
+            ("Ready", ready),
+            ("Progressing", progressing),
+            ("Degraded", degraded),
+        ):
+            conditions = set_condition(
+                conditions,
+                type_,
+                status,
+                reason,
+                message,
+                now=self.now,
+                observed_generation=self.obs.generation,
+            )
+        return conditions
+
+    def _decision(self) -> Decision:
+        phase = self._phase()
+        message = self._message(phase)
+        if phase != self.old.phase and phase in {DeploymentPhase.DEGRADED, DeploymentPhase.FAILED}:
+            self._event("Warning", phase.value, message)
+        if self.not_rolled_out and self.not_rolled_out not in self.old.message:
+            self._event("Warning", "VersionNotServable", self.not_rolled_out)
+        if self.stable:
+            self.ensured = {self.stable: self.spec.replicas, **self.ensured}
+        versions: list[Action] = [EnsureVersion(v, n) for v, n in self.ensured.items()]
+        versions += [RemoveVersion(v) for v in dict.fromkeys(self.removed) if v and v not in self.ensured]
+        if self.stable:
+            entered = self.canary and self.step_started_at is not None and not self._immediate
+            mirror = self.spec.strategy.canary.mirror_percent if entered else 0
+            versions.append(SetTraffic(self.stable, self.canary, self.weight, mirror))
+        status = DeploymentStatus(
+            observed_generation=self.obs.generation,
+            phase=phase,
+            stable_version=self.stable,
+            canary_version=self.canary,
+            canary_weight=self.weight,
+            current_step=self.step,
+            step_started_at=self.step_started_at,
+            rollout_hash=self.rollout_hash,
+            aborted_version=self.aborted,
+            previous_stable_version=self.previous,
+            previous_warm_until=self.warm_until if self.previous else None,
+            rollout_started_at=self.started_at,
+            analysis=self.analysis,
+            endpoint=self.obs.endpoint or self.old.endpoint,
+            message=message,
+            history=self.history,
+            conditions=self._conditions(phase, message),
+        )
+        requeue = None
+        if self.wake:
+            requeue = max(timedelta(0), min(self.wake) - self.now)
+        return Decision(status=status, actions=(*versions, *self.actions), requeue_after=requeue)

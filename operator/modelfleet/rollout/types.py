@@ -1,0 +1,132 @@
+"""What the rollout state machine reads (an `Observation`) and what it asks for (`Action`s).
+
+Actions are plain data; the controller carries them out. Versions are desired level by level:
+every decision lists with `EnsureVersion` each version that should run, and `SetTraffic` the whole
+split. `RemoveVersion` names a version that has just left play; the controller may also remove any
+owned version no `EnsureVersion` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal, TypeVar
+
+from modelfleet.api.deployment import DeploymentStatus
+from modelfleet.api.monitor import Measurement, MonitorSpec, OnDegraded
+
+
+@dataclass(frozen=True)
+class Servability:
+    """Whether spec.version may take traffic: it exists, is approved if approval is required, and its
+    image is allowed. `reason` says why not, e.g. `ModelVersion iris-v3 is not approved`."""
+
+    servable: bool
+    reason: str = ""
+
+
+SERVABLE = Servability(True)
+
+
+@dataclass(frozen=True)
+class MonitorObservation:
+    """The Monitor that gates the rollout and judges the serving version, with its new measurements."""
+
+    name: str
+    failure_limit: int = 2
+    error_limit: int = 4
+    on_degraded: OnDegraded = OnDegraded.ROLLBACK
+    measurements: Sequence[Measurement] = ()
+    """Measurements, any order. Those of other versions, or not newer than
+    status.analysis.lastMeasuredAt, are ignored, so passing the same ones again is harmless."""
+
+    @classmethod
+    def of(cls, name: str, spec: MonitorSpec, measurements: Sequence[Measurement] = ()) -> MonitorObservation:
+        return cls(
+            name=name,
+            failure_limit=spec.failure_limit,
+            error_limit=spec.error_limit,
+            on_degraded=spec.on_degraded,
+            measurements=tuple(measurements),
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the decision needs besides spec, status and the clock."""
+
+    generation: int
+    """metadata.generation of the Deployment."""
+    servability: Servability = SERVABLE
+    """Of spec.version."""
+    ready_replicas: Mapping[str, int] = field(default_factory=dict)
+    """Ready pods of each version in play (stable, canary, previous); a missing version has none."""
+    annotations: Collection[str] = frozenset()
+    """Manual-control annotations pending on the Deployment (modelfleet.io/promote, abort, retry)."""
+    monitor: MonitorObservation | None = None
+    """The Monitor of this Deployment, or None when it has none (or the named one does not exist)."""
+    endpoint: str = ""
+    """Where clients send requests; copied into status when given."""
+
+
+@dataclass(frozen=True)
+class EnsureVersion:
+    """Run this version with this many pods (its Deployment and Service exist and match)."""
+
+    version: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class RemoveVersion:
+    """This version has left play: remove its pods and Service."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class SetTraffic:
+    """The router's split: `canary_weight` percent to the canary, the rest to stable; `mirror_percent`
+    of stable traffic copied to the canary. `canary` is empty when no rollout is under way."""
+
+    stable: str
+    canary: str
+    canary_weight: int
+    mirror_percent: int
+
+
+@dataclass(frozen=True)
+class ConsumeAnnotation:
+    """Remove this annotation from the Deployment: it has been acted on."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the Deployment."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+T = TypeVar("T")
+
+Action = EnsureVersion | RemoveVersion | SetTraffic | ConsumeAnnotation | Event
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The complete new status, what to do, and when to decide again if nothing else happens."""
+
+    status: DeploymentStatus
+    actions: tuple[Action, ...]
+    requeue_after: timedelta | None = None
+    """Time until a pause ends, a deadline passes or a warm version expires; None when only a change
+    (of spec, pods, annotations or measurements) can move the rollout."""
+
+    def of_type(self, kind: type[T]) -> list[T]:
+        """The actions of one type, in order."""
+        return [action for action in self.actions if isinstance(action, kind)]
