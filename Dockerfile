@@ -47,10 +47,11 @@ FROM runtime AS model-server
 COPY --from=build-model-server /opt/modelfleet /opt/modelfleet
 RUN mkdir -p /models && modelfleet model-server --train /models/iris.joblib && chmod -R a+rX /models
 LABEL org.opencontainers.image.description="modelfleet reference iris model server"
+# Configured through the environment, so a pod's `args` (fault injection flags, say) add to it.
+ENV MODELFLEET_MODEL_FILE=/models/iris.joblib PORT=8080
 EXPOSE 8080
 USER 65532:65532
 ENTRYPOINT ["modelfleet", "model-server"]
-CMD ["--model", "/models/iris.joblib", "--port", "8080"]
 
 FROM runtime AS operator
 COPY --from=build-operator /opt/modelfleet /opt/modelfleet

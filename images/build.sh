@@ -47,7 +47,7 @@ die() { log "error: $*"; exit 1; }
 step=""
 trap 'rc=$?; [ $rc = 0 ] || log "FAILED${step:+ in step \"$step\"} (exit $rc); see the messages above"' EXIT
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 # run_logged LOGFILE CMD...: run CMD with its output in LOGFILE; on failure show the end of it.
 run_logged() {
@@ -87,14 +87,14 @@ rm_tree() {
 # export_archive NAME IMAGE REF...: write $OUT/NAME.tar, an OCI archive holding IMAGE under each REF.
 export_archive() {
   local name=$1 image=$2; shift 2
-  local layout="$OUT/$name.oci"
+  local layout="$OUT/$name.oci" t0=$SECONDS
   rm -rf "$layout" "$OUT/$name.tar.tmp"
   buildah push --quiet "$image" "oci:$layout:$1" >/dev/null
   python3 "$ROOT/images/imagetool.py" name-layout "$layout" "$@"
   tar -C "$layout" -cf "$OUT/$name.tar.tmp" oci-layout index.json blobs
   mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
   rm -rf "$layout"
-  log "$name: archive $OUT/$name.tar ($(du -h "$OUT/$name.tar" | cut -f1))"
+  log "$name: exported to $OUT/$name.tar in $((SECONDS - t0))s ($(du -h "$OUT/$name.tar" | cut -f1))"
 }
 
 # ---- the base image: Debian minbase with Python, made by debootstrap, cached
@@ -176,7 +176,7 @@ build_app() {
     log_file="$LOGS/build-$target.log"
     log "app: building target $target -> ${names[*]} (log: $log_file)"
     local t1=$SECONDS
-    run_logged "$log_file" buildah bud --pull-never --layers --network host \
+    run_logged "$log_file" buildah bud --pull-never --layers --force-rm --network host \
       --build-arg "BASE=$BASE_IMAGE" "${volumes[@]}" \
       --target "$target" "${names[@]/#/--tag=}" --file "$ROOT/Dockerfile" "$ROOT"
     log "app: $target built in $((SECONDS - t1))s ($(image_size "${names[0]}"))"
@@ -296,11 +296,13 @@ main() {
       --load-only) load_only=1 ;;
       -h|--help) usage; exit 0 ;;
       base|app|pause|coredns) steps+=("$s") ;;
-      *) usage; die "unknown argument '$s'" ;;
+      *) usage >&2; die "unknown argument '$s'" ;;
     esac
   done
   [ ${#steps[@]} -gt 0 ] || steps=(base app pause coredns)
-  [ "$(id -u)" = 0 ] || die "run as root (buildah, debootstrap and ctr need it here)"
+  if [ "$(id -u)" != 0 ] && { [ $load_only = 0 ] || [ "$IMAGE_LOADER" = containerd ]; }; then
+    die "run as root (buildah, debootstrap and ctr need it here)"
+  fi
   mkdir -p "$OUT" "$LOGS"
   # One build at a time: a second caller (cluster/up.sh --load-only, say) waits for the first.
   exec 9> "$OUT/.lock"

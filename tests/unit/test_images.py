@@ -106,8 +106,10 @@ def test_model_server_bakes_the_trained_iris_model_and_serves_on_8080() -> None:
         "modelfleet",
         "model-server",
     ]
-    cmd = json.loads([rest for word, rest in instructions if word == "CMD"][-1])
-    assert "8080" in cmd
+    env = " ".join(rest for word, rest in instructions if word == "ENV").split()
+    assert "MODELFLEET_MODEL_FILE=/models/iris.joblib" in env
+    assert "PORT=8080" in env
+    assert not [rest for word, rest in instructions if word == "CMD"], "pod args would replace a CMD"
 
 
 def test_dependencies_are_installed_before_the_source_is_copied() -> None:
