@@ -5,8 +5,9 @@
 Pydantic's JSON schema is turned into a *structural* OpenAPI v3 schema, the only kind the API server
 accepts for defaulting, pruning and CEL rules:
 - `$ref`s are inlined; a field's own description, default and rules win over its type's.
-- `anyOf [X, null]` becomes X; in status it is marked `nullable`. In spec, null means absent (the
-  API server prunes it), so `has()` in CEL rules means what it says.
+- `anyOf [X, null]` becomes X; in status it is marked `nullable` (enums excepted: the API server
+  drops their nulls instead).
+  In spec, null means absent (the API server prunes it), so `has()` in CEL rules means what it says.
 - JSON Schema 2020-12 `exclusiveMinimum: 0` becomes OpenAPI 3.0 `minimum: 0, exclusiveMinimum: true`.
 - Defaults of nested objects become `{}` (the API server then applies their fields' defaults);
   duration defaults are written as duration strings; empty defaults are left out.
@@ -301,7 +302,9 @@ def structural(node: Json, defs: Mapping[str, Json], *, path: str, status: bool)
             out[key] = value
     if "properties" in out:
         out["type"] = "object"
-    if nullable and status:
+    if nullable and status and "enum" not in out:
+        # Not on enums: the API server refuses a null enum value even when nullable and null is listed,
+        # but it drops nulls of fields that are not nullable, which reads back the same.
         out["nullable"] = True
     if "type" not in out and not (
         out.get("x-kubernetes-int-or-string") or out.get("x-kubernetes-preserve-unknown-fields")
