@@ -450,6 +450,8 @@ class _Connection(asyncio.Protocol):
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request that cannot be read any further and close the connection."""
+        if self.transport is None or self.transport.is_closing():
+            return  # already answered (httptools re-raises a callback's exception as a parser error)
         self.server.rejected(status)
         self._send(Response.error(status, message, self.server.extra_headers), head=False, keep_alive=False)
         self.close()

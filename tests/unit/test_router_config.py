@@ -1,0 +1,171 @@
+"""The router configuration schema (`modelfleet.api.routerconfig`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from modelfleet.api.routerconfig import CONFIG_KEY, RouterConfig, host_port
+
+
+def document(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "deployment": "iris",
+        "versions": [
+            {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 90, "role": "stable"},
+            {"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 10, "role": "canary"},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+def test_the_configmap_key_is_config_json() -> None:
+    assert CONFIG_KEY == "config.json"
+
+
+def test_camel_case_json_with_api_md_fallback_fields_parses_to_seconds() -> None:
+    config = RouterConfig.model_validate_json(
+        json.dumps(
+            document(
+                mirrorPercent=5,
+                fallback={
+                    "timeout": "500ms",
+                    "retryOnStable": False,
+                    "circuitBreaker": {
+                        "errorRate": 0.3,
+                        "minRequests": 5,
+                        "window": "1m30s",
+                        "openFor": "2m",
+                    },
+                    "response": {"statusCode": 200, "contentType": "application/json", "body": '{"x":1}'},
+                },
+            )
+        )
+    )
+    assert config.mirror_percent == 5
+    assert config.fallback.timeout == 0.5
+    assert config.fallback.retry_on_stable is False
+    breaker = config.fallback.circuit_breaker
+    assert breaker is not None
+    assert (breaker.error_rate, breaker.min_requests, breaker.window, breaker.open_for) == (
+        0.3,
+        5,
+        90.0,
+        120.0,
+    )
+    assert config.fallback.response is not None
+    assert config.fallback.response.body == '{"x":1}'
+    assert config.stable.name == "iris-v1"
+    assert [v.name for v in config.canaries] == ["iris-v2"]
+
+
+def test_defaults_match_the_deployment_fallback_defaults() -> None:
+    config = RouterConfig.model_validate(document())
+    fallback = config.fallback
+    assert fallback.timeout == 2.0
+    assert fallback.retry_on_stable is True
+    assert fallback.circuit_breaker is not None
+    assert fallback.circuit_breaker.error_rate == 0.5
+    assert fallback.circuit_breaker.min_requests == 20
+    assert fallback.circuit_breaker.window == 10.0
+    assert fallback.circuit_breaker.open_for == 30.0
+    assert fallback.response is None
+    assert config.mirror_percent == 0
+    assert config.versions[0].protocol == "v2"
+
+
+def test_json_round_trip_is_camel_case_with_duration_strings() -> None:
+    config = RouterConfig.model_validate(document(fallback={"timeout": "1500ms"}))
+    text = config.to_json()
+    data = json.loads(text)
+    assert data["mirrorPercent"] == 0
+    assert data["fallback"]["timeout"] == "1s500ms"
+    assert data["fallback"]["retryOnStable"] is True
+    assert data["fallback"]["circuitBreaker"]["openFor"] == "30s"
+    assert RouterConfig.model_validate_json(text) == config
+
+
+def test_circuit_breaker_can_be_switched_off() -> None:
+    config = RouterConfig.model_validate(document(fallback={"circuitBreaker": None}))
+    assert config.fallback.circuit_breaker is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"versions": []}, "at least 1"),
+        (
+            {"versions": [{"name": "a", "url": "http://a:1", "role": "canary", "weight": 100}]},
+            "exactly one version must have role stable, found 0",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 50},
+                    {"name": "b", "url": "http://b:1", "role": "stable", "weight": 50},
+                ]
+            },
+            "exactly one version must have role stable, found 2",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 50},
+                    {"name": "a", "url": "http://b:1", "role": "canary", "weight": 50},
+                ]
+            },
+            "version names must be unique; repeated: a",
+        ),
+        (
+            {"versions": [{"name": "a", "url": "http://a:1", "role": "stable", "weight": 0}]},
+            "at least one version needs a weight above 0",
+        ),
+        (
+            {"versions": [{"name": "a", "url": "https://a:1", "role": "stable", "weight": 1}]},
+            "must start with http://",
+        ),
+        (
+            {"versions": [{"name": "a", "url": "http://a:1/v2", "role": "stable", "weight": 1}]},
+            "without path",
+        ),
+        (
+            {"versions": [{"name": "a", "url": "http://a:1", "role": "stable", "weight": 101}]},
+            "less than or equal to 100",
+        ),
+        (
+            {"versions": [{"name": "a", "url": "http://a:1", "role": "primary", "weight": 1}]},
+            "'stable' or 'canary'",
+        ),
+        ({"mirrorPercent": 150}, "less than or equal to 100"),
+        ({"fallback": {"timeout": "soon"}}, "invalid duration 'soon'"),
+        ({"fallback": {"timeout": "0s"}}, "greater than 0"),
+        ({"fallback": {"retryOnStabel": True}}, "Extra inputs are not permitted"),
+        ({"fallback": {"response": {"statusCode": 99}}}, "greater than or equal to 200"),
+    ],
+)
+def test_bad_configurations_are_refused_with_the_reason(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        RouterConfig.model_validate(document(**change))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://iris-v1.ml.svc:8080", ("iris-v1.ml.svc", 8080)),
+        ("http://10.0.0.7", ("10.0.0.7", 80)),
+        ("http://[::1]:9000/", ("::1", 9000)),
+    ],
+)
+def test_host_port_of_plain_http_origins(url: str, expected: tuple[str, int]) -> None:
+    assert host_port(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://a:notaport", "http://:80", "http://user:pw@a:1", "ftp://a"])
+def test_host_port_refuses_anything_else(url: str) -> None:
+    with pytest.raises(ValueError, match="url"):
+        host_port(url)

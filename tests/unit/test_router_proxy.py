@@ -1,0 +1,513 @@
+"""The router's request path, in one process on loopback: fake versions behind a real router.
+
+Each test gives a configuration and fake versions that answer, fail, hang or refuse, then checks what the
+client saw (status, body, served-by and fallback headers) and what the metrics counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvloop
+
+from modelfleet.api.routerconfig import RouterConfig
+from modelfleet.httpcore import HTTPServer, Request, Response
+from modelfleet.router.admin import admin_handler
+from modelfleet.router.proxy import SERVED_BY_ROUTER, Router
+from modelfleet.router.upstream import Pool, UpstreamResponse
+
+
+class FakeVersion:
+    """A model version whose behaviour a test sets: ok, error (500), slow (sleeps), or down (refuses)."""
+
+    def __init__(self, name: str, mode: str = "ok", label: int = 0) -> None:
+        self.name = name
+        self.mode = mode
+        self.label = label
+        self.requests: list[Request] = []
+        self.server: HTTPServer | None = None
+        self.port = 0
+        self.release = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        self.requests.append(request)
+        self.arrived.set()
+        if self.mode == "error":
+            return Response.error(
+                500, f"{self.name} is broken", b"x-version: " + self.name.encode() + b"\r\n"
+            )
+        if self.mode == "slow":
+            return self._slow()
+        body = {"model_name": "iris", "outputs": [{"name": "label", "data": [self.label, self.label]}]}
+        return Response.json(
+            200, body, b"x-version: " + self.name.encode() + b"\r\nconnection: keep-alive\r\n"
+        )
+
+    async def _slow(self) -> Response:
+        await self.release.wait()
+        return Response.json(200, {"outputs": [{"data": [self.label]}]})
+
+    async def start(self) -> None:
+        if self.mode == "down":
+            self.port = free_port()
+            return
+        self.server = HTTPServer(self.handle, name=self.name)
+        _, self.port = await self.server.listen("127.0.0.1", 0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self.server is not None:
+            await self.server.close(0.1)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config(
+    stable: FakeVersion,
+    canary: FakeVersion | None = None,
+    canary_weight: int = 0,
+    mirror: float = 0,
+    **fallback: Any,
+) -> RouterConfig:
+    versions = [{"name": stable.name, "url": stable.url, "weight": 100 - canary_weight, "role": "stable"}]
+    if canary is not None:
+        versions.append({"name": canary.name, "url": canary.url, "weight": canary_weight, "role": "canary"})
+    return RouterConfig.model_validate(
+        {"deployment": "iris", "versions": versions, "mirrorPercent": mirror, "fallback": fallback}
+    )
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.pool = Pool("127.0.0.1", port)
+
+    async def send(
+        self, path: str = "/v2/models/iris/infer", body: bytes = b"{}", headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = f"POST {path} HTTP/1.1\r\nhost: router\r\n{lines}content-length: {len(body)}\r\n\r\n".encode()
+        return await self.pool.request(head, body, 10.0)
+
+    async def get(self, path: str) -> UpstreamResponse:
+        return await self.pool.request(f"GET {path} HTTP/1.1\r\nhost: router\r\n\r\n".encode(), b"", 10.0)
+
+
+class Harness:
+    def __init__(self, router: Router, client: Client, admin: Client) -> None:
+        self.router = router
+        self.client = client
+        self.admin = admin
+
+    def count(self, family: str, **labels: str) -> float:
+        """Sum of a metric family's children whose labels match."""
+        metric = getattr(self.router.metrics, family)
+        names = metric.labelnames
+        total = 0.0
+        for values, child in metric.children.items():
+            if all(dict(zip(names, values, strict=True)).get(k) == v for k, v in labels.items()):
+                total += child.value if hasattr(child, "value") else child.count
+        return total
+
+
+@asynccontextmanager
+async def running(cfg: RouterConfig | None, *versions: FakeVersion, **router_args: Any) -> Any:
+    router = Router(**router_args)
+    if cfg is not None:
+        router.apply(cfg)
+    traffic = HTTPServer(router.handle, name="router", extra_headers=SERVED_BY_ROUTER)
+    admin = HTTPServer(admin_handler(router, lambda: True), name="admin")
+    _, port = await traffic.listen("127.0.0.1", 0)
+    _, admin_port = await admin.listen("127.0.0.1", 0)
+    try:
+        yield Harness(router, Client(port), Client(admin_port))
+    finally:
+        for version in versions:
+            await version.stop()
+        await traffic.close(0.5)
+        await admin.close(0.1)
+        await router.close()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    uvloop.run(scenario())
+
+
+async def started(*versions: FakeVersion) -> None:
+    for version in versions:
+        await version.start()
+
+
+def header(response: UpstreamResponse, name: str) -> str | None:
+    value = response.header(name.encode())
+    return None if value is None else value.decode()
+
+
+# -- split and pinning -------------------------------------------------------------------------------
+
+
+def test_without_a_configuration_the_router_answers_503_json() -> None:
+    async def scenario() -> None:
+        async with running(None) as h:
+            response = await h.client.send()
+            assert response.status == 503
+            assert json.loads(response.body) == {"error": "no configuration loaded yet"}
+            assert header(response, "x-modelfleet-served-by") == "router"
+            assert (await h.admin.get("/readyz")).status == 503
+
+    run(scenario)
+
+
+def test_every_response_says_which_version_answered_and_passes_its_headers_back() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=0), FakeVersion("iris-v2", label=2)
+        await started(stable, canary)
+        async with running(config(stable, canary, canary_weight=50), stable, canary) as h:
+            seen = {}
+            for _ in range(60):
+                response = await h.client.send()
+                assert response.status == 200
+                served_by = header(response, "x-modelfleet-served-by")
+                assert header(response, "x-version") == served_by  # the version's own header came through
+                assert header(response, "x-modelfleet-fallback") is None
+                assert response.header(b"connection") is None  # hop-by-hop headers are the router's own
+                seen[served_by] = seen.get(served_by, 0) + 1
+            assert set(seen) == {"iris-v1", "iris-v2"}
+            assert h.count("requests", version="iris-v1", code="200") == seen["iris-v1"]
+            assert h.count("requests", version="iris-v2", code="200") == seen["iris-v2"]
+
+    run(scenario)
+
+
+def test_the_pin_header_chooses_the_version_and_is_not_forwarded() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2")
+        await started(stable, canary)
+        async with running(config(stable, canary, canary_weight=0), stable, canary) as h:
+            for _ in range(5):
+                response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2"})
+                assert header(response, "x-modelfleet-served-by") == "iris-v2"
+            assert len(canary.requests) == 5
+            assert stable.requests == []
+            assert canary.requests[0].header(b"x-modelfleet-version") is None
+
+    run(scenario)
+
+
+def test_a_pinned_request_gets_the_versions_own_failure_without_fallback() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = config(stable, canary, canary_weight=50, retryOnStable=True, response={"body": "{}"})
+        async with running(cfg, stable, canary) as h:
+            response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2"})
+            assert response.status == 500
+            assert json.loads(response.body) == {"error": "iris-v2 is broken"}
+            assert header(response, "x-modelfleet-served-by") == "iris-v2"
+            assert header(response, "x-modelfleet-fallback") is None
+            assert stable.requests == []
+
+    run(scenario)
+
+
+def test_pinning_an_unknown_version_is_a_400_that_names_the_versions() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(config(stable), stable) as h:
+            response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v9"})
+            assert response.status == 400
+            message = json.loads(response.body)["error"]
+            assert "'iris-v9'" in message
+            assert "iris-v1" in message
+            assert header(response, "x-modelfleet-served-by") == "router"
+            assert stable.requests == []
+            assert h.count("rejected", code="400") == 1
+
+    run(scenario)
+
+
+def test_request_headers_path_and_body_reach_the_version_and_hop_by_hop_ones_do_not() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(config(stable), stable) as h:
+            body = b'{"inputs": []}'
+            await h.client.send(
+                "/v2/models/iris/infer?trace=1",
+                body,
+                {"X-Request-Id": "abc", "Content-Type": "application/json", "Keep-Alive": "timeout=5"},
+            )
+            [request] = stable.requests
+            assert request.path == b"/v2/models/iris/infer?trace=1"
+            assert request.body == body
+            assert request.header(b"x-request-id") == b"abc"
+            assert request.header(b"content-type") == b"application/json"
+            assert request.header(b"keep-alive") is None
+            assert request.header(b"host") == f"127.0.0.1:{stable.port}".encode()
+
+    run(scenario)
+
+
+# -- the fallback chain ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "code"), [("error", "500"), ("slow", "504"), ("down", "502")])
+def test_a_failing_canary_is_answered_by_stable_when_retry_on_stable(mode: str, code: str) -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=1), FakeVersion("iris-v2", mode=mode)
+        await started(stable, canary)
+        cfg = config(stable, canary, canary_weight=100, timeout="200ms", retryOnStable=True)
+        async with running(cfg, stable, canary) as h:
+            started_at = asyncio.get_running_loop().time()
+            response = await h.client.send()
+            elapsed = asyncio.get_running_loop().time() - started_at
+            assert response.status == 200
+            assert json.loads(response.body)["outputs"][0]["data"] == [1, 1]
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_stable"
+            assert h.count("requests", version="iris-v2", code=code) == 1
+            assert h.count("requests", version="iris-v1", code="200") == 1
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_stable") == 1
+            assert h.count("fallbacks", reason="static_response") == 0
+            assert elapsed < 1.0  # a hanging canary costs one per-attempt timeout, not more
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "served_by", "message"),
+    [
+        ("error", 500, "iris-v2", "iris-v2 is broken"),  # the version's own 5xx answer, passed through
+        ("slow", 504, "router", "version iris-v2 did not answer within 200ms"),
+        ("down", 502, "router", "version iris-v2 failed: cannot connect to 127.0.0.1:"),
+    ],
+)
+def test_without_retry_or_static_response_the_client_gets_a_clear_error(
+    mode: str, status: int, served_by: str, message: str
+) -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", mode=mode)
+        await started(stable, canary)
+        cfg = config(stable, canary, canary_weight=100, timeout="200ms", retryOnStable=False)
+        async with running(cfg, stable, canary) as h:
+            response = await h.client.send()
+            assert response.status == status
+            assert message in json.loads(response.body)["error"]
+            assert header(response, "x-modelfleet-served-by") == served_by
+            assert header(response, "content-type") == "application/json"
+            assert stable.requests == []
+            assert h.count("fallbacks") == 0
+
+    run(scenario)
+
+
+def test_when_stable_fails_too_the_static_response_answers() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="down")
+        await started(stable, canary)
+        static = {"statusCode": 200, "contentType": "application/json", "body": '{"outputs":[{"data":[0]}]}'}
+        cfg = config(stable, canary, canary_weight=100, retryOnStable=True, response=static)
+        async with running(cfg, stable, canary) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert response.body == b'{"outputs":[{"data":[0]}]}'
+            assert header(response, "content-type") == "application/json"
+            assert header(response, "x-modelfleet-served-by") == "fallback-static"
+            assert header(response, "x-modelfleet-fallback") == "static_response"
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_stable") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="static_response") == 1
+            assert h.count("requests", version="fallback-static", code="200") == 1
+            assert h.count("requests", version="iris-v1", code="500") == 1
+            assert h.count("requests", version="iris-v2", code="502") == 1
+
+    run(scenario)
+
+
+def test_a_failing_stable_is_answered_by_the_static_response_with_its_own_status() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1", mode="down")
+        await started(stable)
+        static = {"statusCode": 203, "contentType": "text/plain", "body": "heuristic"}
+        async with running(config(stable, response=static), stable) as h:
+            response = await h.client.send()
+            assert (response.status, response.body) == (203, b"heuristic")
+            assert header(response, "content-type") == "text/plain"
+            assert h.count("fallbacks", version="iris-v1", reason="static_response") == 1
+
+    run(scenario)
+
+
+def test_an_open_circuit_sends_canary_traffic_to_stable_without_touching_the_canary() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        breaker = {"errorRate": 0.5, "minRequests": 5, "window": "10s", "openFor": "30s"}
+        cfg = config(stable, canary, canary_weight=100, retryOnStable=True, circuitBreaker=breaker)
+        async with running(cfg, stable, canary) as h:
+            for _ in range(5):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-fallback") == "retry_on_stable"
+            assert len(canary.requests) == 5
+            for _ in range(20):
+                response = await h.client.send()
+                assert response.status == 200
+                assert header(response, "x-modelfleet-served-by") == "iris-v1"
+                assert header(response, "x-modelfleet-fallback") == "circuit_open"
+            assert len(canary.requests) == 5  # the open circuit kept requests away
+            assert h.count("fallbacks", version="iris-v2", reason="circuit_open") == 20
+            assert h.count("requests", version="iris-v2", code="503") == 20
+            metrics = (await h.admin.get("/metrics")).body.decode()
+            assert 'modelfleet_circuit_open{deployment="iris",version="iris-v2"} 1' in metrics
+
+    run(scenario)
+
+
+def test_an_open_stable_circuit_gives_the_static_response_or_a_503() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1", mode="error")
+        await started(stable)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        async with running(config(stable, circuitBreaker=breaker), stable) as h:
+            for _ in range(2):
+                assert (await h.client.send()).status == 500
+            response = await h.client.send()
+            assert response.status == 503
+            assert json.loads(response.body) == {"error": "circuit open for version iris-v1"}
+            assert header(response, "retry-after") == "1"
+            assert header(response, "x-modelfleet-served-by") == "router"
+            assert len(stable.requests) == 2
+            # The same open circuit, now with a static response configured, keeps its state.
+            h.router.apply(config(stable, circuitBreaker=breaker, response={"body": "static"}))
+            response = await h.client.send()
+            assert (response.status, response.body) == (200, b"static")
+            assert len(stable.requests) == 2
+
+    run(scenario)
+
+
+# -- mirroring ---------------------------------------------------------------------------------------
+
+
+def test_mirroring_copies_stable_traffic_to_the_canary_and_discards_its_answers() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=0), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        async with running(config(stable, canary, canary_weight=0, mirror=100), stable, canary) as h:
+            for _ in range(10):
+                response = await h.client.send(body=b'{"x": 1}')
+                assert response.status == 200
+                assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            for _ in range(100):
+                if len(canary.requests) == 10:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(canary.requests) == 10
+            assert {r.body for r in canary.requests} == {b'{"x": 1}'}
+            assert h.count("mirrored", version="iris-v2") == 10
+            assert h.count("requests", version="iris-v2", code="500") == 10
+            assert h.count("fallbacks") == 0  # mirror failures never touch the client's request
+
+    run(scenario)
+
+
+def test_a_share_of_stable_traffic_is_mirrored() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", label=2)
+        await started(stable, canary)
+        draws = iter([0.0, 0.05, 0.5, 0.2, 0.95, 0.09] * 10)  # the split draw, then the mirror draw
+        cfg = config(stable, canary, canary_weight=0, mirror=10)
+        async with running(cfg, stable, canary, random_draw=lambda: next(draws)) as h:
+            for _ in range(3):
+                await h.client.send()
+            await asyncio.sleep(0.1)
+            assert h.count("mirrored", version="iris-v2") == 2  # mirror draws 0.05 and 0.09 are below 0.10
+            assert h.router.predictions()["iris-v2"] == [2, 2, 2, 2]
+
+    run(scenario)
+
+
+# -- predictions and admin ---------------------------------------------------------------------------
+
+
+def test_predictions_are_sampled_per_version_and_served_on_the_admin_port() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=0), FakeVersion("iris-v2", label=2)
+        await started(stable, canary)
+        async with running(
+            config(stable, canary, canary_weight=50), stable, canary, prediction_samples=6
+        ) as h:
+            for _ in range(40):
+                await h.client.send()
+            response = await h.admin.get("/predictions")
+            samples = json.loads(response.body)
+            assert samples == {"iris-v1": [0] * 6, "iris-v2": [2] * 6}
+            ready = await h.admin.get("/readyz")
+            assert ready.status == 200
+            assert json.loads(ready.body)["generation"] == 1
+            shown = json.loads((await h.admin.get("/config")).body)
+            assert shown["versions"][1]["weight"] == 50
+            assert (await h.admin.get("/healthz")).status == 200
+            assert (await h.admin.get("/nope")).status == 404
+
+    run(scenario)
+
+
+# -- reconfiguration ---------------------------------------------------------------------------------
+
+
+def test_a_new_configuration_applies_to_new_requests_while_those_under_way_finish() -> None:
+    async def scenario() -> None:
+        stable, slow, other = (
+            FakeVersion("iris-v1"),
+            FakeVersion("iris-v2", mode="slow"),
+            FakeVersion("iris-v3"),
+        )
+        await started(stable, slow, other)
+        async with running(config(stable, slow, canary_weight=100), stable, slow, other) as h:
+            pending = asyncio.ensure_future(h.client.send())
+            await asyncio.wait_for(slow.arrived.wait(), 5)
+            h.router.apply(config(stable, other, canary_weight=100))  # iris-v2 leaves the configuration
+            response = await h.client.send()
+            assert header(response, "x-modelfleet-served-by") == "iris-v3"
+            slow.release.set()
+            finished = await pending
+            assert finished.status == 200
+            assert header(finished, "x-modelfleet-served-by") == "iris-v2"
+            assert h.router.route is not None
+            assert h.router.route.generation == 2
+
+    run(scenario)
+
+
+def test_reapplying_the_same_version_keeps_its_connections_and_circuit() -> None:
+    stable = FakeVersion("iris-v1")
+    stable.port = 1
+    router = Router()
+    router.apply(config(stable))
+    assert router.route is not None
+    backend = router.route.stable
+    assert router.apply_json(config(stable, timeout="1s").to_json()) is None
+    assert router.route.stable is backend
+    assert router.route.timeout == 1.0
+    problem = router.apply_json('{"deployment": "iris", "versions": []}')
+    assert problem is not None
+    assert "versions" in problem
+    assert router.route.timeout == 1.0  # the refused configuration changed nothing
+    assert router.metrics.config_loads.labels("invalid").value == 1
+    assert router.metrics.config_loads.labels("applied").value == 1
