@@ -108,7 +108,7 @@ class _Rollout:
         self.failure = ""  # nothing serves (phase Failed)
         self.degraded = ""  # the stable version fails its monitor (phase Degraded)
         self.not_rolled_out = ""  # spec.version is not servable, the stable one keeps serving
-        self.waiting = ""  # what the rollout waits for, e.g. canary pods
+        self.waiting: list[str] = []  # what the rollout waits for, e.g. canary pods
 
     # --- the decision -----------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class _Rollout:
                 self._consume(PROMOTE_ANNOTATION)
                 self._promote("promoted by hand (modelfleet.io/promote)")
                 return
-            self.waiting = "promotion waits for the canary pods"
+            self.waiting.append("promotion waits for the canary pods")
         if self.spec.paused:
             return
         if self._immediate:
@@ -269,7 +269,7 @@ class _Rollout:
             )
         else:
             self.wake.append(deadline)
-            self.waiting = f"waiting for canary pods ({pods})"
+            self.waiting.append(f"waiting for canary pods ({pods})")
 
     def _promote(self, reason: str) -> None:
         version, old = self.canary, self.stable
@@ -341,7 +341,7 @@ class _Rollout:
             self.failure = f"{version}: pods not ready within {limit} ({self._pods_text(version)})"
         else:
             self.wake.append(deadline)
-            self.waiting = f"waiting for {version} pods ({self._pods_text(version)})"
+            self.waiting.append(f"waiting for {version} pods ({self._pods_text(version)})")
 
     def _steady_state(self) -> None:
         """One version serves everything: judge it, then start a rollout if spec.version differs."""
@@ -536,9 +536,9 @@ class _Rollout:
                 parts = [self._step_text()]
             if self.spec.paused:
                 parts.insert(0, "paused (spec.paused)")
-            parts += [self.waiting, self._monitor_text()]
+            parts += [*self.waiting, self._monitor_text()]
         elif not self.stable:
-            parts = [self.failure or self.waiting]
+            parts = [self.failure] if self.failure else self.waiting
         elif phase == DeploymentPhase.DEGRADED:
             parts = [self.degraded]
         else:
