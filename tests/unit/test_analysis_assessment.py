@@ -227,3 +227,12 @@ def test_empty_measurement_is_inconclusive() -> None:
     empty = Measurement(time=NOW, version="v")
     assert overall_verdict(empty) == Verdict.INCONCLUSIVE
     assert summarize(empty) == "no metrics measured"
+
+
+def test_no_requests_is_inconclusive_even_with_min_requests_0() -> None:
+    window = Window("iris-v2", traffic(requests=0))
+
+    result = only(assess(monitor(ERRORS, min_requests=0), window, NOW))
+
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.message == "no requests"

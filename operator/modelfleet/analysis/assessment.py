@@ -81,12 +81,11 @@ def _assess_traffic(metric: Metric, window: Window, min_requests: int) -> Metric
     count = f"{traffic.requests:g} requests"
     if traffic.requests < min_requests:
         return _result(metric, Verdict.INCONCLUSIVE, f"{count} < minRequests {min_requests}")
-    if metric.type == MetricType.ERROR_RATE:
-        rate = traffic.error_rate
-        return _judge(metric, rate if rate is not None else 0.0, count)
-    if metric.type == MetricType.FALLBACK_RATE:
-        rate = traffic.fallback_rate
-        return _judge(metric, rate if rate is not None else 0.0, count)
+    if traffic.requests <= 0:
+        return _result(metric, Verdict.INCONCLUSIVE, "no requests")
+    if metric.type in {MetricType.ERROR_RATE, MetricType.FALLBACK_RATE}:
+        rate = traffic.error_rate if metric.type == MetricType.ERROR_RATE else traffic.fallback_rate
+        return _judge(metric, rate or 0.0, count)
     if metric.type == MetricType.LATENCY:
         quantile = traffic.latency_quantile(metric.quantile or 0.5)
         if quantile is None:
