@@ -481,3 +481,17 @@ def test_weight_never_exceeds_the_current_steps_weight(index: int) -> None:
 
     expected = [10, 10, 50, 50][world.status.current_step]
     assert world.status.canary_weight == expected
+
+
+def test_the_readiness_deadline_is_not_checked_while_paused() -> None:
+    world = serving_v1()
+    world.change(version="v2", paused=True).decide()
+
+    world.tick(1200).decide()
+    assert world.status.canary_version == "v2"
+    assert world.phase() == DeploymentPhase.PAUSED
+
+    world.change(paused=False).decide()
+
+    assert world.phase() == DeploymentPhase.ROLLED_BACK
+    assert world.status.history[0].reason == "canary pods not ready within 10m (0/2 ready)"
