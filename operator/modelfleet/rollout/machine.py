@@ -273,7 +273,7 @@ class _Rollout:
 
     def _promote(self, reason: str) -> None:
         version, old = self.canary, self.stable
-        self._record(RolloutResult.PROMOTED, reason)
+        self._record(version, RolloutResult.PROMOTED, reason, self.started_at)
         if self.previous and self.previous not in {old, version}:
             self.removed.append(self.previous)
         self.previous = old
@@ -289,7 +289,7 @@ class _Rollout:
     ) -> None:
         """End the rollout under way: all traffic back on stable, the canary's pods removed."""
         version = self.canary
-        self._record(result, reason)
+        self._record(version, result, reason, self.started_at)
         if not keep_pods:
             self.ensured.pop(version, None)
             self.removed.append(version)
@@ -307,12 +307,12 @@ class _Rollout:
         self.started_at = None
         self.analysis = AnalysisStatus(last_measured_at=self.now)
 
-    def _record(self, result: RolloutResult, reason: str, version: str = "") -> None:
+    def _record(self, version: str, result: RolloutResult, reason: str, started_at: datetime | None) -> None:
         entry = HistoryEntry(
-            version=version or self.canary,
+            version=version,
             result=result,
             reason=reason[:MESSAGE_LIMIT],
-            started_at=self.started_at,
+            started_at=started_at,
             finished_at=self.now,
         )
         self.history = (entry, *self.history)[:HISTORY_LIMIT]
@@ -330,7 +330,7 @@ class _Rollout:
             self.started_at = self.now
         self.ensured[version] = self.spec.replicas
         if self._ready(version):
-            self._record(RolloutResult.PROMOTED, "first version", version)
+            self._record(version, RolloutResult.PROMOTED, "first version", self.started_at)
             self.stable = version
             self._reset_rollout()
             self._event("Normal", "Promoted", f"{version} is stable (first version)")
@@ -383,16 +383,7 @@ class _Rollout:
             ),
             None,
         )
-        self.history = (
-            HistoryEntry(
-                version=degraded,
-                result=RolloutResult.ROLLED_BACK,
-                reason=f"degraded after promotion: {reason}"[:MESSAGE_LIMIT],
-                started_at=promoted,
-                finished_at=self.now,
-            ),
-            *self.history,
-        )[:HISTORY_LIMIT]
+        self._record(degraded, RolloutResult.ROLLED_BACK, f"degraded after promotion: {reason}", promoted)
         self.removed.append(degraded)
         self.stable = target
         self.aborted = degraded
