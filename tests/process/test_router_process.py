@@ -1,0 +1,315 @@
+"""The router as a real process in front of real model-server processes, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from routerkit import (
+    INFER_BODY,
+    INFER_PATH,
+    FakeKubeAPI,
+    Process,
+    Tally,
+    get_json,
+    get_text,
+    load,
+    metric,
+    router,
+    send,
+    wait_until,
+    write_config,
+)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return tmp_path / "router.json"
+
+
+@pytest.fixture
+def started_routers() -> Iterator[list[Process]]:
+    routers: list[Process] = []
+    yield routers
+    for process in routers:
+        process.stop()
+
+
+def start(routers: list[Process], *flags: str) -> Process:
+    process = router(*flags)
+    routers.append(process)
+    return process
+
+
+def test_a_failing_canary_at_weight_50_costs_clients_nothing_over_10000_requests(
+    config_file: Path, started_routers: list[Process], stable_server: Process, failing_server: Process
+) -> None:
+    """Given a canary that answers every request with 500 at weight 50 and retryOnStable, when 10,000
+    requests go through, then every client gets a 200 from stable and the metrics show the fallbacks."""
+    write_config(
+        config_file,
+        [("iris-v1", stable_server, 50, "stable"), ("iris-v2", failing_server, 50, "canary")],
+        fallback={"retryOnStable": True},
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+    tally = asyncio.run(load(proxy.port, requests=10_000, concurrency=32))
+
+    assert tally.failures == []
+    assert tally.replies == 10_000
+    assert dict(tally.statuses) == {200: 10_000}
+    assert dict(tally.served_by) == {"iris-v1": 10_000}
+    # About half the requests were drawn for the canary and fell back (retry, then the open circuit).
+    fell_back = sum(tally.fallbacks.values())
+    assert abs(fell_back - 5_000) <= 5 * math.sqrt(10_000 * 0.25)
+    assert set(tally.fallbacks) <= {"retry_on_stable", "circuit_open"}
+
+    text = get_text(proxy.admin_port, "/metrics")
+    retried = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="retry_on_stable")
+    skipped = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="circuit_open")
+    assert retried == tally.fallbacks["retry_on_stable"]
+    assert skipped == tally.fallbacks["circuit_open"]
+    assert retried >= 20  # the circuit opens only after minRequests failures
+    assert metric(text, "modelfleet_requests_total", version="iris-v2", code="500") == retried
+    assert metric(text, "modelfleet_requests_total", version="iris-v1", code="200") == 10_000
+    assert metric(text, "modelfleet_circuit_open", version="iris-v2") == 1
+    assert metric(text, "modelfleet_request_duration_seconds_count", version="iris-v1") == 10_000
+
+
+def test_weights_change_under_load_within_a_second_and_no_request_fails(
+    config_file: Path, started_routers: list[Process], stable_server: Process, shifted_server: Process
+) -> None:
+    """Given steady load, when the configuration file changes the weights three times, then each change
+    shows within about a second, the 50/50 phase splits within binomial bounds, and nothing fails."""
+    write_config(
+        config_file, [("iris-v1", stable_server, 100, "stable"), ("iris-v3", shifted_server, 0, "canary")]
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+
+    async def scenario() -> tuple[Tally, list[float], Tally]:
+        stop = asyncio.Event()
+        background = Tally()
+        hammer = asyncio.ensure_future(load(proxy.port, concurrency=8, tally=background, stop=stop))
+        delays = []
+        measured = Tally()
+        for generation, weights in enumerate([(50, 50), (0, 100), (100, 0)], start=2):
+            await asyncio.sleep(0.3)
+            write_config(
+                config_file,
+                [
+                    ("iris-v1", stable_server, weights[0], "stable"),
+                    ("iris-v3", shifted_server, weights[1], "canary"),
+                ],
+            )
+            written = time.monotonic()
+            for _ in range(500):
+                if get_json(proxy.admin_port, "/readyz")["generation"] == generation:
+                    break
+                await asyncio.sleep(0.01)
+            delays.append(time.monotonic() - written)
+            if weights == (50, 50):
+                measured = await load(proxy.port, requests=4_000, concurrency=8)
+            if weights == (0, 100):
+                only_canary = await load(proxy.port, requests=200, concurrency=4)
+                assert dict(only_canary.served_by) == {"iris-v3": 200}
+        stop.set()
+        await hammer
+        return background, delays, measured
+
+    background, delays, split = asyncio.run(scenario())
+    assert background.failures == []
+    assert background.replies > 100
+    assert set(background.statuses) == {200}
+    assert set(background.served_by) == {"iris-v1", "iris-v3"}
+    assert max(delays) < 1.0, delays
+    assert split.statuses == {200: 4_000}
+    assert abs(split.served_by["iris-v3"] - 2_000) <= 5 * math.sqrt(4_000 * 0.25)
+
+
+def test_predictions_and_metrics_on_the_admin_port_show_a_drifting_canary(
+    config_file: Path, started_routers: list[Process], stable_server: Process, shifted_server: Process
+) -> None:
+    write_config(
+        config_file, [("iris-v1", stable_server, 50, "stable"), ("iris-v3", shifted_server, 50, "canary")]
+    )
+    proxy = start(started_routers, "--config", str(config_file), "--prediction-samples", "100")
+    asyncio.run(load(proxy.port, requests=400, concurrency=4))
+    samples = get_json(proxy.admin_port, "/predictions")
+    assert set(samples) == {"iris-v1", "iris-v3"}
+    assert len(samples["iris-v1"]) == len(samples["iris-v3"]) == 100
+    assert set(samples["iris-v1"]) == {0, 2}  # setosa and virginica
+    assert set(samples["iris-v3"]) == {1, 0}  # the same rows, every class shifted by one
+    text = get_text(proxy.admin_port, "/metrics")
+    for name in (
+        "modelfleet_requests_total",
+        "modelfleet_request_duration_seconds_bucket",
+        "modelfleet_fallbacks_total",
+        "modelfleet_mirrored_requests_total",
+    ):
+        assert metric(text, name, deployment="iris", version="iris-v1") >= 0
+        assert f'{name}{{deployment="iris",version="iris-v3"' in text
+    assert get_json(proxy.admin_port, "/healthz") == {"status": "ok"}
+
+
+def test_mirrored_traffic_reaches_the_canary_and_its_answers_are_discarded(
+    config_file: Path, started_routers: list[Process], stable_server: Process, failing_server: Process
+) -> None:
+    write_config(
+        config_file,
+        [("iris-v1", stable_server, 100, "stable"), ("iris-v2", failing_server, 0, "canary")],
+        mirrorPercent=100,
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+    tally = asyncio.run(load(proxy.port, requests=300, concurrency=4))
+    assert dict(tally.statuses) == {200: 300}
+    assert dict(tally.served_by) == {"iris-v1": 300}
+    assert tally.fallbacks == {}
+
+    def mirrored() -> float:
+        return metric(
+            get_text(proxy.admin_port, "/metrics"), "modelfleet_mirrored_requests_total", version="iris-v2"
+        )
+
+    # The canary's circuit opens after its first failures; copies stop until it lets a probe through.
+    wait_until(lambda: mirrored() >= 20, 5)
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_requests_total", version="iris-v2", code="500") == mirrored()
+
+
+def test_readiness_waits_for_a_configuration_and_a_bad_one_keeps_the_last_good(
+    config_file: Path, started_routers: list[Process], stable_server: Process
+) -> None:
+    proxy = start(started_routers, "--config", str(config_file))
+    with pytest.raises(Exception, match="503"):
+        get_json(proxy.admin_port, "/readyz")
+    write_config(config_file, [("iris-v1", stable_server, 100, "stable")])
+    assert wait_until(lambda: _ready(proxy), 2) < 1.0
+    config_file.write_text('{"deployment": "iris", "versions": [{"name": "x"}]}')
+    wait_until(lambda: "refused, keeping the previous configuration" in proxy.log, 2)
+    tally = asyncio.run(load(proxy.port, requests=20, concurrency=2))
+    assert dict(tally.statuses) == {200: 20}
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_router_config_loads_total", result="invalid") == 1
+
+
+def _ready(proxy: Process) -> bool:
+    try:
+        return bool(get_json(proxy.admin_port, "/readyz")["status"] == "ready")
+    except OSError:
+        return False
+
+
+def test_limits_hold_in_a_real_process(
+    config_file: Path, started_routers: list[Process], slow_server: Process
+) -> None:
+    write_config(config_file, [("iris-v1", slow_server, 100, "stable")])
+    proxy = start(
+        started_routers,
+        "--config",
+        str(config_file),
+        "--max-body-size",
+        "2KiB",
+        "--header-timeout",
+        "500ms",
+        "--max-concurrency",
+        "4",
+    )
+
+    async def scenario() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        big = await send(reader, writer, INFER_PATH, b"x" * 4096)
+        assert big.status == 413
+        assert json.loads(big.body)["error"] == "request body over the limit of 2048 bytes"
+        assert big.headers["x-modelfleet-served-by"] == "router"
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nhost: x\r\n")  # and then nothing
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(4096), 3)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 1.5
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"\x16\x03\x01 this is not http\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(4096), 3)).startswith(b"HTTP/1.1 400 ")
+        writer.close()
+
+        # The slow version holds 4 requests for 400 ms; more at once get 503 with Retry-After.
+        tally = await load(proxy.port, requests=12, concurrency=12)
+        assert tally.statuses[503] >= 4
+        assert tally.statuses[200] >= 4
+        assert tally.failures == []
+
+    asyncio.run(scenario())
+    tally = asyncio.run(load(proxy.port, requests=4, concurrency=4))
+    assert dict(tally.statuses) == {200: 4}
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_router_rejected_total", code="413") == 1
+    assert metric(text, "modelfleet_router_rejected_total", code="408") == 1
+    assert metric(text, "modelfleet_router_rejected_total", code="503") >= 4
+
+
+def test_sigterm_lets_a_request_under_way_finish(
+    config_file: Path, started_routers: list[Process], slow_server: Process
+) -> None:
+    write_config(config_file, [("iris-v1", slow_server, 100, "stable")])
+    proxy = start(started_routers, "--config", str(config_file))
+
+    async def scenario() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        pending = asyncio.ensure_future(send(reader, writer, INFER_PATH, INFER_BODY))
+        await asyncio.sleep(0.1)
+        proxy.signal(signal.SIGTERM)
+        reply = await pending
+        writer.close()
+        return reply.status
+
+    assert asyncio.run(scenario()) == 200
+    assert proxy.proc.wait(10) == 0
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=1),
+    ):
+        pass
+
+
+def test_configmap_mode_follows_the_configmap_through_the_api(
+    started_routers: list[Process], stable_server: Process, shifted_server: Process
+) -> None:
+    def document(canary_weight: int) -> str:
+        return json.dumps(
+            {
+                "deployment": "iris",
+                "versions": [
+                    {
+                        "name": "iris-v1",
+                        "url": stable_server.url,
+                        "weight": 100 - canary_weight,
+                        "role": "stable",
+                    },
+                    {"name": "iris-v3", "url": shifted_server.url, "weight": canary_weight, "role": "canary"},
+                ],
+            }
+        )
+
+    api = FakeKubeAPI("ml", "iris-router", document(0))
+    try:
+        proxy = start(started_routers, "--configmap", "ml/iris-router", "--kube-api", api.url)
+        wait_until(lambda: _ready(proxy), 5)
+        assert dict(asyncio.run(load(proxy.port, requests=50, concurrency=2)).served_by) == {"iris-v1": 50}
+        api.update(document(100))
+        changed = time.monotonic()
+        wait_until(lambda: get_json(proxy.admin_port, "/readyz")["generation"] == 2, 3)
+        assert time.monotonic() - changed < 1.0
+        assert dict(asyncio.run(load(proxy.port, requests=50, concurrency=2)).served_by) == {"iris-v3": 50}
+        assert any("watch=true" in path and "resourceVersion=1" in path for path in api.requests)
+    finally:
+        api.close()
