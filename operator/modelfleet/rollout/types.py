@@ -63,7 +63,7 @@ class Observation:
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
     """Ready pods of each version in play (stable, canary, previous); a missing version has none."""
     annotations: Collection[str] = frozenset()
-    """Manual-control annotations pending on the Deployment (modelfleet.io/promote, abort, retry)."""
+    """Manual-control annotations set to "true" on the Deployment (modelfleet.io/promote, abort, retry)."""
     monitor: MonitorObservation | None = None
     """The Monitor of this Deployment, or None when it has none (or the named one does not exist)."""
     endpoint: str = ""
