@@ -1,0 +1,1 @@
+"""Test support: talking to a real cluster (kubectl, namespaces, applying YAML, the operator)."""
