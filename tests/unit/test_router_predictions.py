@@ -58,3 +58,12 @@ def test_the_sample_keeps_the_newest_values_up_to_its_size() -> None:
     for start in range(0, 12, 3):
         sample.offer(v2([start, start + 1, start + 2]))
     assert sample.snapshot() == [7, 8, 9, 10, 11]
+
+
+def test_reads_are_limited_per_second_with_a_burst_of_the_same_size() -> None:
+    sample = PredictionSample("v2", per_second=10)
+    assert sum(sample.wants(100.0) for _ in range(50)) == 10  # the burst
+    assert sum(sample.wants(100.5) for _ in range(50)) == 5  # half a second refills half
+    assert sum(sample.wants(160.0) for _ in range(50)) == 10  # never more than one burst
+    unlimited = PredictionSample("v2", per_second=0)
+    assert all(unlimited.wants(1.0) for _ in range(1000))

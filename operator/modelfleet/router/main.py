@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prediction-samples", type=positive_int, default=1000, help="predicted values kept per version"
     )
+    parser.add_argument(
+        "--prediction-reads",
+        type=float,
+        default=200.0,
+        help="responses per second and version read for prediction samples (0: all; default 200)",
+    )
     parser.add_argument("--config-poll", type=duration, default="200ms", help="how often --config is checked")
     kube = parser.add_argument_group("kubernetes (with --configmap)")
     kube.add_argument(
@@ -167,7 +173,10 @@ async def serve(args: argparse.Namespace, limits: Limits) -> int:
         return float(traffic.in_flight)
 
     router = Router(
-        RouterMetrics(in_flight), prediction_samples=args.prediction_samples, max_mirrors=args.max_mirrors
+        RouterMetrics(in_flight),
+        prediction_samples=args.prediction_samples,
+        prediction_reads_per_second=args.prediction_reads,
+        max_mirrors=args.max_mirrors,
     )
 
     def rejected(code: int) -> None:

@@ -69,8 +69,14 @@ class Backend:
     prediction sample, and the header bytes computed once."""
 
     def __init__(
-        self, deployment: str, version: Version, fallback: Fallback, metrics: RouterMetrics, samples: int
-    ):
+        self,
+        deployment: str,
+        version: Version,
+        fallback: Fallback,
+        metrics: RouterMetrics,
+        samples: int = 1000,
+        samples_per_second: float = 200.0,
+    ) -> None:
         self.deployment = deployment
         self.name = version.name
         self.url = version.url
@@ -87,7 +93,7 @@ class Backend:
             for reason in (RETRY_ON_STABLE, CIRCUIT_OPEN, STATIC_RESPONSE)
         }
         self._codes: dict[int, CounterChild] = {}
-        self.predictions = PredictionSample(version.protocol, samples)
+        self.predictions = PredictionSample(version.protocol, samples, samples_per_second)
         self.breaker: CircuitBreaker | None = None
         self._breaker_settings: object = None
         self.update(version, fallback)
@@ -172,12 +178,14 @@ class Router:
         self,
         metrics: RouterMetrics | None = None,
         prediction_samples: int = 1000,
+        prediction_reads_per_second: float = 200.0,
         max_mirrors: int = 256,
         random_draw: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or RouterMetrics()
         self.prediction_samples = prediction_samples
+        self.prediction_reads_per_second = prediction_reads_per_second
         self.max_mirrors = max_mirrors
         self.mirrors_in_flight = 0
         self.route: Route | None = None
@@ -338,11 +346,12 @@ class Router:
         except UpstreamError as error:
             code = 502
             result = Response.error(502, f"version {backend.name} failed: {error}", SERVED_BY_ROUTER)
-        backend.duration.observe(time.perf_counter() - started)
+        finished = time.perf_counter()
+        backend.duration.observe(finished - started)
         backend.count(code)
         if backend.breaker is not None:
             backend.breaker.record(self._clock(), code < 500)
-        if 200 <= code < 300 and type(result) is UpstreamResponse:
+        if 200 <= code < 300 and type(result) is UpstreamResponse and backend.predictions.wants(finished):
             backend.predictions.offer(result.body)
         return result
 

@@ -160,9 +160,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(
-            asyncio.Transport, transport
-        )  # uvloop's don't subclass it
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's don't subclass it
         self.pool.open_connections += 1
 
     def send(
