@@ -10,10 +10,14 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_WARN_SCRIPT_LOCATION=1
 WORKDIR /src
-# /opt/modelfleet is the venv the images ship: no pip in it, it is filled by the build-tools venv's pip.
+# /opt/modelfleet: the venv with the dependencies, filled by the build-tools venv's pip (no pip in it).
+# /opt/app: the package alone, on the venv's path through a .pth file, so that a source change
+# makes a new layer of a few hundred kilobytes instead of a new copy of the whole venv.
 RUN python -m venv --without-pip /opt/modelfleet \
  && python -m venv /opt/build-tools \
- && /opt/build-tools/bin/pip install --quiet "setuptools>=68" wheel
+ && /opt/build-tools/bin/pip install --quiet "setuptools>=68" wheel \
+ && /opt/modelfleet/bin/python -c "import pathlib, sysconfig; \
+pathlib.Path(sysconfig.get_path('purelib'), 'modelfleet-app.pth').write_text('/opt/app\n')"
 COPY images/requirements.py pyproject.toml ./
 RUN python requirements.py pyproject.toml > requirements.txt \
  && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet -r requirements.txt
@@ -22,29 +26,26 @@ FROM deps AS deps-model-server
 RUN python requirements.py pyproject.toml modelserver > requirements-modelserver.txt \
  && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet -r requirements-modelserver.txt
 
-# The package itself (its dependencies are in place already, hence --no-deps).
-FROM deps AS build-operator
+# The package itself (its dependencies are in the venvs above, hence --no-deps).
+FROM deps AS app
 COPY operator/ operator/
 RUN /opt/build-tools/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
- && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps /tmp/wheels/*.whl
+ && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps \
+      --target /opt/app /tmp/wheels/*.whl
 
-FROM deps-model-server AS build-model-server
-COPY operator/ operator/
-RUN /opt/build-tools/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
- && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps /tmp/wheels/*.whl
-
-# ---- runtime: the base image, an unprivileged user and the venv. The numeric USER lets the kubelet
-# check `runAsNonRoot` (Pod Security "restricted") without reading /etc/passwd.
+# ---- runtime: the base image, an unprivileged user, the venv and the package. The numeric USER
+# lets the kubelet check `runAsNonRoot` (Pod Security "restricted") without reading /etc/passwd.
 FROM ${BASE} AS runtime
 RUN groupadd --system --gid 65532 modelfleet \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin modelfleet
-ENV PATH=/opt/modelfleet/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PATH=/opt/app/bin:/opt/modelfleet/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 LABEL org.opencontainers.image.title="modelfleet" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 FROM runtime AS model-server
-COPY --from=build-model-server /opt/modelfleet /opt/modelfleet
+COPY --from=deps-model-server /opt/modelfleet /opt/modelfleet
+COPY --from=app /opt/app /opt/app
 RUN mkdir -p /models && modelfleet model-server --train /models/iris.joblib && chmod -R a+rX /models
 LABEL org.opencontainers.image.description="modelfleet reference iris model server"
 # Configured through the environment, so a pod's `args` (fault injection flags, say) add to it.
@@ -54,7 +55,8 @@ USER 65532:65532
 ENTRYPOINT ["modelfleet", "model-server"]
 
 FROM runtime AS operator
-COPY --from=build-operator /opt/modelfleet /opt/modelfleet
+COPY --from=deps /opt/modelfleet /opt/modelfleet
+COPY --from=app /opt/app /opt/app
 LABEL org.opencontainers.image.description="modelfleet operator and inference router"
 USER 65532:65532
 ENTRYPOINT ["modelfleet"]

@@ -85,15 +85,15 @@ rm_tree() {
 }
 
 # export_archive NAME IMAGE REF...: write $OUT/NAME.tar, an OCI archive holding IMAGE under each REF.
+# The OCI layout folder beside it is kept, so the next push reuses its unchanged (compressed) layers.
 export_archive() {
   local name=$1 image=$2; shift 2
   local layout="$OUT/$name.oci" t0=$SECONDS
-  rm -rf "$layout" "$OUT/$name.tar.tmp"
+  rm -f "$OUT/$name.tar.tmp"
   buildah push --quiet "$image" "oci:$layout:$1" >/dev/null
   python3 "$ROOT/images/imagetool.py" name-layout "$layout" "$@"
   tar -C "$layout" -cf "$OUT/$name.tar.tmp" oci-layout index.json blobs
   mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
-  rm -rf "$layout"
   log "$name: exported to $OUT/$name.tar in $((SECONDS - t0))s ($(du -h "$OUT/$name.tar" | cut -f1))"
 }
 

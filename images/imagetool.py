@@ -1,7 +1,8 @@
 """Helpers for images/build.sh that are easier to get right in Python than in shell.
 
     imagetool.py hash ROOT [--extra TEXT]... PATH...    hash of the build inputs under ROOT
-    imagetool.py name-layout DIR NAME...                give the image in OCI layout DIR these names
+    imagetool.py name-layout DIR NAME...                give the image in OCI layout DIR these names and
+                                                        delete the blobs no name reaches any more
     imagetool.py refs ARCHIVE_OR_DIR                    print "NAME DIGEST" per name in an OCI archive
 
 Standard library only: it runs under the host's python3, before any venv exists.
@@ -16,7 +17,7 @@ import json
 import os
 import sys
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +66,66 @@ def input_hash(root: Path, files: Sequence[str], extra: Sequence[str] = ()) -> s
 
 
 def named_index(index: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """A copy of an OCI image index that holds one image, with one manifest entry per name.
+    """A copy of an OCI image index whose entries are all one image, once per name.
 
-    Each entry carries the name both as the OCI ref name and as containerd's image name, so that
-    `ctr images import` creates exactly these names, e.g. `localhost/iris-server:1`."""
+    The image is the entry already named `names[0]` (the one just pushed), or the only entry.
+    Each new entry carries its name both as the OCI ref name and as containerd's image name, so
+    that `ctr images import` creates exactly these names, e.g. `localhost/iris-server:1`."""
     if not names:
         raise ValueError("at least one image name is needed")
     manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
         raise ValueError("the OCI index has no manifests")
-    digests = {m.get("digest") for m in manifests}
-    if len(digests) != 1:
-        raise ValueError(f"the OCI index holds {len(digests)} different images; expected one")
+    chosen = [m for m in manifests if m.get("annotations", {}).get(REF_NAME) == names[0]]
+    if not chosen and len({m.get("digest") for m in manifests}) == 1:
+        chosen = manifests[:1]
+    if not chosen:
+        raise ValueError(f"the OCI index holds several images and none is named {names[0]}")
     result = copy.deepcopy(index)
     result["manifests"] = []
     for name in dict.fromkeys(names):
-        entry = copy.deepcopy(manifests[0])
+        entry = copy.deepcopy(chosen[-1])
         entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name, CONTAINERD_NAME: name}
         result["manifests"].append(entry)
     return result
+
+
+def referenced_blobs(index: dict[str, Any], read_blob: Callable[[str], dict[str, Any]]) -> set[str]:
+    """Digests of every blob an OCI index reaches: manifests (and nested indexes), configs, layers.
+    `read_blob(digest)` returns the parsed JSON of a manifest or index blob."""
+    seen: set[str] = set()
+    pending = [entry["digest"] for entry in index.get("manifests", [])]
+    while pending:
+        digest = pending.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        blob = read_blob(digest)
+        pending += [entry["digest"] for entry in blob.get("manifests", [])]
+        if "config" in blob:
+            seen.add(blob["config"]["digest"])
+        seen.update(layer["digest"] for layer in blob.get("layers", []))
+    return seen
+
+
+def prune_layout(layout: Path) -> list[Path]:
+    """Delete the blobs of an OCI layout folder that its index.json no longer reaches (images
+    replaced by a newer push); returns the deleted files."""
+
+    def blob_path(digest: str) -> Path:
+        algorithm, _, hexdigest = digest.partition(":")
+        return layout / "blobs" / algorithm / hexdigest
+
+    def read_blob(digest: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(blob_path(digest).read_bytes())
+        return data
+
+    index = json.loads((layout / "index.json").read_text())
+    keep = {blob_path(digest) for digest in referenced_blobs(index, read_blob)}
+    deleted = [path for path in sorted((layout / "blobs").glob("*/*")) if path not in keep]
+    for path in deleted:
+        path.unlink()
+    return deleted
 
 
 def index_refs(index: dict[str, Any]) -> list[tuple[str, str]]:
@@ -138,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             index_file = args.layout / "index.json"
             index = named_index(json.loads(index_file.read_text()), args.names)
             index_file.write_text(json.dumps(index, indent=2) + "\n")
+            prune_layout(args.layout)
         else:
             for name, digest in index_refs(read_index(args.archive)):
                 print(name, digest)

@@ -4,6 +4,7 @@ lists of the dependency layers, and the pause binary."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -251,12 +252,33 @@ def test_named_index_gives_the_one_image_every_name_for_containerd() -> None:
     assert INDEX["manifests"] == [MANIFEST], "the input index must not be modified"
 
 
+def test_named_index_takes_the_image_just_pushed_over_older_ones() -> None:
+    """A push into a kept layout replaces the entry of the first name only; the others still
+    point at the previous image until they are renamed."""
+    old = {
+        **MANIFEST,
+        "digest": "sha256:" + "0" * 64,
+        "annotations": {imagetool.REF_NAME: "localhost/iris-server:1"},
+    }
+    pushed = {**MANIFEST, "annotations": {imagetool.REF_NAME: "localhost/modelfleet-model-server:dev"}}
+    index = imagetool.named_index(
+        {"schemaVersion": 2, "manifests": [old, pushed]},
+        ["localhost/modelfleet-model-server:dev", "localhost/iris-server:1"],
+    )
+    assert {m["digest"] for m in index["manifests"]} == {MANIFEST["digest"]}
+    assert len(index["manifests"]) == 2
+
+
 @pytest.mark.parametrize(
     ("index", "names", "message"),
     [
         (INDEX, [], "at least one image name"),
         ({"schemaVersion": 2, "manifests": []}, ["a:1"], "no manifests"),
-        ({"manifests": [MANIFEST, {**MANIFEST, "digest": "sha256:" + "b" * 64}]}, ["a:1"], "2 different"),
+        (
+            {"manifests": [MANIFEST, {**MANIFEST, "digest": "sha256:" + "b" * 64}]},
+            ["a:1"],
+            "several images and none is named a:1",
+        ),
     ],
 )
 def test_named_index_rejects_what_it_cannot_name(
@@ -279,11 +301,46 @@ def test_refs_are_read_from_an_oci_archive(tmp_path: Path, member: str) -> None:
     ]
 
 
-def test_name_layout_cli_rewrites_the_layout_index(tmp_path: Path) -> None:
-    (tmp_path / "index.json").write_text(json.dumps(INDEX))
+def _blob(layout: Path, content: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(content).hexdigest()
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "blobs" / "sha256" / digest).write_bytes(content)
+    return {"mediaType": "application/octet-stream", "digest": f"sha256:{digest}", "size": len(content)}
+
+
+def _image(layout: Path, layer: bytes) -> dict[str, object]:
+    """Writes a config, a layer and a manifest; returns the manifest's descriptor."""
+    manifest = {"schemaVersion": 2, "config": _blob(layout, b"{}" + layer), "layers": [_blob(layout, layer)]}
+    return _blob(layout, json.dumps(manifest).encode())
+
+
+def test_name_layout_names_the_new_image_and_drops_the_blobs_of_the_old(tmp_path: Path) -> None:
+    old = _image(tmp_path, b"old layer")
+    shared = _image(tmp_path, b"same layer")
+    new = {**shared, "annotations": {imagetool.REF_NAME: "localhost/a:1"}}
+    old_named = {**old, "annotations": {imagetool.REF_NAME: "localhost/b:2"}}
+    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [old_named, new]}))
+
     assert imagetool.main(["name-layout", str(tmp_path), "localhost/a:1", "localhost/b:2"]) == 0
+
     refs = imagetool.index_refs(json.loads((tmp_path / "index.json").read_text()))
-    assert [name for name, _ in refs] == ["localhost/a:1", "localhost/b:2"]
+    assert refs == [("localhost/a:1", shared["digest"]), ("localhost/b:2", shared["digest"])]
+    left = {f"sha256:{path.name}" for path in (tmp_path / "blobs" / "sha256").iterdir()}
+    assert len(left) == 3
+    assert shared["digest"] in left
+    assert old["digest"] not in left
+
+
+def test_referenced_blobs_follow_nested_indexes() -> None:
+    blobs = {
+        "sha256:i": {"manifests": [{"digest": "sha256:m"}]},
+        "sha256:m": {
+            "config": {"digest": "sha256:c"},
+            "layers": [{"digest": "sha256:l1"}, {"digest": "sha256:l2"}],
+        },
+    }
+    found = imagetool.referenced_blobs({"manifests": [{"digest": "sha256:i"}]}, blobs.__getitem__)
+    assert found == {"sha256:i", "sha256:m", "sha256:c", "sha256:l1", "sha256:l2"}
 
 
 # ---- requirement lists for the dependency layers -----------------------------------------------
