@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
-from modelfleet.httpcore import JSON, Request, Response
+from modelfleet.httpcore import Request, Response
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
@@ -386,6 +386,3 @@ def _failure_reply(backend: Backend, result: UpstreamResponse | Response) -> Res
     if isinstance(result, Response):
         return result
     return _reply(backend, result, b"")
-
-
-__all__ = ["JSON", "Backend", "Route", "Router", "forward_headers"]
