@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from modelfleet.api.common import (
     ApiModel,
@@ -23,6 +23,8 @@ from modelfleet.api.common import (
 )
 
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus.monitoring:9090"
+MEASUREMENT_HISTORY_LIMIT = 10
+"""How many recent measurements a Monitor keeps in its status."""
 
 
 class MetricType(StrEnum):
@@ -211,10 +213,21 @@ class MonitorStatus(StatusModel):
     """Passing, Failing or Inconclusive."""
     last_measurement: Measurement | None = None
     """The latest measurement."""
+    measurements: tuple[Measurement, ...] = Field(default=(), max_length=MEASUREMENT_HISTORY_LIMIT)
+    """Recent measurements, newest first (bounded), so the Deployment controller misses none between
+    two of its reconciles."""
     message: Text = ""
     """A one-line summary of the latest verdict."""
     conditions: tuple[Condition, ...] = condition_list()
     """Ready: the Monitor measures and its Deployment exists."""
+
+    @field_validator("measurements", mode="before")
+    @classmethod
+    def _bound_measurements(cls, value: object) -> object:
+        # A status written with a larger bound still parses: keep the newest measurements.
+        if isinstance(value, list | tuple) and len(value) > MEASUREMENT_HISTORY_LIMIT:
+            return value[:MEASUREMENT_HISTORY_LIMIT]
+        return value
 
 
 class Monitor(Resource[MonitorSpec, MonitorStatus]):
