@@ -157,6 +157,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --allow-privileged=true --profiling=false --v=1
 wait_for kube-apiserver 90 api_healthy
 

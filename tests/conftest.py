@@ -47,7 +47,9 @@ def crds(cluster: Cluster) -> None:
     """The modelfleet.io CRDs, applied from crds/ and established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
         *[f"crd/{p}.modelfleet.io" for p in ("models", "modelversions", "deployments", "monitors")],
     )
 
@@ -115,7 +117,7 @@ def operator(
         alive = proc.alive()
         proc.kill(signal.SIGTERM)
         report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed or not alive:
+        if (report is not None and report.failed) or not alive:
             tail = "\n".join(proc.log().splitlines()[-60:])
             print(f"\n--- operator log (last 60 lines){' (it had died)' if not alive else ''} ---\n{tail}")
 

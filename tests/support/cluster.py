@@ -93,8 +93,14 @@ class Cluster:
         out: dict[str, Any] = json.loads(result.stdout)
         return out
 
-    def apply(self, manifest: str | dict[str, Any] | list[dict[str, Any]], namespace: str | None = None,
-              *, check: bool = True, server_side: bool = False) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self,
+        manifest: str | dict[str, Any] | list[dict[str, Any]],
+        namespace: str | None = None,
+        *,
+        check: bool = True,
+        server_side: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         """kubectl apply of YAML text or of manifests given as dicts."""
         if isinstance(manifest, dict):
             text = yaml.safe_dump(manifest)
@@ -135,7 +141,9 @@ class Cluster:
         }
         self.apply(manifest)
         # The namespace's default service account appears asynchronously; pods need it.
-        self.wait_for(f"service account in {name}", lambda: self.get_or_none("serviceaccount", "default", name))
+        self.wait_for(
+            f"service account in {name}", lambda: self.get_or_none("serviceaccount", "default", name)
+        )
         return name
 
     def delete_namespace(self, name: str) -> None:

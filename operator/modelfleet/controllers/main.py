@@ -30,9 +30,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     parser.add_argument(
-        "--liveness", default="", help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz"
+        "--liveness",
+        default="",
+        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
-    parser.add_argument("--peering", default="", help="kopf peering name for one active operator (default: standalone)")
+    parser.add_argument(
+        "--peering", default="", help="kopf peering name for one active operator (default: standalone)"
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -50,7 +54,7 @@ def load_handlers() -> list[str]:
     return loaded
 
 
-@kopf.on.startup()  # type: ignore[misc]
+@kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
