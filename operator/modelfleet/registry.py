@@ -1,0 +1,327 @@
+"""The registry's rules as pure functions: may a ModelVersion take traffic, and what the status of a
+ModelVersion and of its Model say.
+
+No Kubernetes client, no kopf: the controllers read the objects, call these, and write the result.
+`servability` is the one check every controller uses: the registry controller to set a version's
+`Ready` condition, the Deployment controller to decide whether it may roll a version out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, NamedTuple
+
+from modelfleet.api import (
+    ConditionStatus,
+    DeploymentStatus,
+    Model,
+    ModelStatus,
+    ModelVersion,
+    ModelVersionPhase,
+    ModelVersionStatus,
+    get_condition,
+    set_condition,
+)
+
+#: Status lists (`versions`, `servingVersions`, `servedBy`) hold at most this many names (CRD maxItems).
+STATUS_LIST_LIMIT = 1000
+#: Status messages are at most this long (CRD maxLength of `status.message`).
+MESSAGE_LIMIT = 1024
+
+
+class Reason(StrEnum):
+    """Why a version may or may not take traffic; also the reason of its `Ready` condition."""
+
+    SERVABLE = "Servable"
+    """It meets its Model's rules."""
+    VERSION_NOT_FOUND = "VersionNotFound"
+    """No ModelVersion of that name exists."""
+    MODEL_NOT_FOUND = "ModelNotFound"
+    """The Model it names does not exist."""
+    MODEL_MISMATCH = "ModelMismatch"
+    """It is a version of another Model than the one the Deployment serves."""
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    """Its image starts with none of the Model's `allowedImages`."""
+    APPROVAL_REQUIRED = "ApprovalRequired"
+    """The Model requires approval and the version is not approved."""
+
+
+class Servability(NamedTuple):
+    """The answer of `servability`: may the version take traffic, and if not, why."""
+
+    servable: bool
+    reason: Reason
+    """CamelCase, for conditions and events."""
+    message: str
+    """One short sentence for people, naming the objects and the rule."""
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    """`a, b, c` or `a, b, c and 7 more`."""
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def servability(model: Model | None, version: ModelVersion | None, *, version_name: str = "") -> Servability:
+    """May `version` take traffic under `model`'s governance?
+
+    Pass the Model the caller serves (a Deployment's `spec.model`) or, for the version's own status,
+    the Model the version names; None when it does not exist. `version_name` names a version that
+    could not be found, for the message. When several rules are broken, `reason` is the first of
+    ModelNotFound, ModelMismatch, ImageNotAllowed, ApprovalRequired and `message` lists them all.
+    """
+    if version is None:
+        name = version_name or "(unnamed)"
+        return Servability(False, Reason.VERSION_NOT_FOUND, f"ModelVersion {name} not found")
+    name = version.metadata.name or version_name or "(unnamed)"
+    if model is None:
+        return Servability(
+            False, Reason.MODEL_NOT_FOUND, f"ModelVersion {name}: Model {version.spec.model} not found"
+        )
+    if version.spec.model != model.metadata.name:
+        return Servability(
+            False,
+            Reason.MODEL_MISMATCH,
+            f"ModelVersion {name} is a version of Model {version.spec.model}, not {model.metadata.name}",
+        )
+    problems: list[tuple[Reason, str]] = []
+    governance = model.spec.governance
+    if not governance.image_allowed(version.spec.image):
+        problems.append(
+            (
+                Reason.IMAGE_NOT_ALLOWED,
+                f"image {version.spec.image} is not in allowedImages of Model {model.metadata.name}"
+                f" ({_names(governance.allowed_images, 3)})",
+            )
+        )
+    approval_problem = _approval_problem(model, version)
+    if approval_problem:
+        problems.append((Reason.APPROVAL_REQUIRED, approval_problem))
+    if problems:
+        text = f"ModelVersion {name}: " + "; ".join(message for _, message in problems)
+        return Servability(False, problems[0][0], _clip(text))
+    return Servability(
+        True, Reason.SERVABLE, f"ModelVersion {name} meets the rules of Model {model.metadata.name}"
+    )
+
+
+def _approval_problem(model: Model, version: ModelVersion) -> str:
+    """Why the version lacks a required approval; empty when it needs none or has one."""
+    approval = version.spec.approval
+    if not model.spec.governance.require_approval or (approval is not None and approval.approved):
+        return ""
+    if approval is not None and approval.by:
+        return f"not approved (refused by {approval.by}" + (
+            f": {approval.reason})" if approval.reason else ")"
+        )
+    return f"Model {model.metadata.name} requires approval and spec.approval.approved is not true"
+
+
+# --- who serves what -------------------------------------------------------------------------------
+
+
+def served_versions(status: DeploymentStatus) -> frozenset[str]:
+    """The versions a Deployment sends live traffic to: its stable version, and its canary at weight > 0."""
+    versions = {status.stable_version} if status.stable_version else set()
+    if status.canary_version and status.canary_weight > 0:
+        versions.add(status.canary_version)
+    return frozenset(versions)
+
+
+def serving_deployments(version: str, serving: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
+    """Sorted names of the Deployments whose served versions (`serving`: Deployment -> versions) hold it."""
+    return tuple(sorted(d for d, versions in serving.items() if version in versions))
+
+
+# --- ModelVersion status ---------------------------------------------------------------------------
+
+
+def version_status(
+    model: Model | None, version: ModelVersion, served_by: Iterable[str], *, now: datetime
+) -> ModelVersionStatus:
+    """The whole new status of `version`, given its Model (None: not found) and the Deployments serving it.
+
+    Phase: Pending while the Model does not exist; Rejected when it breaks the Model's rules; else
+    Serving when some Deployment serves it, Retired when it was Serving at the last evaluation and no
+    longer is (a Retired version stays Retired until served again), Ready otherwise. Conditions keep
+    their lastTransitionTime unless their status changes.
+    """
+    old = version.status
+    generation = version.metadata.generation
+    check = servability(model, version)
+    serving = tuple(sorted(set(served_by)))[:STATUS_LIST_LIMIT]
+
+    if not check.servable:
+        phase = (
+            ModelVersionPhase.PENDING
+            if check.reason == Reason.MODEL_NOT_FOUND
+            else ModelVersionPhase.REJECTED
+        )
+        ready = (ConditionStatus.FALSE, check.reason.value, check.message)
+    elif serving:
+        phase = ModelVersionPhase.SERVING
+        ready = (ConditionStatus.TRUE, "Serving", f"serving in Deployment {_names(serving)}")
+    elif old.phase in (ModelVersionPhase.SERVING, ModelVersionPhase.RETIRED):
+        phase = ModelVersionPhase.RETIRED
+        ready = (
+            ConditionStatus.TRUE,
+            "Retired",
+            "served before, no Deployment serves it now; it may be rolled out again",
+        )
+    else:
+        phase = ModelVersionPhase.READY
+        ready = (ConditionStatus.TRUE, Reason.SERVABLE.value, f"{check.message}; it may be rolled out")
+
+    approved = _approved_condition(model, version)
+    conditions = set_condition(
+        old.conditions, "Ready", ready[0], ready[1], _clip(ready[2]), now=now, observed_generation=generation
+    )
+    conditions = set_condition(
+        conditions,
+        "Approved",
+        approved[0],
+        approved[1],
+        _clip(approved[2]),
+        now=now,
+        observed_generation=generation,
+    )
+    return ModelVersionStatus(
+        observed_generation=generation,
+        phase=phase,
+        served_by=serving,
+        message=_clip(ready[2]),
+        conditions=conditions,
+    )
+
+
+def _approved_condition(model: Model | None, version: ModelVersion) -> tuple[ConditionStatus, str, str]:
+    if model is None:
+        return ConditionStatus.UNKNOWN, Reason.MODEL_NOT_FOUND.value, f"Model {version.spec.model} not found"
+    approval = version.spec.approval
+    if approval is not None and approval.approved:
+        by = f" by {approval.by}" if approval.by else ""
+        why = f": {approval.reason}" if approval.reason else ""
+        return ConditionStatus.TRUE, "Approved", f"approved{by}{why}"
+    if not model.spec.governance.require_approval:
+        return (
+            ConditionStatus.TRUE,
+            "ApprovalNotRequired",
+            f"Model {model.metadata.name} does not require approval",
+        )
+    return ConditionStatus.FALSE, Reason.APPROVAL_REQUIRED.value, _approval_problem(model, version)
+
+
+# --- Model status ----------------------------------------------------------------------------------
+
+
+def model_status(
+    model: Model, versions: Iterable[str], serving: Iterable[str], *, now: datetime
+) -> ModelStatus:
+    """The whole new status of `model`: its versions, those serving traffic, and `Ready`."""
+    all_versions = sorted(set(versions))
+    serving_versions = sorted(set(serving))
+    message = f"{_count(len(all_versions), 'version')}, {len(serving_versions)} serving"
+    if serving_versions:
+        message += f": {_names(serving_versions)}"
+    if len(all_versions) > STATUS_LIST_LIMIT or len(serving_versions) > STATUS_LIST_LIMIT:
+        message += f" (status lists the first {STATUS_LIST_LIMIT})"
+    generation = model.metadata.generation
+    conditions = set_condition(
+        model.status.conditions, "Ready", True, "Registered", message, now=now, observed_generation=generation
+    )
+    return ModelStatus(
+        observed_generation=generation,
+        versions=tuple(all_versions[:STATUS_LIST_LIMIT]),
+        serving_versions=tuple(serving_versions[:STATUS_LIST_LIMIT]),
+        conditions=conditions,
+    )
+
+
+# --- Events ----------------------------------------------------------------------------------------
+
+
+class Notice(NamedTuple):
+    """A Kubernetes Event to post about a decision."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def version_notices(old: ModelVersionStatus, new: ModelVersionStatus) -> list[Notice]:
+    """Events for what changed between two statuses of a version (none when nothing did)."""
+    notices: list[Notice] = []
+    old_ready, new_ready = get_condition(old.conditions, "Ready"), get_condition(new.conditions, "Ready")
+    if new_ready is not None and (
+        old_ready is None
+        or (old_ready.status, old_ready.reason) != (new_ready.status, new_ready.reason)
+        or (new_ready.status != ConditionStatus.TRUE and old_ready.message != new_ready.message)
+    ):
+        kind: Literal["Normal", "Warning"] = (
+            "Normal" if new_ready.status == ConditionStatus.TRUE else "Warning"
+        )
+        notices.append(Notice(kind, new_ready.reason, new_ready.message))
+    elif new.phase == ModelVersionPhase.SERVING and old.served_by != new.served_by:
+        notices.append(Notice("Normal", "Serving", new.message))
+
+    old_ok, new_ok = get_condition(old.conditions, "Approved"), get_condition(new.conditions, "Approved")
+    if (
+        new_ok is not None
+        and (old_ok is None or (old_ok.status, old_ok.reason) != (new_ok.status, new_ok.reason))
+        and new_ok.reason not in {n.reason for n in notices}
+        and new_ok.status != ConditionStatus.UNKNOWN
+        and (old_ok is not None or new_ok.reason != "ApprovalNotRequired")
+    ):
+        kind = "Normal" if new_ok.status == ConditionStatus.TRUE else "Warning"
+        notices.append(Notice(kind, new_ok.reason, new_ok.message))
+    return notices
+
+
+def model_notices(old: ModelStatus, new: ModelStatus, *, spec_changed: bool = False) -> list[Notice]:
+    """Events for what changed between two statuses of a Model (none when nothing did)."""
+    notices: list[Notice] = []
+    if get_condition(old.conditions, "Ready") is None:
+        notices.append(
+            Notice("Normal", "Registered", f"registered with {_count(len(new.versions), 'version')}")
+        )
+    else:
+        added = sorted(set(new.versions) - set(old.versions))
+        removed = sorted(set(old.versions) - set(new.versions))
+        if added:
+            notices.append(
+                Notice(
+                    "Normal",
+                    "VersionAdded",
+                    f"added {_names(added)} ({_count(len(new.versions), 'version')})",
+                )
+            )
+        if removed:
+            notices.append(
+                Notice(
+                    "Normal",
+                    "VersionRemoved",
+                    f"removed {_names(removed)} ({_count(len(new.versions), 'version')})",
+                )
+            )
+        if spec_changed and new.versions:
+            notices.append(
+                Notice(
+                    "Normal",
+                    "VersionsReevaluated",
+                    f"spec changed: re-evaluated {_count(len(new.versions), 'version')}",
+                )
+            )
+    if set(old.serving_versions) != set(new.serving_versions):
+        serving = _names(list(new.serving_versions)) or "none"
+        notices.append(Notice("Normal", "ServingChanged", f"serving: {serving}"))
+    return notices
