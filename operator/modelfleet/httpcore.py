@@ -244,9 +244,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(
-            asyncio.Transport, transport
-        )  # uvloop's don't subclass it
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's don't subclass it
         server = self.server
         if len(server.connections) >= server.limits.max_connections or server.shutting_down:
             server.rejected(503)
