@@ -37,6 +37,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--peering", default="", help="kopf peering name for one active operator (default: standalone)"
     )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run only while holding the Lease `modelfleet-operator` (one active replica); exit non-zero "
+        "when it is lost",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="namespace of the leader-election Lease (default: the pod's namespace, else `default`)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -76,13 +87,24 @@ def main(argv: list[str]) -> int:
     loaded = load_handlers()
     logging.getLogger("modelfleet").info("controllers: %s", ", ".join(loaded) or "none")
     namespaces = args.namespace or None
-    asyncio.run(
-        kopf.operator(
+
+    async def run_operator(stop_flag: asyncio.Event | None = None) -> None:
+        await kopf.operator(
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
             standalone=not args.peering,
             peering_name=args.peering or None,
             liveness_endpoint=args.liveness or None,
+            stop_flag=stop_flag,
         )
-    )
+
+    if args.leader_elect:
+        from modelfleet.controllers import leader
+
+        lease_namespace = args.leader_election_namespace or leader.default_namespace()
+        elector = leader.LeaderElector(
+            leader.KubernetesLeaseStore(lease_namespace, leader.LEASE_NAME), leader.default_identity()
+        )
+        return asyncio.run(leader.run_as_leader(elector, run_operator, liveness_url=args.liveness))
+    asyncio.run(run_operator())
     return 0
