@@ -1,0 +1,393 @@
+"""Manifests of the objects a modelfleet Deployment owns, as pure functions of the custom resources.
+
+Every object carries an ownerReference to the modelfleet Deployment (deleting it cleans up) and the
+standard labels. Every pod passes the Pod Security `restricted` profile: non-root, seccomp
+RuntimeDefault, all capabilities dropped, no privilege escalation, read-only root filesystem with a
+writable emptyDir at /tmp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelfleet.api.common import API_VERSION
+from modelfleet.api.deployment import DeploymentSpec
+from modelfleet.api.modelversion import ModelVersionSpec
+from modelfleet.api.routerconfig import CONFIG_KEY, RouterConfig, Version
+from modelfleet.api.routerconfig import Fallback as RouterFallback
+
+Manifest = dict[str, Any]
+
+FIELD_MANAGER = "modelfleet"
+MANAGED_BY = "modelfleet"
+COMPONENT_MODEL = "model"
+COMPONENT_ROUTER = "router"
+DEPLOYMENT_LABEL = "modelfleet.io/deployment"
+VERSION_ANNOTATION = "modelfleet.io/version"
+VERSION_LABEL = "modelfleet.io/version"
+DEFAULT_ROUTER_IMAGE = "localhost/modelfleet:dev"
+ROUTER_TRAFFIC_PORT = 8080
+ROUTER_ADMIN_PORT = 9090
+ENDPOINT_PORT = 80
+_DNS_LABEL_MAX = 63
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The modelfleet Deployment that owns the objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> Manifest:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Deployment",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _dns_label(text: str) -> str:
+    """`text` as an RFC 1035 label (Service names): lower case, [a-z0-9-], starts with a letter, at most
+    63 characters; shortened with a hash suffix so that different inputs stay different."""
+    cleaned = re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-") or "x"
+    if not cleaned[0].isalpha():
+        cleaned = f"v-{cleaned}"
+    if cleaned == text and len(cleaned) <= _DNS_LABEL_MAX:
+        return cleaned
+    suffix = _short_hash(text)
+    return f"{cleaned[: _DNS_LABEL_MAX - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
+def _label_value(text: str) -> str:
+    """`text` as a label value (at most 63 characters), shortened with a hash suffix when too long."""
+    if len(text) <= _DNS_LABEL_MAX:
+        return text
+    suffix = _short_hash(text)
+    return f"{text[: _DNS_LABEL_MAX - len(suffix) - 1].rstrip('-._')}-{suffix}"
+
+
+def version_object_name(deployment: str, version: str) -> str:
+    """Name of the apps/v1 Deployment and Service of one version, e.g. `iris-iris-v2`."""
+    return _dns_label(f"{deployment}-{version}")
+
+
+def router_name(deployment: str) -> str:
+    """Name of the router's Deployment, ConfigMap, ServiceAccount, Role and RoleBinding."""
+    return _dns_label(f"{deployment}-router")
+
+
+def service_name(deployment: str) -> str:
+    """Name of the router Service, which is the Deployment's endpoint."""
+    return _dns_label(deployment)
+
+
+def endpoint(deployment: str, namespace: str) -> str:
+    """Where clients send inference requests, e.g. `http://iris.ml.svc:80`."""
+    return f"http://{service_name(deployment)}.{namespace}.svc:{ENDPOINT_PORT}"
+
+
+def version_url(deployment: str, namespace: str, version: str, port: int) -> str:
+    """The URL of one version's Service, as the router reaches it."""
+    return f"http://{version_object_name(deployment, version)}.{namespace}.svc:{port}"
+
+
+def labels(deployment: str, component: str, version: str | None = None) -> dict[str, str]:
+    """The standard labels of an owned object."""
+    out = {
+        "app.kubernetes.io/name": "modelfleet",
+        "app.kubernetes.io/instance": _label_value(deployment),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        DEPLOYMENT_LABEL: _label_value(deployment),
+    }
+    if version is not None:
+        out["app.kubernetes.io/version"] = _label_value(version)
+        out[VERSION_LABEL] = _label_value(version)
+    return out
+
+
+def owned_selector(deployment: str, component: str | None = None) -> str:
+    """A label selector for the objects of one modelfleet Deployment (of one component)."""
+    parts = [f"app.kubernetes.io/managed-by={MANAGED_BY}", f"{DEPLOYMENT_LABEL}={_label_value(deployment)}"]
+    if component:
+        parts.append(f"app.kubernetes.io/component={component}")
+    return ",".join(parts)
+
+
+def _selector(deployment: str, component: str, version: str | None = None) -> dict[str, str]:
+    out = {DEPLOYMENT_LABEL: _label_value(deployment), "app.kubernetes.io/component": component}
+    if version is not None:
+        out[VERSION_LABEL] = _label_value(version)
+    return out
+
+
+def _metadata(
+    owner: Owner, name: str, object_labels: Mapping[str, str], version: str | None = None
+) -> Manifest:
+    out: Manifest = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": dict(object_labels),
+        "ownerReferences": [owner.reference()],
+    }
+    if version is not None:
+        # the label value may be shortened; the annotation keeps the whole version name
+        out["annotations"] = {VERSION_ANNOTATION: version}
+    return out
+
+
+POD_SECURITY_CONTEXT: Manifest = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_CONTEXT: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_TMP_VOLUME: Manifest = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+_TMP_MOUNT: Manifest = {"name": "tmp", "mountPath": "/tmp"}
+
+
+def build_version_deployment(owner: Owner, version: str, spec: ModelVersionSpec, replicas: int) -> Manifest:
+    """The apps/v1 Deployment that runs one ModelVersion's model server."""
+    object_labels = labels(owner.name, COMPONENT_MODEL, version)
+    container: Manifest = {
+        "name": "model",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": spec.readiness_path, "port": spec.port},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "volumeMounts": [_TMP_MOUNT],
+    }
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.env:
+        container["env"] = [env.to_k8s() for env in spec.env]
+    if spec.resources is not None:
+        container["resources"] = spec.resources.to_k8s()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, version_object_name(owner.name, version), object_labels, version),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": _selector(owner.name, COMPONENT_MODEL, version)},
+            "template": {
+                "metadata": {"labels": object_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": POD_SECURITY_CONTEXT,
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [container],
+                    "volumes": [_TMP_VOLUME],
+                },
+            },
+        },
+    }
+
+
+def build_version_service(owner: Owner, version: str, spec: ModelVersionSpec) -> Manifest:
+    """The Service in front of one version's pods; the router sends its traffic there."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            owner,
+            version_object_name(owner.name, version),
+            labels(owner.name, COMPONENT_MODEL, version),
+            version,
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(owner.name, COMPONENT_MODEL, version),
+            "ports": [{"name": "http", "port": spec.port, "targetPort": spec.port, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_router_config(
+    owner: Owner,
+    spec: DeploymentSpec,
+    versions: Mapping[str, ModelVersionSpec],
+    *,
+    stable: str,
+    canary: str,
+    canary_weight: int,
+    mirror_percent: int,
+) -> RouterConfig:
+    """The router's configuration for a traffic split. `versions` must hold stable (and canary)."""
+    if stable not in versions:
+        raise ValueError(f"no ModelVersion spec for the stable version {stable}")
+    if canary and canary not in versions:
+        raise ValueError(f"no ModelVersion spec for the canary version {canary}")
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary weight {canary_weight} is not within 0..100")
+
+    def version(name: str, weight: int, role: str) -> Version:
+        mv = versions[name]
+        return Version.model_validate(
+            {
+                "name": name,
+                "url": version_url(owner.name, owner.namespace, name, mv.port),
+                "weight": weight,
+                "role": role,
+                "protocol": mv.protocol.value,
+            }
+        )
+
+    entries = [version(stable, 100 - canary_weight if canary else 100, "stable")]
+    if canary:
+        entries.append(version(canary, canary_weight, "canary"))
+    fallback = RouterFallback.model_validate(spec.fallback.to_k8s())
+    return RouterConfig(
+        deployment=owner.name,
+        versions=entries,
+        mirror_percent=mirror_percent if canary else 0,
+        fallback=fallback,
+    )
+
+
+def build_router_configmap(owner: Owner, config: RouterConfig) -> Manifest:
+    """The ConfigMap the router watches (key `config.json`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, router_name(owner.name), labels(owner.name, COMPONENT_ROUTER)),
+        "data": {CONFIG_KEY: config.to_json()},
+    }
+
+
+def build_router_service_account(owner: Owner) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(owner, router_name(owner.name), labels(owner.name, COMPONENT_ROUTER)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_router_role(owner: Owner) -> Manifest:
+    """The router may read and watch its own ConfigMap, and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(owner, router_name(owner.name), labels(owner.name, COMPONENT_ROUTER)),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [router_name(owner.name)],
+                # list and watch are asked with fieldSelector metadata.name=<name>, which resourceNames allows
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+
+
+def build_router_role_binding(owner: Owner) -> Manifest:
+    name = router_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(owner, name, labels(owner.name, COMPONENT_ROUTER)),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+
+
+def build_router_deployment(
+    owner: Owner, spec: DeploymentSpec, image: str = DEFAULT_ROUTER_IMAGE
+) -> Manifest:
+    """The router pods: `modelfleet router --configmap <ns>/<name>-router`."""
+    name = router_name(owner.name)
+    object_labels = labels(owner.name, COMPONENT_ROUTER)
+    container: Manifest = {
+        "name": "router",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["router", "--configmap", f"{owner.namespace}/{name}"],
+        "ports": [
+            {"name": "http", "containerPort": ROUTER_TRAFFIC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": ROUTER_ADMIN_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": ROUTER_ADMIN_PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "volumeMounts": [_TMP_MOUNT],
+    }
+    if spec.router.resources is not None:
+        container["resources"] = spec.router.resources.to_k8s()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, object_labels),
+        "spec": {
+            "replicas": spec.router.replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": _selector(owner.name, COMPONENT_ROUTER)},
+            "template": {
+                "metadata": {
+                    "labels": object_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(ROUTER_ADMIN_PORT),
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    # the router reads its ConfigMap through the API with this token
+                    "automountServiceAccountToken": True,
+                    "enableServiceLinks": False,
+                    "securityContext": POD_SECURITY_CONTEXT,
+                    "terminationGracePeriodSeconds": 15,
+                    "containers": [container],
+                    "volumes": [_TMP_VOLUME],
+                },
+            },
+        },
+    }
+
+
+def build_router_service(owner: Owner) -> Manifest:
+    """The Service clients call: the Deployment's endpoint, port 80 to the routers' traffic port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, service_name(owner.name), labels(owner.name, COMPONENT_ROUTER)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(owner.name, COMPONENT_ROUTER),
+            "ports": [
+                {"name": "http", "port": ENDPOINT_PORT, "targetPort": ROUTER_TRAFFIC_PORT, "protocol": "TCP"}
+            ],
+        },
+    }

@@ -1,0 +1,390 @@
+"""The Deployment controller: read, decide, write.
+
+Each modelfleet Deployment has one loop (`modelfleet.controllers.loops`). A reconcile reads the
+Deployment, its ModelVersions and Model, the readiness of its versions' pods and its Monitor's recent
+measurements, asks the pure `modelfleet.rollout.decide` for the next status and actions, applies the
+owned objects (server-side apply), writes the status (only when it changed, and only if the object did
+not change since it was read), consumes the manual-control annotations and posts the Events.
+
+The loop is woken by changes of the Deployment (spec or annotations), of its versions' apps/v1
+Deployments (pods getting ready), of its ModelVersions and Model, by new Monitor measurements, and
+when the decision asks to come back (`requeue_after`: a pause ending, a deadline, a warm version
+expiring). Nothing that matters lives in memory: the status is the state machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from modelfleet import metrics
+from modelfleet.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    Deployment,
+    InvalidResourceError,
+    Model,
+    ModelVersion,
+    Monitor,
+)
+from modelfleet.builders import (
+    COMPONENT_MODEL,
+    DEFAULT_ROUTER_IMAGE,
+    VERSION_ANNOTATION,
+    Owner,
+    build_router_config,
+    build_router_configmap,
+    build_router_deployment,
+    build_router_role,
+    build_router_role_binding,
+    build_router_service,
+    build_router_service_account,
+    build_version_deployment,
+    build_version_service,
+    endpoint,
+    owned_selector,
+)
+from modelfleet.controllers import kube
+from modelfleet.controllers.loops import Gone, Key, Loops
+from modelfleet.registry import servability
+from modelfleet.rollout import (
+    ConsumeAnnotation,
+    EnsureVersion,
+    Event,
+    MonitorObservation,
+    Observation,
+    Servability,
+    SetTraffic,
+    decide,
+)
+
+log = logging.getLogger("modelfleet.deployment")
+
+MF = f"{kube.GROUP}/{kube.VERSION}"
+MANUAL_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
+ROUTER_IMAGE_VARIABLE = "MODELFLEET_ROUTER_IMAGE"
+RESYNC_SECONDS = 600.0
+"""Without any change, a Deployment is reconciled again this often (a safety net, not the trigger)."""
+CONFLICT_RETRY_SECONDS = 0.2
+
+
+def router_image() -> str:
+    """The router image: MODELFLEET_ROUTER_IMAGE, else the image this operator ships in."""
+    return os.environ.get(ROUTER_IMAGE_VARIABLE, "").strip() or DEFAULT_ROUTER_IMAGE
+
+
+# --- in-memory caches: lose them and one reconcile rebuilds them ------------------------------------
+
+_interest: dict[Key, frozenset[str]] = {}
+"""Names of the ModelVersions (and `model:<name>`) each Deployment depends on, to wake it on change."""
+_applied: dict[tuple[str, str, str], str] = {}
+"""Hash of the manifest last applied per (namespace, kind, name): an unchanged manifest is not sent."""
+_seen: dict[Key, tuple[Any, ...]] = {}
+"""What of each Deployment last woke its loop (uid, generation, annotations, deletion)."""
+
+
+def _manifest_key(manifest: kube.Obj) -> tuple[str, str, str]:
+    meta = manifest["metadata"]
+    return meta["namespace"], f"{manifest['apiVersion']}/{manifest['kind']}", meta["name"]
+
+
+def _apply(manifest: kube.Obj) -> None:
+    key = _manifest_key(manifest)
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    if _applied.get(key) == digest:
+        return
+    kube.apply(manifest)
+    _applied[key] = digest
+
+
+def _forget_applied(namespace: str, api_version: str, kind: str, name: str) -> None:
+    _applied.pop((namespace, f"{api_version}/{kind}", name), None)
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _model_version(namespace: str, name: str) -> ModelVersion | None:
+    body = kube.get(MF, "ModelVersion", namespace, name)
+    if body is None:
+        return None
+    try:
+        return ModelVersion.from_k8s(body)
+    except InvalidResourceError as error:
+        log.warning("%s", error)
+        return None
+
+
+def _model(namespace: str, name: str) -> Model | None:
+    body = kube.get(MF, "Model", namespace, name)
+    if body is None:
+        return None
+    try:
+        return Model.from_k8s(body)
+    except InvalidResourceError as error:
+        log.warning("%s", error)
+        return None
+
+
+def _version_of(obj: kube.Obj) -> str:
+    return str(obj["metadata"].get("annotations", {}).get(VERSION_ANNOTATION, ""))
+
+
+def ready_replicas(apps_deployment: kube.Obj) -> int:
+    """Ready pods of an apps/v1 Deployment that run its current template."""
+    status = apps_deployment.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    if int(status.get("observedGeneration") or 0) >= int(apps_deployment["metadata"].get("generation") or 0):
+        ready = min(ready, int(status.get("updatedReplicas") or 0))
+    return ready
+
+
+def _monitor(namespace: str, deployment: Deployment) -> MonitorObservation | None:
+    """The Monitor gating the rollout (strategy.canary.monitor), else one watching the Deployment."""
+    name = deployment.spec.strategy.canary.monitor
+    bodies: list[kube.Obj]
+    if name:
+        body = kube.get(MF, "Monitor", namespace, name)
+        bodies = [body] if body is not None else []
+    else:
+        bodies = sorted(
+            (
+                m
+                for m in kube.list_objects(MF, "Monitor", namespace)
+                if (m.get("spec") or {}).get("deployment") == deployment.metadata.name
+            ),
+            key=lambda m: str(m["metadata"]["name"]),
+        )
+    if not bodies:
+        return None
+    try:
+        monitor = Monitor.from_k8s(bodies[0])
+    except InvalidResourceError as error:
+        log.warning("%s", error)
+        return None
+    if monitor.spec.deployment != deployment.metadata.name:
+        # a gate that watches another Deployment never passes: the rollout holds, it never goes ungated
+        return MonitorObservation.of(monitor.metadata.name, monitor.spec, ())
+    measurements = monitor.status.measurements
+    if not measurements and monitor.status.last_measurement is not None:
+        measurements = (monitor.status.last_measurement,)
+    return MonitorObservation.of(monitor.metadata.name, monitor.spec, measurements)
+
+
+# --- the reconcile -----------------------------------------------------------------------------------
+
+
+async def reconcile(namespace: str, name: str) -> float | None:
+    started = time.perf_counter()
+    try:
+        result: float | None = await kube.run(reconcile_sync, namespace, name)
+        return result
+    finally:
+        metrics.RECONCILE_DURATION.labels("deployment").observe(time.perf_counter() - started)
+
+
+def reconcile_sync(namespace: str, name: str) -> float | None:
+    """One read-decide-write cycle. Returns when to come back if nothing changes (seconds)."""
+    body = kube.get(MF, "Deployment", namespace, name)
+    if body is None:
+        raise Gone(f"{namespace}/{name}")
+    try:
+        deployment = Deployment.from_k8s(body)
+    except InvalidResourceError as error:
+        log.warning("%s", error)
+        return None
+    if deployment.metadata.deletion_timestamp is not None:
+        return None  # garbage collection removes the owned objects
+    spec, status = deployment.spec, deployment.status
+    owner = Owner(name=name, namespace=namespace, uid=deployment.metadata.uid)
+
+    wanted = {spec.version, status.stable_version, status.canary_version, status.previous_stable_version}
+    versions = {v: _model_version(namespace, v) for v in sorted(wanted - {""})}
+    model = _model(namespace, spec.model)
+    _interest[(namespace, name)] = frozenset({*versions, f"model:{spec.model}"})
+    check = servability(model, versions[spec.version], version_name=spec.version)
+
+    owned = kube.list_objects("apps/v1", "Deployment", namespace, owned_selector(name, COMPONENT_MODEL))
+    ready = {_version_of(d): ready_replicas(d) for d in owned if _version_of(d)}
+    annotations = {a for a in MANUAL_ANNOTATIONS if deployment.metadata.annotations.get(a) == "true"}
+    observation = Observation(
+        generation=deployment.metadata.generation,
+        servability=Servability(check.servable, "" if check.servable else check.message),
+        ready_replicas=ready,
+        annotations=annotations,
+        monitor=_monitor(namespace, deployment),
+        endpoint=endpoint(name, namespace),
+    )
+    decision = decide(spec, status, observation, datetime.now(UTC))
+
+    # 1. the owned objects: router, versions in play, the traffic split; versions out of play removed
+    for manifest in (
+        build_router_service_account(owner),
+        build_router_role(owner),
+        build_router_role_binding(owner),
+        build_router_service(owner),
+        build_router_deployment(owner, spec, router_image()),
+    ):
+        _apply(manifest)
+    ensured = {action.version: action.replicas for action in decision.of_type(EnsureVersion)}
+    for version, replicas in ensured.items():
+        mv = versions.get(version) or _model_version(namespace, version)
+        if mv is None:
+            log.warning(
+                "%s/%s: ModelVersion %s not found, its pods are left as they are", namespace, name, version
+            )
+            continue
+        _apply(build_version_service(owner, version, mv.spec))
+        _apply(build_version_deployment(owner, version, mv.spec, replicas))
+    for traffic in decision.of_type(SetTraffic):
+        specs = {v: mv.spec for v in (traffic.stable, traffic.canary) if v and (mv := versions.get(v))}
+        try:
+            config = build_router_config(
+                owner,
+                spec,
+                specs,
+                stable=traffic.stable,
+                canary=traffic.canary,
+                canary_weight=traffic.canary_weight,
+                mirror_percent=traffic.mirror_percent,
+            )
+        except ValueError as error:
+            log.warning("%s/%s: router configuration not changed: %s", namespace, name, error)
+            continue
+        _apply(build_router_configmap(owner, config))
+    _remove_out_of_play(namespace, name, owned, set(ensured))
+
+    # 2. the status, only when it changed and only over the status that was read
+    new_status = decision.status.to_k8s()
+    if new_status != status.to_k8s():
+        try:
+            kube.replace_status(
+                "Deployment", namespace, name, new_status, deployment.metadata.resource_version
+            )
+        except kube.Conflict:
+            return CONFLICT_RETRY_SECONDS  # changed since read: decide again from what is there now
+        old = {(h.version, h.result, h.finished_at) for h in status.history}
+        for entry in decision.status.history:
+            if (entry.version, entry.result, entry.finished_at) not in old:
+                metrics.ROLLOUTS.labels(entry.result.value).inc()
+
+    # 3. annotations acted on, and what happened
+    kube.remove_annotations(
+        "Deployment", namespace, name, [a.name for a in decision.of_type(ConsumeAnnotation)]
+    )
+    for event in decision.of_type(Event):
+        try:
+            kube.post_event(body, event.type, event.reason, event.message)
+        except Exception as error:  # an Event is worth a retry of nothing else
+            log.warning("%s/%s: event %s not posted: %s", namespace, name, event.reason, error)
+    if decision.requeue_after is None:
+        return None
+    return decision.requeue_after.total_seconds()
+
+
+def _remove_out_of_play(namespace: str, name: str, owned: list[kube.Obj], wanted: set[str]) -> None:
+    """Delete the apps/v1 Deployments and Services of versions no EnsureVersion names."""
+    services = kube.list_objects("v1", "Service", namespace, owned_selector(name, COMPONENT_MODEL))
+    for obj in [*owned, *services]:
+        version = _version_of(obj)
+        if version and version not in wanted:
+            meta = obj["metadata"]
+            if kube.delete(obj["apiVersion"], obj["kind"], namespace, meta["name"]):
+                log.info(
+                    "%s/%s: removed %s %s (version %s)", namespace, name, obj["kind"], meta["name"], version
+                )
+            _forget_applied(namespace, obj["apiVersion"], obj["kind"], meta["name"])
+
+
+LOOPS = Loops("deployment", reconcile, resync=RESYNC_SECONDS)
+
+
+def wake(namespace: str, name: str) -> None:
+    """Reconcile this Deployment soon (used by the Monitor controller after a new measurement)."""
+    LOOPS.wake(namespace, name)
+
+
+# --- kopf: what wakes the loops ----------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def _startup(logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
+    port = metrics.serve_from_environment()
+    if port is not None:
+        logger.info("operator metrics on :%d/metrics", port)
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    await LOOPS.stop_all()
+
+
+@kopf.on.event(kube.GROUP, kube.VERSION, "deployments")
+async def _deployment_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    if namespace is None:
+        return
+    key = (namespace, name)
+    if type == "DELETED":
+        LOOPS.stop(namespace, name)
+        _seen.pop(key, None)
+        _interest.pop(key, None)
+        return
+    meta = body.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    signature = (
+        meta.get("uid"),
+        meta.get("generation"),
+        tuple(annotations.get(a) for a in MANUAL_ANNOTATIONS),
+        meta.get("deletionTimestamp"),
+    )
+    if _seen.get(key) == signature and key in LOOPS:
+        return  # only the status changed: that was this controller's own write
+    _seen[key] = signature
+    LOOPS.wake(namespace, name)
+
+
+def _owner_name(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Deployment" and str(ref.get("apiVersion", "")).startswith(f"{kube.GROUP}/"):
+            return str(ref["name"])
+    return None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "modelfleet"})
+async def _owned_deployment_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> None:
+    if namespace is None:
+        return
+    if type == "DELETED":
+        _forget_applied(namespace, "apps/v1", "Deployment", name)
+    owner = _owner_name(body)
+    # the initial listing (no type) wakes nobody new: each Deployment's own listing starts its loop
+    if owner and (type or (namespace, owner) in LOOPS):
+        LOOPS.wake(namespace, owner)
+
+
+def _wake_interested(namespace: str, interest: str) -> None:
+    for key in LOOPS.keys():  # noqa: SIM118 (a copy: waking may add loops)
+        if key[0] == namespace and interest in _interest.get(key, frozenset()):
+            LOOPS.wake(*key)
+
+
+@kopf.on.event(kube.GROUP, kube.VERSION, "modelversions")
+async def _model_version_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    if type and namespace:
+        _wake_interested(namespace, name)
+
+
+@kopf.on.event(kube.GROUP, kube.VERSION, "models")
+async def _model_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    if type and namespace:
+        _wake_interested(namespace, f"model:{name}")

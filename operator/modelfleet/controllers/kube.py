@@ -1,0 +1,232 @@
+"""Shared Kubernetes API helpers for the controllers: one client, plain dicts in and out.
+
+The official `kubernetes` client is synchronous; the async helpers run it in a worker thread so the
+operator's event loop never waits on the API server. Objects are applied with server-side apply under
+the field manager `modelfleet`, which makes creating and updating one idempotent step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+
+from modelfleet.builders import FIELD_MANAGER
+
+Obj = dict[str, Any]
+
+GROUP = "modelfleet.io"
+VERSION = "v1alpha1"
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+# kind -> resource (plural) for the kinds the operator touches
+PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Pod": "pods",
+    "Event": "events",
+    "Monitor": "monitors",
+    "Model": "models",
+    "ModelVersion": "modelversions",
+}
+
+_lock = threading.Lock()
+_client: client.ApiClient | None = None
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+class Conflict(Exception):
+    """The object changed since it was read (optimistic concurrency), or an apply conflicted."""
+
+
+def api_client() -> client.ApiClient:
+    """The shared API client: in-cluster credentials when running as a pod, else the kubeconfig."""
+    global _client
+    with _lock:
+        if _client is None:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+            _client = client.ApiClient()
+            _client.user_agent = "modelfleet-operator"
+        return _client
+
+
+def path(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
+    """The REST path of a namespaced object (or of its collection when `name` is empty)."""
+    plural = PLURALS.get(kind)
+    if plural is None:
+        raise ValueError(f"unknown kind {kind}")
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    out = f"{base}/namespaces/{namespace}/{plural}"
+    if name:
+        out += f"/{name}"
+    if subresource:
+        out += f"/{subresource}"
+    return out
+
+
+class ApiError(Exception):
+    """The API server refused a request; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def request(
+    method: str,
+    resource_path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One API call; the decoded JSON answer. Raises NotFound, Conflict or ApiError."""
+    api = api_client()
+    _, url, headers, payload, _ = api.param_serialize(
+        method=method,
+        resource_path=resource_path,
+        query_params=query or [],
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(
+        method, url, header_params=headers, body=payload, _request_timeout=REQUEST_TIMEOUT
+    )
+    data: bytes | None = response.read()  # type: ignore[no-untyped-call]
+    if response.status >= 400:
+        message = _reason(data, response.reason)
+        if response.status == 404:
+            raise NotFound(f"{resource_path}: {message}")
+        if response.status in (409, 422) and method in ("PATCH", "PUT"):
+            raise Conflict(message)
+        raise ApiError(response.status, message)
+    return json.loads(data) if data else None
+
+
+def _reason(data: bytes | None, default: str) -> str:
+    try:
+        return str(json.loads(data or b"").get("message", default))
+    except (AttributeError, TypeError, ValueError):
+        return str(default)
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+    """The object, or None when it does not exist."""
+    try:
+        out: Obj = request("GET", path(api_version, kind, namespace, name))
+    except NotFound:
+        return None
+    return out
+
+
+def list_objects(api_version: str, kind: str, namespace: str, selector: str = "") -> list[Obj]:
+    query = [("labelSelector", selector)] if selector else []
+    answer = request("GET", path(api_version, kind, namespace), query=query)
+    items: list[Obj] = answer.get("items", [])
+    kind_ok = {"apiVersion": api_version, "kind": kind}
+    return [{**kind_ok, **item} for item in items]
+
+
+def apply(manifest: Obj) -> Obj:
+    """Server-side apply (field manager `modelfleet`, conflicts forced): create or update in one step."""
+    meta = manifest["metadata"]
+    out: Obj = request(
+        "PATCH",
+        path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
+        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        body=manifest,
+        content_type="application/apply-patch+yaml",
+    )
+    return out
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Delete with background propagation; False when it was already gone."""
+    try:
+        request(
+            "DELETE",
+            path(api_version, kind, namespace, name),
+            body={"propagationPolicy": "Background"},
+        )
+    except NotFound:
+        return False
+    return True
+
+
+def replace_status(kind: str, namespace: str, name: str, status: Obj, resource_version: str) -> Obj:
+    """Write a custom resource's whole status, only if the object is still at `resource_version`
+    (else Conflict: it changed since it was read, decide again)."""
+    patch = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "add", "path": "/status", "value": status},
+    ]
+    out: Obj = request(
+        "PATCH",
+        path(f"{GROUP}/{VERSION}", kind, namespace, name, "status"),
+        body=patch,
+        content_type="application/json-patch+json",
+    )
+    return out
+
+
+def remove_annotations(kind: str, namespace: str, name: str, annotations: list[str]) -> None:
+    """Remove annotations from a custom resource (a merge patch setting them to null)."""
+    if not annotations:
+        return
+    request(
+        "PATCH",
+        path(f"{GROUP}/{VERSION}", kind, namespace, name),
+        body={"metadata": {"annotations": dict.fromkeys(annotations)}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def post_event(involved: Obj, type_: str, reason: str, message: str, component: str = "modelfleet") -> None:
+    """A core/v1 Event about `involved` (an object as read from the API)."""
+    meta = involved["metadata"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": involved.get("kind", ""),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "type": type_,
+        "reason": reason[:128],
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "eventTime": None,
+        "count": 1,
+    }
+    request("POST", path("v1", "Event", meta["namespace"]), body=event)
+
+
+async def run(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking helper of this module in a worker thread."""
+    return await asyncio.to_thread(function, *args, **kwargs)

@@ -1,0 +1,38 @@
+"""The operator's own Prometheus metrics.
+
+`modelfleet_rollouts_total{result}` counts finished rollouts by result (Promoted, RolledBack, Aborted,
+Superseded); `modelfleet_reconcile_duration_seconds{controller}` times each reconcile;
+`modelfleet_measurements_total{verdict}` counts Monitor measurements. They are served on
+`MODELFLEET_METRICS_PORT` when that variable is set (off by default, so several operators can share
+a host in tests).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+ROLLOUTS = Counter("modelfleet_rollouts", "Finished rollouts, by result.", ["result"])
+RECONCILE_DURATION = Histogram(
+    "modelfleet_reconcile_duration_seconds",
+    "Time taken by one reconcile, by controller.",
+    ["controller"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+MEASUREMENTS = Counter("modelfleet_measurements", "Monitor measurements, by overall verdict.", ["verdict"])
+
+PORT_VARIABLE = "MODELFLEET_METRICS_PORT"
+
+
+def serve_from_environment() -> int | None:
+    """Serve /metrics on the port named by MODELFLEET_METRICS_PORT; the port, or None when unset."""
+    text = os.environ.get(PORT_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"{PORT_VARIABLE}={text!r} is not a port number") from None
+    start_http_server(port)
+    return port
