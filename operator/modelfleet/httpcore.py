@@ -1,7 +1,8 @@
 """A small, fast HTTP/1.1 server on asyncio Protocols and httptools, for the router and the model server.
 
 Requests are read whole (headers and body, within limits) and handed to one handler function, which returns
-a `Response` or an awaitable of one. What the server guarantees, whatever a client sends:
+a `Response`, an awaitable of one, or None after arranging to call `request.respond(...)` itself. What the
+server guarantees, whatever a client sends:
 
 - a request whose headers exceed `max_header_bytes` gets 431, a body over `max_body_bytes` gets 413 (read
   no further), anything httptools cannot parse gets 400; each of these closes the connection;
@@ -71,7 +72,7 @@ class Limits:
 class Request:
     """One complete request. Header names are lower-case bytes; `path` is the raw target with its query."""
 
-    __slots__ = ("body", "headers", "http_version", "keep_alive", "method", "path")
+    __slots__ = ("_connection", "body", "headers", "http_version", "keep_alive", "method", "path")
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.http_version = http_version
+        self._connection: _Connection | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (lower-case), or None."""
@@ -95,6 +97,16 @@ class Request:
             if key == name:
                 return value
         return None
+
+    def respond(self, response: Response) -> bool:
+        """Answer a request whose handler returned None (see `Handler`). Only the first call counts;
+        returns whether this call was it."""
+        connection = self._connection
+        if connection is None:
+            return False
+        self._connection = None
+        connection.finish(self, response)
+        return True
 
 
 class Response:
@@ -118,7 +130,9 @@ class Response:
         return cls.json(status, {"error": message}, headers)
 
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Handler = Callable[[Request], "Response | Awaitable[Response] | None"]
+"""Answers a request: with a `Response` now, with an awaitable of one, or with None, promising to call
+`request.respond(response)` later (from a callback: no task per request; the router does this)."""
 
 
 class HTTPServer:
@@ -210,6 +224,7 @@ class _Connection(asyncio.Protocol):
         "_expect_continue",
         "_header_bytes",
         "_headers",
+        "_in_next",
         "_loop",
         "_paused_reading",
         "_paused_writing",
@@ -236,6 +251,7 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._expect_continue = False
         self._busy = False
+        self._in_next = False
         self._eof = False
         self._queue: deque[Request] = deque()
         self._paused_reading = False
@@ -380,18 +396,21 @@ class _Connection(asyncio.Protocol):
             server.rejected(503)
             self._send(server.overloaded, request.method == b"HEAD", request.keep_alive, request)
             return
+        server.in_flight += 1
+        self._busy = True
+        self.deadline = 0.0  # the handler's own timeouts apply
+        request._connection = self
         try:
             result = server.handler(request)
         except Exception:
             log.exception("%s: handler failed for %s %s", server.name, request.method, request.path)
             result = Response.error(500, "internal error", server.extra_headers)
+        if result is None:
+            return  # the handler answers through request.respond(), maybe already has
         if isinstance(result, Response):
-            self._send(result, request.method == b"HEAD", request.keep_alive, request)
-            return
-        server.in_flight += 1
-        self._busy = True
-        self.deadline = 0.0
-        self._loop.create_task(self._await(result, request))
+            request.respond(result)
+        else:
+            self._loop.create_task(self._await(result, request))
 
     async def _await(self, pending: Awaitable[Response], request: Request) -> None:
         try:
@@ -399,12 +418,15 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("%s: handler failed for %s %s", self.server.name, request.method, request.path)
             response = Response.error(500, "internal error", self.server.extra_headers)
-        finally:
-            server = self.server
-            server.in_flight -= 1
-            self._busy = False
-            if server.shutting_down and not server.in_flight:
-                server._drained.set()
+        request.respond(response)
+
+    def finish(self, request: Request, response: Response) -> None:
+        """Send the answer to `request` (called once per dispatched request) and go on with the next."""
+        server = self.server
+        server.in_flight -= 1
+        self._busy = False
+        if server.shutting_down and not server.in_flight:
+            server._drained.set()
         self._send(response, request.method == b"HEAD", request.keep_alive, request)
         self._set_read_deadline()
         self._next()
@@ -412,12 +434,17 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def _next(self) -> None:
-        while self._queue and not self._busy and not self._paused_writing and self.transport is not None:
-            self._dispatch(self._queue.popleft())
+        if self._in_next:
+            return  # an answer given synchronously from inside this loop: the loop goes on
+        self._in_next = True
+        try:
+            while self._queue and not self._busy and not self._paused_writing and self.transport is not None:
+                self._dispatch(self._queue.popleft())
+        finally:
+            self._in_next = False
         if not self._queue and self._paused_reading and self.transport is not None:
             self._paused_reading = False
             self.transport.resume_reading()
-            # Data left in the parser is processed as more arrives; nothing to do here.
 
     def _send(self, response: Response, head: bool, keep_alive: bool, request: Request | None = None) -> None:
         transport = self.transport

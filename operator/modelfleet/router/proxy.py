@@ -13,22 +13,25 @@ For each client request:
 
 Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
 router made itself) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
+
+The path runs on callbacks, not coroutines: `Router.handle` starts an `_Exchange`, and each upstream
+answer is handled (and the client answered) from inside the upstream connection's `data_received`, so a
+request costs no task, no future and no extra turn of the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
 from modelfleet.httpcore import Request, Response
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
-from modelfleet.router.upstream import HOP_BY_HOP, Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
+from modelfleet.router.upstream import HOP_BY_HOP, Pool, Result, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,6 @@ class Router:
         self._draw = random_draw
         self._clock = clock
         self._generation = 0
-        self._mirrors: set[asyncio.Task[None]] = set()
         self._not_ready = Response.error(
             503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
         )
@@ -210,7 +212,12 @@ class Router:
                 backend.update(version, config.fallback)
             else:
                 backend = Backend(
-                    config.deployment, version, config.fallback, self.metrics, self.prediction_samples
+                    config.deployment,
+                    version,
+                    config.fallback,
+                    self.metrics,
+                    self.prediction_samples,
+                    self.prediction_reads_per_second,
                 )
             backends[version.name] = backend
         for name, backend in old.items():
@@ -249,62 +256,28 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response | Awaitable[Response]:
+    def handle(self, request: Request) -> Response | None:
+        """Answer at once (no configuration, unknown pin) or start the request on its way and return None:
+        the answer is given from the upstream callbacks through `request.respond`."""
         route = self.route
         if route is None:
             return self._not_ready
         pin = request.header(PIN_HEADER)
-        if pin is not None:
-            backend = route.by_name.get(pin)
-            if backend is None:
-                self.metrics.rejected.labels(route.config.deployment, "400").inc()
-                known = ", ".join(b.name for b in route.backends)
-                return Response.error(
-                    400,
-                    f"X-Modelfleet-Version names no version of this deployment: "
-                    f"{pin.decode(errors='replace')!r} (versions: {known})",
-                    SERVED_BY_ROUTER,
-                )
-            return self._pinned(route, backend, request)
-        return self._serve(route, route.pick(self._draw()), request)
-
-    async def _pinned(self, route: Route, backend: Backend, request: Request) -> Response:
-        result = await self._attempt(route, backend, request, forward_headers(request))
-        if isinstance(result, Response):
-            return result
-        return _reply(backend, result, b"")
-
-    async def _serve(self, route: Route, backend: Backend, request: Request) -> Response:
-        fields = forward_headers(request)
-        stable = route.stable
-        if route.mirror_target is not None and backend is stable and self._draw() < route.mirror_share:
-            self._mirror(route, route.mirror_target, request, fields)
-        note = b""
-        if not backend.allow(self._clock()):
-            backend.count(503)
-            failure = Response.error(
-                503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+        if pin is None:
+            _Exchange(self, route, request).start(route.pick(self._draw()))
+            return None
+        backend = route.by_name.get(pin)
+        if backend is None:
+            self.metrics.rejected.labels(route.config.deployment, "400").inc()
+            known = ", ".join(b.name for b in route.backends)
+            return Response.error(
+                400,
+                f"X-Modelfleet-Version names no version of this deployment: "
+                f"{pin.decode(errors='replace')!r} (versions: {known})",
+                SERVED_BY_ROUTER,
             )
-            if backend is stable or not stable.allow(self._clock()):
-                if backend is not stable:
-                    stable.count(503)
-                return self._last_resort(route, backend, failure)
-            backend.fallbacks[CIRCUIT_OPEN].value += 1
-            backend = stable
-            note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-        result = await self._attempt(route, backend, request, fields)
-        if type(result) is UpstreamResponse and result.status < 500:
-            return _reply(backend, result, note)
-        if backend is stable or not route.retry_on_stable:
-            return self._last_resort(route, backend, _failure_reply(backend, result))
-        if not stable.allow(self._clock()):
-            stable.count(503)
-            return self._last_resort(route, backend, _failure_reply(backend, result))
-        backend.fallbacks[RETRY_ON_STABLE].value += 1
-        result = await self._attempt(route, stable, request, fields)
-        if type(result) is UpstreamResponse and result.status < 500:
-            return _reply(stable, result, _FALLBACK_HEADER[RETRY_ON_STABLE])
-        return self._last_resort(route, stable, _failure_reply(stable, result))
+        _Exchange(self, route, request).pinned(backend)
+        return None
 
     def _last_resort(self, route: Route, backend: Backend, failure: Response) -> Response:
         """The static response if there is one (counted against `backend`), else the failure itself."""
@@ -315,66 +288,134 @@ class Router:
         self.metrics.requests.labels(route.config.deployment, STATIC, str(static.status)).inc()
         return static
 
-    async def _attempt(
-        self, route: Route, backend: Backend, request: Request, fields: bytes
-    ) -> UpstreamResponse | Response:
-        """One request to one version, with the route's timeout; records metrics, circuit and predictions.
-        Returns the version's response (any status), or the router's own 502/504 error."""
-        method = b"GET" if request.method == b"HEAD" else request.method
-        body = request.body
-        head = b"".join(
-            (
-                method,
-                b" ",
-                request.path,
-                b" HTTP/1.1\r\n",
-                backend.host_header,
-                fields,
-                b"content-length: %d\r\n\r\n" % len(body),
-            )
-        )
-        started = time.perf_counter()
-        result: UpstreamResponse | Response
-        try:
-            result = await backend.pool.request(head, body, route.timeout)
-            code = result.status
-        except UpstreamTimeout:
-            code = 504
-            result = Response.error(
-                504, f"version {backend.name} did not answer within {route.timeout_text}", SERVED_BY_ROUTER
-            )
-        except UpstreamError as error:
-            code = 502
-            result = Response.error(502, f"version {backend.name} failed: {error}", SERVED_BY_ROUTER)
-        finished = time.perf_counter()
-        backend.duration.observe(finished - started)
-        backend.count(code)
-        if backend.breaker is not None:
-            backend.breaker.record(self._clock(), code < 500)
-        if 200 <= code < 300 and type(result) is UpstreamResponse and backend.predictions.wants(finished):
-            backend.predictions.offer(result.body)
-        return result
-
     def _mirror(self, route: Route, target: Backend, request: Request, fields: bytes) -> None:
         if self.mirrors_in_flight >= self.max_mirrors or not target.allow(self._clock()):
             return
         target.mirrored.value += 1
         self.mirrors_in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._mirror_attempt(route, target, request, fields))
-        self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
-
-    async def _mirror_attempt(self, route: Route, target: Backend, request: Request, fields: bytes) -> None:
-        try:
-            await self._attempt(route, target, request, fields)
-        finally:
-            self.mirrors_in_flight -= 1
+        _Exchange(self, route, request, fields).mirror(target)
 
     async def close(self) -> None:
-        for task in list(self._mirrors):
-            task.cancel()
         for backend in self._backends.values():
             backend.close()
+
+
+class _Exchange:
+    """One client request on its way through the fallback chain, driven by upstream callbacks."""
+
+    __slots__ = ("backend", "fields", "next_step", "note", "request", "route", "router", "started")
+
+    def __init__(self, router: Router, route: Route, request: Request, fields: bytes | None = None) -> None:
+        self.router = router
+        self.route = route
+        self.request = request
+        self.fields = forward_headers(request) if fields is None else fields
+        self.note = b""
+        self.started = 0.0
+        self.backend: Backend = route.stable
+        self.next_step: Callable[[Result], None] = self._first_answer
+
+    # The steps ------------------------------------------------------------------------------------------
+
+    def start(self, backend: Backend) -> None:
+        router, route = self.router, self.route
+        stable = route.stable
+        if route.mirror_target is not None and backend is stable and router._draw() < route.mirror_share:
+            router._mirror(route, route.mirror_target, self.request, self.fields)
+        if not backend.allow(router._clock()):
+            backend.count(503)
+            if backend is stable or not stable.allow(router._clock()):
+                if backend is not stable:
+                    stable.count(503)
+                failure = Response.error(
+                    503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+                )
+                self.request.respond(router._last_resort(route, backend, failure))
+                return
+            backend.fallbacks[CIRCUIT_OPEN].value += 1
+            backend = stable
+            self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
+        self._attempt(backend, self._first_answer)
+
+    def pinned(self, backend: Backend) -> None:
+        self._attempt(backend, self._pinned_answer)
+
+    def mirror(self, backend: Backend) -> None:
+        self._attempt(backend, self._mirror_answer)
+
+    def _first_answer(self, result: Result) -> None:
+        backend, route = self.backend, self.route
+        if type(result) is UpstreamResponse and result.status < 500:
+            self.request.respond(_reply(backend, result, self.note))
+            return
+        stable = route.stable
+        if backend is stable or not route.retry_on_stable or not stable.allow(self.router._clock()):
+            if backend is not stable and route.retry_on_stable:
+                stable.count(503)  # its circuit is open too
+            failure = _failure_reply(backend, result, route)
+            self.request.respond(self.router._last_resort(route, backend, failure))
+            return
+        backend.fallbacks[RETRY_ON_STABLE].value += 1
+        self._attempt(stable, self._retry_answer)
+
+    def _retry_answer(self, result: Result) -> None:
+        stable = self.backend
+        if type(result) is UpstreamResponse and result.status < 500:
+            self.request.respond(_reply(stable, result, _FALLBACK_HEADER[RETRY_ON_STABLE]))
+            return
+        failure = _failure_reply(stable, result, self.route)
+        self.request.respond(self.router._last_resort(self.route, stable, failure))
+
+    def _pinned_answer(self, result: Result) -> None:
+        if type(result) is UpstreamResponse:
+            self.request.respond(_reply(self.backend, result, b""))
+        else:
+            self.request.respond(_failure_reply(self.backend, result, self.route))
+
+    def _mirror_answer(self, result: Result) -> None:
+        self.router.mirrors_in_flight -= 1
+
+    # One attempt -----------------------------------------------------------------------------------------
+
+    def _attempt(self, backend: Backend, next_step: Callable[[Result], None]) -> None:
+        """Send the request to one version with the route's timeout; `_answered` takes it from there."""
+        request = self.request
+        body = request.body
+        head = b"".join(
+            (
+                b"GET" if request.method == b"HEAD" else request.method,
+                b" ",
+                request.path,
+                b" HTTP/1.1\r\n",
+                backend.host_header,
+                self.fields,
+                b"content-length: %d\r\n\r\n" % len(body),
+            )
+        )
+        self.backend = backend
+        self.next_step = next_step
+        self.started = time.perf_counter()
+        backend.pool.send(head, body, self.route.timeout, self._answered)
+
+    def _answered(self, result: Result) -> None:
+        """Record one attempt's outcome (metrics, circuit, prediction sample), then take the next step."""
+        finished = time.perf_counter()
+        backend = self.backend
+        if type(result) is UpstreamResponse:
+            code = result.status
+            if 200 <= code < 300 and backend.predictions.wants(finished):
+                backend.predictions.offer(result.body)
+        else:
+            code = 504 if isinstance(result, UpstreamTimeout) else 502
+        backend.duration.observe(finished - self.started)
+        backend.count(code)
+        if backend.breaker is not None:
+            backend.breaker.record(self.router._clock(), code < 500)
+        try:
+            self.next_step(result)
+        except Exception:
+            log.exception("router: request to %s failed", backend.name)
+            self.request.respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
 
 
 def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Response:
@@ -382,7 +423,12 @@ def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Respons
     return Response(upstream.status, upstream.body, headers + backend.served_by + note)
 
 
-def _failure_reply(backend: Backend, result: UpstreamResponse | Response) -> Response:
-    if isinstance(result, Response):
-        return result
-    return _reply(backend, result, b"")
+def _failure_reply(backend: Backend, result: Result, route: Route) -> Response:
+    """What the client gets for a failed attempt when nothing else answers: the version's own 5xx answer,
+    or the router's JSON 502 (connection failed) or 504 (timed out)."""
+    if type(result) is UpstreamResponse:
+        return _reply(backend, result, b"")
+    if isinstance(result, UpstreamTimeout):
+        message = f"version {backend.name} did not answer within {route.timeout_text}"
+        return Response.error(504, message, SERVED_BY_ROUTER)
+    return Response.error(502, f"version {backend.name} failed: {result}", SERVED_BY_ROUTER)
