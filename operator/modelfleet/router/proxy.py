@@ -415,7 +415,8 @@ class _Exchange:
             self.next_step(result)
         except Exception:
             log.exception("router: request to %s failed", backend.name)
-            self.request.respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
+            if self.next_step != self._mirror_answer:  # a copy never answers the client
+                self.request.respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
 
 
 def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Response:

@@ -95,11 +95,14 @@ class Pool:
         self.open_connections = 0
         self._idle: list[_UpstreamConnection] = []
         self._connecting: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, head: bytes, body: bytes, seconds: float, callback: Callback) -> None:
         """Send one request (`head`: request line and headers, ending with the blank line); `callback`
         gets the complete response or an `UpstreamError`, exactly once and never before this returns."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once: asyncio.get_running_loop() costs a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
         self._send(loop, _Pending(head, body, loop.time() + seconds, callback))
 
     def _send(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
@@ -135,7 +138,8 @@ class Pool:
 
     def retry(self, pending: _Pending) -> None:
         """Send again a request whose reused connection turned out to be closed."""
-        self._send(asyncio.get_running_loop(), pending)
+        assert self._loop is not None
+        self._send(self._loop, pending)
 
     async def request(self, head: bytes, body: bytes, seconds: float) -> UpstreamResponse:
         """`send`, awaited: the response, or the `UpstreamError` raised."""
