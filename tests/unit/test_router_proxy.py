@@ -511,3 +511,52 @@ def test_reapplying_the_same_version_keeps_its_connections_and_circuit() -> None
     assert router.route.timeout == 1.0  # the refused configuration changed nothing
     assert router.metrics.config_loads.labels("invalid").value == 1
     assert router.metrics.config_loads.labels("applied").value == 1
+
+
+def test_when_both_circuits_are_open_the_static_response_answers_and_neither_version_is_touched() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        cfg = config(stable, canary, canary_weight=100, retryOnStable=True, circuitBreaker=breaker)
+        async with running(cfg, stable, canary) as h:
+            for _ in range(2):  # each fails on the canary, then on stable: both circuits open
+                assert (await h.client.send()).status == 500
+            assert (len(canary.requests), len(stable.requests)) == (2, 2)
+            # Without a static response: the canary's open circuit is the answer.
+            response = await h.client.send()
+            assert response.status == 503
+            assert json.loads(response.body) == {"error": "circuit open for version iris-v2"}
+            assert h.count("requests", version="iris-v1", code="503") == 1
+            assert h.count("requests", version="iris-v2", code="503") == 1
+            h.router.apply(
+                config(stable, canary, canary_weight=100, circuitBreaker=breaker, response={"body": "s"})
+            )
+            response = await h.client.send()
+            assert (response.status, response.body) == (200, b"s")
+            assert header(response, "x-modelfleet-served-by") == "fallback-static"
+            assert h.count("fallbacks", version="iris-v2", reason="static_response") == 1
+            assert (len(canary.requests), len(stable.requests)) == (2, 2)
+
+    run(scenario)
+
+
+def test_a_failed_canary_is_not_retried_on_a_stable_whose_circuit_is_open() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        draws = iter([0.1, 0.1, 0.9] + [0.5] * 10)  # weights 50/50: stable, stable, then the canary
+        cfg = config(stable, canary, canary_weight=50, retryOnStable=True, circuitBreaker=breaker)
+        async with running(cfg, stable, canary, random_draw=lambda: next(draws)) as h:
+            for _ in range(2):
+                await h.client.send()  # stable fails twice: its circuit opens
+            response = await h.client.send()  # drawn for the canary, which fails; stable is not tried
+            assert response.status == 500
+            assert json.loads(response.body) == {"error": "iris-v2 is broken"}
+            assert header(response, "x-modelfleet-served-by") == "iris-v2"
+            assert (len(canary.requests), len(stable.requests)) == (1, 2)
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_stable") == 0
+            assert h.count("requests", version="iris-v1", code="503") == 1
+
+    run(scenario)
