@@ -133,7 +133,11 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(kubernetes etcd coredns helm)
 for t in "${targets[@]}"; do
   case "$t" in
-    kubernetes|etcd|coredns|helm) ( "build_$t" ) ;;
+    kubernetes|etcd|coredns|helm)
+      # One build of a component at a time, even from several shells: a second waits, then
+      # finds the result in the cache.
+      mkdir -p "$CACHE"
+      ( exec 9>"$CACHE/.build-$t.lock" && flock 9 && "build_$t" ) ;;
     *) log "unknown component '$t' (kubernetes, etcd, coredns, helm)"; exit 2 ;;
   esac
 done
