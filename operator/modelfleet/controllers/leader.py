@@ -321,15 +321,20 @@ class KubernetesLeaseStore:
         self.namespace = namespace
         self.name = name
         self.timeout = request_timeout
+        self._metadata: dict[str, Any] = {}
 
     def _body(self, record: LeaseRecord, resource_version: str = "") -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "name": self.name,
-            "namespace": self.namespace,
-            "labels": {"app.kubernetes.io/name": "modelfleet", "app.kubernetes.io/component": "operator"},
-        }
+        # An update keeps the metadata last read (labels and annotations of whoever created the Lease,
+        # e.g. Helm's), so that only the spec belongs to the election.
+        metadata: dict[str, Any] = dict(self._metadata) if resource_version else {}
+        metadata.update(name=self.name, namespace=self.namespace)
         if resource_version:
             metadata["resourceVersion"] = resource_version
+        else:
+            metadata["labels"] = {
+                "app.kubernetes.io/name": "modelfleet",
+                "app.kubernetes.io/component": "operator",
+            }
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -345,7 +350,12 @@ class KubernetesLeaseStore:
             if exc.status in (404, 409):
                 raise LeaseConflict(str(exc.reason)) from exc
             raise
-        return str(json.loads(response.data)["metadata"]["resourceVersion"])
+        return self._remember(json.loads(response.data))
+
+    def _remember(self, lease: dict[str, Any]) -> str:
+        metadata = lease.get("metadata") or {}
+        self._metadata = {k: metadata[k] for k in ("labels", "annotations") if metadata.get(k)}
+        return str(metadata["resourceVersion"])
 
     def get(self) -> tuple[LeaseRecord, str] | None:
         try:
@@ -357,7 +367,7 @@ class KubernetesLeaseStore:
                 return None
             raise
         lease = json.loads(response.data)
-        return LeaseRecord.from_spec(lease.get("spec")), str(lease["metadata"]["resourceVersion"])
+        return LeaseRecord.from_spec(lease.get("spec")), self._remember(lease)
 
     def create(self, record: LeaseRecord) -> str:
         return self._write(self.api.create_namespaced_lease, self.namespace, self._body(record))

@@ -1,0 +1,96 @@
+{{/* Chart name, at most 63 characters. */}}
+{{- define "modelfleet.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name of the release's objects: the release name, suffixed with the chart name unless it has it. */}}
+{{- define "modelfleet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "modelfleet.labels" -}}
+{{ include "modelfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelfleet
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "modelfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "modelfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelfleet.image" -}}
+{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+What the operator does in each namespace it watches; bound cluster-wide (ClusterRole) when it watches
+all namespaces, else by one Role per watched namespace. No wildcards, no Secrets.
+*/}}
+{{- define "modelfleet.namespacedRules" -}}
+# The four kinds: kopf watches them and keeps its bookkeeping in their annotations.
+- apiGroups: [modelfleet.io]
+  resources: [models, modelversions, deployments, monitors]
+  verbs: [get, list, watch, patch]
+# One status writer per kind.
+- apiGroups: [modelfleet.io]
+  resources: [models/status, modelversions/status, deployments/status, monitors/status]
+  verbs: [patch]
+# Owned objects carry blockOwnerDeletion, which clusters with OwnerReferencesPermissionEnforcement
+# allow only to whoever may update the owner's finalizers.
+- apiGroups: [modelfleet.io]
+  resources: [deployments/finalizers]
+  verbs: [update]
+# Model and router pods: applied (server-side apply creates or patches), watched, and removed per version.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, create, patch, delete]
+# Router configuration. get/list/watch also because the router's Role grants them (no escalation).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch]
+# The router's identity and its read access to its own ConfigMap.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, patch]
+# Router pods, to scrape their /metrics and /predictions.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* Namespaces to watch, validated: an empty list means all namespaces. */}}
+{{- define "modelfleet.watchNamespaces" -}}
+{{- $seen := dict -}}
+{{- range .Values.watchNamespaces -}}
+{{- if hasKey $seen . -}}
+{{- fail (printf "watchNamespaces: %s is listed twice" .) -}}
+{{- end -}}
+{{- $_ := set $seen . true -}}
+{{- end -}}
+{{- toJson .Values.watchNamespaces -}}
+{{- end -}}
