@@ -1,5 +1,5 @@
 import sys
 
-from modelfleet.kubectl_plugin.main import main
+from modelfleet.kubectl_plugin.cli import main
 
 sys.exit(main())

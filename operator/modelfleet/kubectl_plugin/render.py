@@ -21,7 +21,6 @@ from modelfleet.api import (
     CanaryStep,
     Condition,
     Deployment,
-    DeploymentPhase,
     DeploymentSpec,
     DeploymentStatus,
     HistoryEntry,
@@ -485,8 +484,3 @@ def describe_request(command: str, deployment: Obj) -> str:
             )
         return f"{name}: {s.aborted_version}{why} will be rolled out again from the first step."
     raise ValueError(f"unknown request {command!r}: expected one of {', '.join(REQUESTS)}")
-
-
-def is_rolled_back(deployment: Obj) -> bool:
-    """Whether the Deployment shows a finished, failed rollout (phase RolledBack)."""
-    return DeploymentView.of(deployment).status.phase == DeploymentPhase.ROLLED_BACK
