@@ -313,7 +313,9 @@ class _Exchange:
         self.note = b""
         self.started = 0.0
         self.backend: Backend = route.stable
-        self.next_step: Callable[[Result], None] = self._first_answer
+        # Steps are kept as plain functions, not bound methods: a bound method stored on the object would
+        # make a reference cycle per request, left for the garbage collector instead of freed at once.
+        self.next_step: Callable[[_Exchange, Result], None] = _Exchange._first_answer
 
     # The steps ------------------------------------------------------------------------------------------
 
@@ -335,13 +337,13 @@ class _Exchange:
             backend.fallbacks[CIRCUIT_OPEN].value += 1
             backend = stable
             self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-        self._attempt(backend, self._first_answer)
+        self._attempt(backend, _Exchange._first_answer)
 
     def pinned(self, backend: Backend) -> None:
-        self._attempt(backend, self._pinned_answer)
+        self._attempt(backend, _Exchange._pinned_answer)
 
     def mirror(self, backend: Backend) -> None:
-        self._attempt(backend, self._mirror_answer)
+        self._attempt(backend, _Exchange._mirror_answer)
 
     def _first_answer(self, result: Result) -> None:
         backend, route = self.backend, self.route
@@ -356,7 +358,7 @@ class _Exchange:
             self.request.respond(self.router._last_resort(route, backend, failure))
             return
         backend.fallbacks[RETRY_ON_STABLE].value += 1
-        self._attempt(stable, self._retry_answer)
+        self._attempt(stable, _Exchange._retry_answer)
 
     def _retry_answer(self, result: Result) -> None:
         stable = self.backend
@@ -377,7 +379,7 @@ class _Exchange:
 
     # One attempt -----------------------------------------------------------------------------------------
 
-    def _attempt(self, backend: Backend, next_step: Callable[[Result], None]) -> None:
+    def _attempt(self, backend: Backend, next_step: Callable[[_Exchange, Result], None]) -> None:
         """Send the request to one version with the route's timeout; `_answered` takes it from there."""
         request = self.request
         body = request.body
@@ -412,10 +414,10 @@ class _Exchange:
         if backend.breaker is not None:
             backend.breaker.record(self.router._clock(), code < 500)
         try:
-            self.next_step(result)
+            self.next_step(self, result)
         except Exception:
             log.exception("router: request to %s failed", backend.name)
-            if self.next_step != self._mirror_answer:  # a copy never answers the client
+            if self.next_step is not _Exchange._mirror_answer:  # a copy never answers the client
                 self.request.respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
 
 
