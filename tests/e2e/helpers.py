@@ -1,0 +1,271 @@
+"""Shared e2e helpers: test objects as dicts, a load generator, status readers, result recording.
+
+The load generator is a bounded background thread that sends Open Inference Protocol v2 requests to
+the router's ClusterIP Service from this host and records, for every response, the time, the status
+code and `X-Modelfleet-Served-By`, so tests can assert on exactly what clients saw.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from support.cluster import Cluster
+
+API_VERSION = "modelfleet.io/v1alpha1"
+RESULTS_FILE = Path(__file__).parent / ".results.json"
+IRIS_REQUEST = json.dumps(
+    {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [6.1, 2.8, 4.7, 1.2]}]}
+).encode()
+
+
+def model(name: str = "iris") -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Model",
+        "metadata": {"name": name},
+        "spec": {"task": "classification"},
+    }
+
+
+def model_version(
+    name: str, image_tag: str = "1", *, env: dict[str, str] | None = None, model_name: str = "iris"
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": model_name,
+        "version": name.rsplit("-", 1)[-1],
+        "image": f"localhost/iris-server:{image_tag}",
+    }
+    spec["env"] = [{"name": "MODELFLEET_MODEL_VERSION", "value": spec["version"]}] + [
+        {"name": k, "value": v} for k, v in (env or {}).items()
+    ]
+    return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": {"name": name}, "spec": spec}
+
+
+def deployment(
+    name: str = "iris",
+    version: str = "iris-v1",
+    *,
+    steps: list[dict[str, Any]] | None = None,
+    monitor: str | None = None,
+    strategy: str = "Canary",
+    rollback_window: str = "10m",
+    progress_deadline: str = "3m",
+    circuit_breaker: bool = False,
+) -> dict[str, Any]:
+    canary: dict[str, Any] = {
+        "steps": steps
+        or [
+            {"setWeight": 20},
+            {"pause": {"duration": "6s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "6s"}},
+        ]
+    }
+    if monitor:
+        canary["monitor"] = monitor
+    fallback: dict[str, Any] = {"timeout": "2s", "retryOnStable": True}
+    if not circuit_breaker:
+        # the breaker would hide a failing canary from the monitor; tests of the monitor want it seen
+        fallback["circuitBreaker"] = {
+            "errorRate": 1.0,
+            "minRequests": 1000000,
+            "window": "10s",
+            "openFor": "1s",
+        }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "iris",
+            "version": version,
+            "replicas": 1,
+            "progressDeadline": progress_deadline,
+            "strategy": {"type": strategy, "canary": canary, "rollbackWindow": rollback_window},
+            "fallback": fallback,
+        },
+    }
+
+
+def monitor(
+    name: str = "iris-quality",
+    deployment_name: str = "iris",
+    *,
+    metrics: list[dict[str, Any]] | None = None,
+    interval: str = "2s",
+    failure_limit: int = 2,
+    error_limit: int = 4,
+    min_requests: int = 10,
+    on_degraded: str = "Rollback",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Monitor",
+        "metadata": {"name": name},
+        "spec": {
+            "deployment": deployment_name,
+            "interval": interval,
+            "failureLimit": failure_limit,
+            "errorLimit": error_limit,
+            "minRequests": min_requests,
+            "onDegraded": on_degraded,
+            "metrics": metrics or [{"name": "errors", "type": "errorRate", "max": 0.05}],
+        },
+    }
+
+
+# --- reading status ----------------------------------------------------------------------------------
+
+
+def status(
+    cluster: Cluster, namespace: str, name: str = "iris", kind: str = "deployments.modelfleet.io"
+) -> Any:
+    obj = cluster.get_or_none(kind, name, namespace)
+    return (obj or {}).get("status") or {}
+
+
+def condition(obj_status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj_status.get("conditions", []) if c.get("type") == type_), {})
+
+
+def service_ip(cluster: Cluster, namespace: str, name: str) -> str:
+    return str(cluster.get("service", name, namespace)["spec"]["clusterIP"])
+
+
+def router_config(cluster: Cluster, namespace: str, name: str = "iris") -> dict[str, Any]:
+    cm = cluster.get_or_none("configmap", f"{name}-router", namespace)
+    return json.loads(cm["data"]["config.json"]) if cm else {}
+
+
+def canary_weight_in_router(cluster: Cluster, namespace: str, name: str = "iris") -> int:
+    config = router_config(cluster, namespace, name)
+    return sum(int(v["weight"]) for v in config.get("versions", []) if v["role"] == "canary")
+
+
+# --- load --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    time: float
+    code: int
+    served_by: str
+    fallback: str
+
+
+@dataclass
+class Load:
+    """Requests at `rate` per second to http://host:port/v2/models/iris/infer, until stopped or for at most
+    `limit` seconds. `responses` holds every answer; a connection error is recorded as code 0."""
+
+    host: str
+    port: int = 80
+    rate: float = 40.0
+    limit: float = 300.0
+    responses: list[Response] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Load:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        conn: http.client.HTTPConnection | None = None
+        next_at = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - started < self.limit:
+            if self.rate <= 0:
+                time.sleep(0.05)
+                next_at = time.monotonic()
+                continue
+            next_at += 1.0 / self.rate
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_at = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                conn.request(
+                    "POST",
+                    "/v2/models/iris/infer",
+                    body=IRIS_REQUEST,
+                    headers={"Content-Type": "application/json"},
+                )
+                answer = conn.getresponse()
+                answer.read()
+                self.responses.append(
+                    Response(
+                        time.time(),
+                        answer.status,
+                        answer.getheader("X-Modelfleet-Served-By", ""),
+                        answer.getheader("X-Modelfleet-Fallback", ""),
+                    )
+                )
+                if answer.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                self.responses.append(Response(time.time(), 0, "", ""))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    # what clients saw
+
+    def codes(self, since: float = 0.0) -> Counter[int]:
+        return Counter(r.code for r in self.responses if r.time >= since)
+
+    def served_by(self, since: float = 0.0) -> Counter[str]:
+        return Counter(r.served_by for r in self.responses if r.time >= since)
+
+    def errors(self, since: float = 0.0) -> list[Response]:
+        return [r for r in self.responses if r.time >= since and not 200 <= r.code < 300]
+
+
+def wait_until_serving(load: Load, version: str, timeout: float = 60) -> float:
+    """Wait until the router answers 200 from `version` 10 times in a row (the endpoint is up); when."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        recent = load.responses[-10:]
+        if len(recent) == 10 and all(r.code == 200 and r.served_by == version for r in recent):
+            return recent[0].time
+        time.sleep(0.25)
+    raise TimeoutError(f"router did not answer from {version} within {timeout:.0f}s; saw {load.codes()}")
+
+
+def record_result(name: str, values: dict[str, Any]) -> None:
+    """Add figures to tests/e2e/.results.json (git-ignored) and print them for `pytest -s`."""
+    try:
+        data = json.loads(RESULTS_FILE.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[name] = {**values, "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    RESULTS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"\n[e2e result] {name}: {json.dumps(values, sort_keys=True)}")

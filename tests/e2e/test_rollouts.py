@@ -1,0 +1,147 @@
+"""Progressive delivery on real pods: canary rollouts through the router, judged by a Monitor, under
+real traffic from this host. Each test asserts on what clients saw and on the Deployment's status."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import helpers
+from conftest import Fleet
+
+ERROR_CANARY = {"MODELFLEET_FAULT_ERROR_RATE": "1"}
+SLOW_CANARY = {"MODELFLEET_FAULT_LATENCY": "0.3s"}
+SHIFTED_CANARY = {"MODELFLEET_FAULT_SHIFT": "1"}
+
+
+def _rolled_back(version: str):  # type: ignore[no-untyped-def]
+    return lambda s: (
+        s.get("phase") == "RolledBack" and s.get("canaryWeight") == 0 and s.get("abortedVersion") == version
+    )
+
+
+def _first_bad_window(fleet: Fleet, version: str, since: float) -> float:
+    """When clients first got an answer the canary could not give (a fallback), or the canary first
+    took traffic: the start of the first window that could judge it bad."""
+    assert fleet.load is not None
+    for r in fleet.load.responses:
+        if r.time >= since and (r.fallback or r.served_by == version):
+            return r.time
+    raise AssertionError(f"the canary {version} never took traffic")
+
+
+def _weight_zero_at(fleet: Fleet, after: float) -> float:
+    for t, s in fleet.timeline:
+        if t >= after and s.get("canaryWeight") == 0 and s.get("phase") == "RolledBack":
+            return t
+    raise AssertionError("weight never went back to 0")
+
+
+def test_healthy_canary_is_promoted_through_every_step_without_client_errors(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2"),
+        helpers.monitor(),
+        monitor="iris-quality",
+    )
+    started = time.time()
+    fleet.set_version("iris-v2")
+    final = fleet.wait_status(
+        "iris-v2 promoted", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v2", 180
+    )
+    took = time.time() - started
+    time.sleep(2)
+    load.stop()
+
+    assert fleet.weights_seen(canary="iris-v2") in ([0, 20, 50], [20, 50]), fleet.weights_seen("iris-v2")
+    entry = final["history"][0]
+    assert (entry["version"], entry["result"]) == ("iris-v2", "Promoted")
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+    served = load.served_by(since=time.time() - 1)  # the routers follow their config within a second
+    assert set(served) == {"iris-v2"}, served
+    assert helpers.condition(final, "Ready")["status"] == "True"
+    assert final["endpoint"] == f"http://iris.{fleet.namespace}.svc:80"
+    # the previous version stays warm for rollbackWindow
+    assert final["previousStableVersion"] == "iris-v1"
+    assert fleet.cluster.get_or_none("deployment.apps", "iris-iris-v1", fleet.namespace) is not None
+    helpers.record_result(
+        "healthy_canary", {"secondsToPromote": round(took, 1), "requests": len(load.responses)}
+    )
+
+
+def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v3", "3", env=ERROR_CANARY),
+        helpers.monitor(interval="2s", failure_limit=2),
+        monitor="iris-quality",
+    )
+    started = time.time()
+    fleet.set_version("iris-v3")
+    final = fleet.wait_status("iris-v3 rolled back", _rolled_back("iris-v3"), 120, interval=0.1)
+    bad = _first_bad_window(fleet, "iris-v3", started)
+    zero = _weight_zero_at(fleet, bad)
+    time.sleep(2)
+    load.stop()
+
+    rollback_seconds = zero - bad
+    assert rollback_seconds <= 2 * 2 + 4, f"rolled back {rollback_seconds:.1f}s after the first bad window"
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+    assert load.served_by(since=bad)["iris-v1"] > 0
+    entry = final["history"][0]
+    assert (entry["version"], entry["result"]) == ("iris-v3", "RolledBack")
+    assert "errors" in entry["reason"] and "> 0.05" in entry["reason"], entry
+    assert final["stableVersion"] == "iris-v1"
+    assert helpers.canary_weight_in_router(fleet.cluster, fleet.namespace) == 0
+    helpers.record_result(
+        "error_canary",
+        {
+            "rollbackSeconds": round(rollback_seconds, 2),
+            "budgetSeconds": "interval 2s x failureLimit 2 + 2s = 6s",
+            "clientErrors": len(fleet.client_errors()),
+            "requests": len(load.responses),
+            "fallbacks": sum(1 for r in load.responses if r.fallback),
+        },
+    )
+
+
+def test_operator_killed_mid_rollout_resumes_at_the_same_step(fleet: Fleet) -> None:
+    steps = [
+        {"setWeight": 20},
+        {"pause": {"duration": "15s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "6s"}},
+    ]
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2"),
+        helpers.monitor(),
+        monitor="iris-quality",
+        steps=steps,
+    )
+    fleet.set_version("iris-v2")
+    at_pause = fleet.wait_status("in the 15s pause", lambda s: s.get("currentStep") == 1, 120)
+    step_started = at_pause["stepStartedAt"]
+    fleet.operator.kill(signal.SIGKILL)
+    killed = time.time()
+    time.sleep(3)
+    held = fleet.status()
+    assert (held["currentStep"], held["canaryWeight"]) == (1, 20)
+    assert helpers.canary_weight_in_router(fleet.cluster, fleet.namespace) == 20
+    fleet.operator.start()
+    resumed = fleet.wait_status("reconciled after restart", lambda s: s.get("currentStep", 0) >= 1, 30)
+    assert resumed["stepStartedAt"] == step_started or resumed["currentStep"] > 1
+    final = fleet.wait_status(
+        "iris-v2 promoted", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v2", 120
+    )
+    time.sleep(1)
+    load.stop()
+
+    weights = [w for t, s in fleet.timeline if t >= killed - 1 for w in [s.get("canaryWeight", 0)]]
+    assert 100 not in weights
+    steps_seen = [
+        s.get("currentStep", 0) for t, s in fleet.timeline if t >= killed and s.get("canaryVersion")
+    ]
+    assert steps_seen == sorted(steps_seen), steps_seen  # never back to an earlier step
+    assert final["history"][0]["result"] == "Promoted"
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
