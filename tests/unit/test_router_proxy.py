@@ -560,3 +560,22 @@ def test_a_failed_canary_is_not_retried_on_a_stable_whose_circuit_is_open() -> N
             assert h.count("requests", version="iris-v1", code="503") == 1
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("url", "host_header"),
+    [
+        ("http://iris-v1.ml.svc:8080", b"host: iris-v1.ml.svc:8080\r\n"),
+        ("http://iris-v1.ml.svc", b"host: iris-v1.ml.svc\r\n"),
+        ("http://[fd00::7]:8080", b"host: [fd00::7]:8080\r\n"),
+    ],
+)
+def test_the_host_header_names_the_versions_service(url: str, host_header: bytes) -> None:
+    router = Router()
+    router.apply(
+        RouterConfig.model_validate(
+            {"deployment": "iris", "versions": [{"name": "v", "url": url, "weight": 1, "role": "stable"}]}
+        )
+    )
+    assert router.route is not None
+    assert router.route.stable.host_header == host_header

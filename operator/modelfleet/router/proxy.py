@@ -85,8 +85,8 @@ class Backend:
         self.url = version.url
         self.role = version.role
         self.pool = Pool(version.host, version.port)
-        port = version.port
-        self.host_header = f"host: {version.host}{'' if port == 80 else f':{port}'}\r\n".encode()
+        host = f"[{version.host}]" if ":" in version.host else version.host  # an IPv6 literal
+        self.host_header = f"host: {host}{'' if version.port == 80 else f':{version.port}'}\r\n".encode()
         self.served_by = f"x-modelfleet-served-by: {version.name}\r\n".encode()
         self.metrics = metrics
         self.duration = metrics.duration.labels(deployment, version.name)
