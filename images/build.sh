@@ -23,7 +23,7 @@
 #   MODELFLEET_BUILD_CA        CA bundle the build's pip trusts (default: the host's, /etc/ssl/certs/ca-certificates.crt)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=../cluster/versions.env
+# shellcheck source=cluster/versions.env source-path=SCRIPTDIR/..
 . "$ROOT/cluster/versions.env"
 CACHE=${MODELFLEET_CACHE:-$HOME/.cache/modelfleet}
 OUT=$CACHE/images
@@ -45,7 +45,11 @@ BUILD_CA=${MODELFLEET_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 step=""
-trap 'rc=$?; [ $rc = 0 ] || log "FAILED${step:+ in step \"$step\"} (exit $rc); see the messages above"' EXIT
+on_exit() {
+  local rc=$?
+  [ $rc = 0 ] || log "FAILED${step:+ in step \"$step\"} (exit $rc); see the messages above"
+}
+trap on_exit EXIT
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -300,6 +304,10 @@ main() {
     esac
   done
   [ ${#steps[@]} -gt 0 ] || steps=(base app pause coredns)
+  case $IMAGE_LOADER in
+    containerd|kind|none) ;;
+    *) die "IMAGE_LOADER=$IMAGE_LOADER: expected containerd, kind or none" ;;
+  esac
   if [ "$(id -u)" != 0 ] && { [ $load_only = 0 ] || [ "$IMAGE_LOADER" = containerd ]; }; then
     die "run as root (buildah, debootstrap and ctr need it here)"
   fi

@@ -395,6 +395,12 @@ def test_build_script_parses_and_rejects_unknown_arguments() -> None:
     result = subprocess.run([str(script), "--no-such-flag"], capture_output=True, text=True)
     assert result.returncode != 0
     assert "unknown argument '--no-such-flag'" in result.stderr
+    # A wrong loader is caught before anything is built, not after a long build.
+    env = {**os.environ, "IMAGE_LOADER": "docker"}
+    result = subprocess.run([str(script), "pause"], capture_output=True, text=True, env=env)
+    assert result.returncode != 0
+    assert "IMAGE_LOADER=docker: expected containerd, kind or none" in result.stderr
+    assert "pause:" not in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
