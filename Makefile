@@ -50,14 +50,14 @@ crds: venv ## Generate crds/*.yaml, the chart's copy and docs/api-reference.md f
 
 .PHONY: lint
 lint: venv ## ruff, and the import-layer contracts
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench images
+	$(BIN)/ruff format --check operator tests bench images
 	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format the code
-	$(BIN)/ruff format operator tests bench
-	$(BIN)/ruff check --fix operator tests bench
+	$(BIN)/ruff format operator tests bench images
+	$(BIN)/ruff check --fix operator tests bench images
 
 .PHONY: typecheck
 typecheck: venv ## mypy --strict
