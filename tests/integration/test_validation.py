@@ -1,0 +1,431 @@
+"""Bad input is refused by `kubectl apply` itself, against the real modelfleet.io CRDs, with a message
+that names the field; input the API server accepts but that makes no sense does not hurt the operator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from support.cluster import Cluster
+from support.registry import API_VERSION, condition, model, model_version, state
+
+Manifest = dict[str, Any]
+
+
+def obj(kind: str, name: str, spec: dict[str, Any]) -> Manifest:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+MODEL = {"governance": {"requireApproval": True, "allowedImages": ["localhost/"]}}
+VERSION = {"model": "iris", "version": "1", "image": "localhost/iris-server:1"}
+DEPLOYMENT = {"model": "iris", "version": "iris-v1"}
+MONITOR = {"deployment": "iris", "metrics": [{"name": "errors", "type": "errorRate", "max": 0.05}]}
+
+
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`base` with top-level spec fields replaced (None removes one)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def steps(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"canary": {"steps": list(items)}}
+
+
+def metric(**fields: Any) -> list[dict[str, Any]]:
+    return [{"name": "m", "type": "errorRate", "max": 0.05, **fields}]
+
+
+# (id, kind, spec, fragments the error must contain: the field path first)
+BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
+    # Model
+    (
+        "model-too-many-allowed-images",
+        "Model",
+        {"governance": {"allowedImages": [f"r{i}.example.com/" for i in range(65)]}},
+        ["spec.governance.allowedImages", "Too many: 65: must have at most 64 items"],
+    ),
+    (
+        "model-require-approval-not-boolean",
+        "Model",
+        {"governance": {"requireApproval": "yes"}},
+        ["spec.governance.requireApproval", "must be of type boolean"],
+    ),
+    (
+        "model-image-prefix-with-space",
+        "Model",
+        {"governance": {"allowedImages": ["local host/"]}},
+        ["spec.governance.allowedImages[0]", "should match"],
+    ),
+    ("model-unknown-field", "Model", {"colour": "blue"}, ['unknown field "spec.colour"']),
+    (
+        "model-description-too-long",
+        "Model",
+        {"description": "x" * 1100},
+        ["spec.description", "Too long: may not be more than 1024"],
+    ),
+    # ModelVersion
+    ("version-missing-model", "ModelVersion", with_(VERSION, model=None), ["spec.model", "Required value"]),
+    ("version-missing-image", "ModelVersion", with_(VERSION, image=None), ["spec.image", "Required value"]),
+    (
+        "version-missing-version",
+        "ModelVersion",
+        with_(VERSION, version=None),
+        ["spec.version", "Required value"],
+    ),
+    (
+        "version-port-out-of-range",
+        "ModelVersion",
+        with_(VERSION, port=70000),
+        ["spec.port", "should be less than or equal to 65535"],
+    ),
+    (
+        "version-port-zero",
+        "ModelVersion",
+        with_(VERSION, port=0),
+        ["spec.port", "should be greater than or equal to 1"],
+    ),
+    (
+        "version-unknown-protocol",
+        "ModelVersion",
+        with_(VERSION, protocol="grpc"),
+        ["spec.protocol", 'Unsupported value: "grpc"', '"v2", "v1", "http"'],
+    ),
+    (
+        "version-readiness-path-not-absolute",
+        "ModelVersion",
+        with_(VERSION, readinessPath="health"),
+        ["spec.readinessPath", "should match"],
+    ),
+    (
+        "version-label-with-space",
+        "ModelVersion",
+        with_(VERSION, version="v 2"),
+        ["spec.version", "should match"],
+    ),
+    (
+        "version-model-not-a-name",
+        "ModelVersion",
+        with_(VERSION, model="Iris_Model"),
+        ["spec.model", "should match"],
+    ),
+    (
+        "version-too-many-env",
+        "ModelVersion",
+        with_(VERSION, env=[{"name": f"E{i}", "value": "1"} for i in range(65)]),
+        ["spec.env", "Too many: 65: must have at most 64 items"],
+    ),
+    (
+        "version-lineage-metric-not-a-number",
+        "ModelVersion",
+        with_(VERSION, lineage={"metrics": {"accuracy": "high"}}),
+        ["spec.lineage.metrics.accuracy", "must be of type number"],
+    ),
+    (
+        "version-approval-not-boolean",
+        "ModelVersion",
+        with_(VERSION, approval={"approved": "sure"}),
+        ["spec.approval.approved", "must be of type boolean"],
+    ),
+    # Deployment
+    (
+        "deployment-replicas-too-many",
+        "Deployment",
+        with_(DEPLOYMENT, replicas=101),
+        ["spec.replicas", "should be less than or equal to 100"],
+    ),
+    (
+        "deployment-replicas-negative",
+        "Deployment",
+        with_(DEPLOYMENT, replicas=-1),
+        ["spec.replicas", "should be greater than or equal to 0"],
+    ),
+    (
+        "deployment-missing-version",
+        "Deployment",
+        with_(DEPLOYMENT, version=None),
+        ["spec.version", "Required"],
+    ),
+    (
+        "deployment-unknown-strategy",
+        "Deployment",
+        with_(DEPLOYMENT, strategy={"type": "BlueGreen"}),
+        ["spec.strategy.type", 'Unsupported value: "BlueGreen"', '"Canary", "Immediate"'],
+    ),
+    (
+        "deployment-weight-over-100",
+        "Deployment",
+        with_(DEPLOYMENT, strategy=steps({"setWeight": 150})),
+        ["spec.strategy.canary.steps[0].setWeight", "should be less than or equal to 100"],
+    ),
+    (
+        "deployment-step-with-weight-and-pause",
+        "Deployment",
+        with_(DEPLOYMENT, strategy=steps({"setWeight": 10}, {"setWeight": 20, "pause": {}})),
+        ["spec.strategy.canary.steps[1]", "a step has exactly one of setWeight or pause"],
+    ),
+    (
+        "deployment-bad-pause-duration",
+        "Deployment",
+        with_(DEPLOYMENT, strategy=steps({"pause": {"duration": "10 minutes"}})),
+        ["spec.strategy.canary.steps[0].pause.duration", "should match"],
+    ),
+    (
+        "deployment-zero-timeout",
+        "Deployment",
+        with_(DEPLOYMENT, fallback={"timeout": "0s"}),
+        ["spec.fallback", "timeout must be greater than zero"],
+    ),
+    (
+        "deployment-too-many-steps",
+        "Deployment",
+        with_(DEPLOYMENT, strategy=steps(*[{"setWeight": 1}] * 33)),
+        ["spec.strategy.canary.steps", "Too many: 33: must have at most 32 items"],
+    ),
+    (
+        "deployment-no-steps",
+        "Deployment",
+        with_(DEPLOYMENT, strategy=steps()),
+        ["spec.strategy.canary.steps", "should have at least 1 items"],
+    ),
+    (
+        "deployment-error-rate-over-1",
+        "Deployment",
+        with_(DEPLOYMENT, fallback={"circuitBreaker": {"errorRate": 1.5}}),
+        ["spec.fallback.circuitBreaker.errorRate", "should be less than or equal to 1"],
+    ),
+    (
+        "deployment-mirror-over-100",
+        "Deployment",
+        with_(DEPLOYMENT, strategy={"canary": {"mirrorPercent": 101}}),
+        ["spec.strategy.canary.mirrorPercent", "should be less than or equal to 100"],
+    ),
+    (
+        "deployment-fallback-status-700",
+        "Deployment",
+        with_(DEPLOYMENT, fallback={"response": {"statusCode": 700}}),
+        ["spec.fallback.response.statusCode", "should be less than or equal to 599"],
+    ),
+    (
+        "deployment-no-router",
+        "Deployment",
+        with_(DEPLOYMENT, router={"replicas": 0}),
+        ["spec.router.replicas", "should be greater than or equal to 1"],
+    ),
+    # Monitor
+    (
+        "monitor-missing-deployment",
+        "Monitor",
+        with_(MONITOR, deployment=None),
+        ["spec.deployment", "Required"],
+    ),
+    ("monitor-no-metrics", "Monitor", with_(MONITOR, metrics=[]), ["spec.metrics", "at least 1 items"]),
+    ("monitor-bad-interval", "Monitor", with_(MONITOR, interval="often"), ["spec.interval", "should match"]),
+    (
+        "monitor-unknown-metric-type",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="accuracy")),
+        ["spec.metrics[0].type", 'Unsupported value: "accuracy"'],
+    ),
+    (
+        "monitor-failure-limit-zero",
+        "Monitor",
+        with_(MONITOR, failureLimit=0),
+        ["spec.failureLimit", "should be greater than or equal to 1"],
+    ),
+    (
+        "monitor-unknown-on-degraded",
+        "Monitor",
+        with_(MONITOR, onDegraded="Panic"),
+        ["spec.onDegraded", 'Unsupported value: "Panic"', '"Rollback", "Alert"'],
+    ),
+    (
+        "monitor-quantile-over-1",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="latency", quantile=1.5)),
+        ["spec.metrics[0].quantile", "should be less than 1"],
+    ),
+    (
+        "monitor-latency-without-quantile",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="latency")),
+        ["spec.metrics[0]", "quantile is required for type latency"],
+    ),
+    (
+        "monitor-duplicate-metric-names",
+        "Monitor",
+        with_(MONITOR, metrics=metric() + metric()),
+        ["spec.metrics", "metric names must be unique"],
+    ),
+    (
+        "monitor-metric-without-limits",
+        "Monitor",
+        with_(MONITOR, metrics=[{"name": "m", "type": "errorRate"}]),
+        ["spec.metrics[0]", "a metric needs min or max"],
+    ),
+    (
+        "monitor-min-over-max",
+        "Monitor",
+        with_(MONITOR, metrics=metric(min=0.5, max=0.1)),
+        ["spec.metrics[0]", "min must not exceed max"],
+    ),
+    (
+        "monitor-prometheus-without-query",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="prometheus")),
+        ["spec.metrics[0]", "prometheus.query is required for type prometheus"],
+    ),
+]
+
+
+def test_there_are_at_least_20_distinct_bad_inputs_across_the_four_kinds() -> None:
+    assert len({case[0] for case in BAD_INPUTS}) == len(BAD_INPUTS) >= 20
+    assert {case[1] for case in BAD_INPUTS} == {"Model", "ModelVersion", "Deployment", "Monitor"}
+
+
+def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
+    cluster: Cluster, crds: None, namespace: str
+) -> None:
+    """Control: each bad input differs from one of these in one place, and these apply cleanly."""
+    cluster.apply(
+        [
+            obj("Model", "iris", MODEL),
+            obj("ModelVersion", "iris-v1", VERSION),
+            obj("Deployment", "iris", DEPLOYMENT),
+            obj("Monitor", "iris", MONITOR),
+        ],
+        namespace,
+    )
+    assert cluster.get("monitor", "iris", namespace)["spec"]["interval"] == "10s"  # defaulted by the server
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "fragments"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_kubectl_apply_refuses_bad_input_naming_the_field(
+    cluster: Cluster, crds: None, namespace: str, kind: str, spec: dict[str, Any], fragments: list[str]
+) -> None:
+    result = cluster.apply(obj(kind, "bad", spec), namespace, check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert cluster.get_or_none(kind.lower(), "bad", namespace) is None
+
+
+LINEAGE = {"source": {"repository": "https://git.example.com/ml/iris", "commit": "3f2a9c1"}}
+
+IMMUTABLE_CHANGES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
+    ("model", lambda s: s.update(model="wine"), ["spec.model", "model is immutable"]),
+    ("version", lambda s: s.update(version="2"), ["spec.version", "version is immutable"]),
+    ("image", lambda s: s.update(image="localhost/iris-server:2"), ["spec.image", "image is immutable"]),
+    ("port", lambda s: s.update(port=9000), ["spec.port", "port is immutable"]),
+    ("protocol", lambda s: s.update(protocol="v1"), ["spec.protocol", "protocol is immutable"]),
+    ("lineage-changed", lambda s: s["lineage"]["source"].update(commit="abcdef0"), ["lineage is immutable"]),
+    ("lineage-removed", lambda s: s.pop("lineage"), ["lineage is immutable"]),
+]
+
+
+def test_immutable_fields_of_a_version_cannot_change(cluster: Cluster, crds: None, namespace: str) -> None:
+    spec = {**VERSION, "lineage": LINEAGE}
+    cluster.apply(obj("ModelVersion", "iris-v1", spec), namespace)
+    for name, change, fragments in IMMUTABLE_CHANGES:
+        changed = copy.deepcopy(spec)
+        change(changed)
+        result = cluster.apply(obj("ModelVersion", "iris-v1", changed), namespace, check=False)
+        assert result.returncode != 0, f"{name}: change accepted"
+        for fragment in fragments:
+            assert fragment in result.stderr, f"{name}: {result.stderr}"
+    # Approval is not immutable: that is how a version gets approved.
+    cluster.apply(
+        obj("ModelVersion", "iris-v1", {**spec, "approval": {"approved": True, "by": "alice"}}), namespace
+    )
+    stored = cluster.get("modelversion", "iris-v1", namespace)["spec"]
+    assert (stored["image"], stored["approval"]["approved"]) == ("localhost/iris-server:1", True)
+
+
+def test_lineage_cannot_be_added_after_creation(cluster: Cluster, crds: None, namespace: str) -> None:
+    cluster.apply(obj("ModelVersion", "iris-v1", VERSION), namespace)
+    result = cluster.apply(
+        obj("ModelVersion", "iris-v1", {**VERSION, "lineage": LINEAGE}), namespace, check=False
+    )
+    assert result.returncode != 0
+    assert "lineage is immutable" in result.stderr
+
+
+def test_nonsense_the_api_server_accepts_does_not_hurt_the_operator(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    """Objects that are valid to the API server but name things that do not exist, or break the
+    registry's rules: the operator stays up, says what is wrong, and keeps reconciling good objects."""
+    cluster.apply(
+        [
+            # a Deployment of a Model that does not exist, and one of a version that does not exist
+            obj("Deployment", "ghost", {"model": "ghost", "version": "ghost-v1"}),
+            obj("Deployment", "no-version", {"model": "iris", "version": "iris-v9"}),
+            # a version of a Model that does not exist, and a rejected version a Deployment asks for
+            model_version("orphan-v1", "orphan", "localhost/iris-server:1"),
+            model("iris", require_approval=True, allowed_images=["localhost/"]),
+            model_version("iris-evil", "iris", "docker.io/evil/iris:1"),
+            obj("Deployment", "evil", {"model": "iris", "version": "iris-evil"}),
+            # a Deployment that names a version of another Model, and a Monitor of no Deployment
+            model("wine"),
+            model_version("wine-v1", "wine", "localhost/iris-server:1"),
+            obj("Deployment", "mixed", {"model": "iris", "version": "wine-v1"}),
+            obj("Monitor", "lonely", {**MONITOR, "deployment": "nobody"}),
+            # a Deployment whose Monitor does not exist
+            obj(
+                "Deployment",
+                "unmonitored",
+                {"model": "ghost", "version": "ghost-v1", "strategy": {"canary": {"monitor": "nobody"}}},
+            ),
+        ],
+        namespace,
+    )
+
+    def phase(name: str) -> str:
+        return str(cluster.get("modelversion", name, namespace).get("status", {}).get("phase", ""))
+
+    cluster.wait_for("orphan-v1 Pending", lambda: phase("orphan-v1") == "Pending", timeout=60)
+    cluster.wait_for("iris-evil Rejected", lambda: phase("iris-evil") == "Rejected", timeout=60)
+    orphan = cluster.get("modelversion", "orphan-v1", namespace)
+    assert state(orphan, "Ready") == ("False", "ModelNotFound")
+    evil = cluster.get("modelversion", "iris-evil", namespace)
+    assert "ImageNotAllowed" in condition(evil, "Ready")["reason"]
+    assert evil["status"].get("servedBy", []) == []
+
+    # The Deployments that ask for what cannot be served say so in their status, and serve nothing.
+    def failed(name: str) -> bool:
+        status = cluster.get("deployments.modelfleet.io", name, namespace).get("status", {})
+        return status.get("phase") == "Failed" and not status.get("stableVersion")
+
+    for name in ("ghost", "no-version", "evil", "mixed"):
+        cluster.wait_for(f"Deployment {name} Failed", lambda name=name: failed(name), timeout=90)
+    assert (
+        "not found" in cluster.get("deployments.modelfleet.io", "no-version", namespace)["status"]["message"]
+    )
+
+    # Afterwards the operator still reconciles good objects promptly.
+    cluster.apply(
+        [model("good"), model_version("good-v1", "good", "localhost/iris-server:1")],
+        namespace,
+    )
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "model/good",
+        "modelversion/good-v1",
+        "--timeout=60s",
+    )
+    assert operator.alive()
+    assert "Traceback" not in operator.log()
