@@ -5,6 +5,7 @@ that names the field; input the API server accepts but that makes no sense does 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -408,7 +409,7 @@ def test_nonsense_the_api_server_accepts_does_not_hurt_the_operator(
         return status.get("phase") == "Failed" and not status.get("stableVersion")
 
     for name in ("ghost", "no-version", "evil", "mixed"):
-        cluster.wait_for(f"Deployment {name} Failed", lambda name=name: failed(name), timeout=90)
+        cluster.wait_for(f"Deployment {name} Failed", functools.partial(failed, name), timeout=90)
     assert (
         "not found" in cluster.get("deployments.modelfleet.io", "no-version", namespace)["status"]["message"]
     )
