@@ -138,6 +138,25 @@ def served_versions(status: DeploymentStatus) -> frozenset[str]:
     return frozenset(versions)
 
 
+Served = tuple[str, frozenset[str]]
+"""What one Deployment serves: (its Model, the versions taking its traffic)."""
+
+
+def served_changes(old: Served | None, new: Served | None) -> tuple[set[str], set[str]]:
+    """(Models, versions) whose serving changed between two observations of one Deployment.
+
+    None is a Deployment not seen before, or deleted. When the Deployment's Model changes, both
+    Models and all versions concerned are named; otherwise only versions that started or stopped.
+    """
+    old_model, old_versions = old or ("", frozenset())
+    new_model, new_versions = new or ("", frozenset())
+    if old_model == new_model and old_versions == new_versions:
+        return set(), set()
+    models = {m for m in (old_model, new_model) if m}
+    versions = old_versions ^ new_versions if old_model == new_model else old_versions | new_versions
+    return models, set(versions)
+
+
 def serving_deployments(version: str, serving: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     """Sorted names of the Deployments whose served versions (`serving`: Deployment -> versions) hold it."""
     return tuple(sorted(d for d, versions in serving.items() if version in versions))

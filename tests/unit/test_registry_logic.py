@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,7 @@ from modelfleet.registry import (
     model_notices,
     model_status,
     servability,
+    served_changes,
     served_versions,
     serving_deployments,
     version_notices,
@@ -161,6 +164,19 @@ def test_stable_always_serves_and_canary_only_with_weight() -> None:
     assert served_versions(both) == {"v1", "v2"}
     first = DeploymentStatus(canary_version="v2", canary_weight=100)
     assert served_versions(first) == {"v2"}
+
+
+def test_serving_changes_name_what_started_or_stopped() -> None:
+    v1, v12 = frozenset({"v1"}), frozenset({"v1", "v2"})
+    assert served_changes(("iris", v1), ("iris", v1)) == (set(), set())
+    assert served_changes(None, None) == (set(), set())
+    assert served_changes(None, ("iris", v1)) == ({"iris"}, {"v1"})
+    assert served_changes(("iris", v1), ("iris", v12)) == ({"iris"}, {"v2"})
+    assert served_changes(("iris", v12), None) == ({"iris"}, {"v1", "v2"})
+    # The Deployment now serves another Model: both Models, every version either side.
+    assert served_changes(("iris", v1), ("wine", frozenset({"w1"}))) == ({"iris", "wine"}, {"v1", "w1"})
+    # A Deployment that serves nothing yet still concerns its Model once.
+    assert served_changes(None, ("iris", frozenset())) == ({"iris"}, set())
 
 
 def test_serving_deployments_are_sorted() -> None:
@@ -355,3 +371,12 @@ def test_model_events_say_what_changed() -> None:
         ("ServingChanged", "serving: v2"),
     ]
     assert all(n.type == "Normal" for n in notices)
+
+
+def test_the_rules_import_no_cluster_client() -> None:
+    code = (
+        "import sys, modelfleet.registry\n"
+        "print(sorted(m for m in ('kopf', 'kubernetes', 'requests') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

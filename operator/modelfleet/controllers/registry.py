@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kopf
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -36,8 +37,10 @@ from modelfleet.api import (
 )
 from modelfleet.controllers import events, kube
 from modelfleet.registry import (
+    Served,
     model_notices,
     model_status,
+    served_changes,
     served_versions,
     version_notices,
     version_status,
@@ -155,6 +158,10 @@ class StatusConflict(Exception):
     """The object changed between read and write; read again."""
 
 
+#: Failures worth another try: a lost race, an API error, an unreachable API server.
+RETRYABLE = (StatusConflict, ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
 async def _write_status(kind: str, body: Mapping[str, Any], status: dict[str, Any]) -> None:
     meta = body["metadata"]
     try:
@@ -208,7 +215,7 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     for delay in (*RETRY_DELAYS, None):
         try:
             return await attempt()
-        except (StatusConflict, ApiException, OSError) as error:
+        except RETRYABLE as error:
             if delay is None:
                 raise
             logger.info("%s: %s; retrying in %.1fs", what, _short(error), delay)
@@ -226,10 +233,11 @@ async def reconcile_family(
     views: Views, namespace: str, model: str, *, with_model: bool = True, versions: Iterable[str] = ()
 ) -> None:
     """Reconcile the given versions of `model`, then the Model itself, under the Model's lock."""
+    members = sorted(set(versions))
 
     async def attempt() -> None:
         async with _lock(namespace, model):
-            for version in sorted(set(versions)):
+            for version in members:
                 await _reconcile_version(views, namespace, version)
             if with_model:
                 await _reconcile_model(views, namespace, model)
@@ -241,7 +249,7 @@ async def _as_temporary(work: Awaitable[None]) -> None:
     """In change handlers: a failure after the quick retries is retried by kopf a little later."""
     try:
         await work
-    except (StatusConflict, ApiException, OSError) as error:
+    except RETRYABLE as error:
         raise kopf.TemporaryError(f"status not written: {_short(error)}", delay=5) from None
 
 
@@ -249,7 +257,7 @@ async def _logged(work: Awaitable[None], what: str) -> bool:
     """In event handlers (kopf does not retry those): log a failure after the quick retries."""
     try:
         await work
-    except (StatusConflict, ApiException, OSError) as error:
+    except RETRYABLE as error:
         logger.error("%s: status not written: %s", what, _short(error))
         return False
     return True
@@ -301,25 +309,9 @@ async def model_deleted(namespace: str | None, name: str, **kwargs: Any) -> None
 
 # --- modelfleet Deployments: who serves what -------------------------------------------------------
 
-Served = tuple[str, frozenset[str]]
-"""What a Deployment serves: (its model, the versions taking its traffic)."""
-
 #: What each Deployment served when last reconciled. Memory only: after a restart every Deployment
 #: counts as changed once, which re-checks its Model and versions.
 _served_seen: dict[Key, Served] = {}
-
-
-def served_changes(old: Served | None, new: Served | None) -> tuple[set[str], set[str]]:
-    """(Models, versions) whose serving status changed between two observations of one Deployment."""
-    old_model, old_versions = old or ("", frozenset())
-    new_model, new_versions = new or ("", frozenset())
-    if old_model == new_model and old_versions == new_versions:
-        return set(), set()
-    models = {m for m in (old_model, new_model) if m}
-    versions = (
-        set(old_versions ^ new_versions) if old_model == new_model else set(old_versions | new_versions)
-    )
-    return models, versions
 
 
 def _observe(type: str, spec: kopf.Spec, status: kopf.Status) -> Served | None:
