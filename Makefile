@@ -71,6 +71,10 @@ test-unit: venv ## Unit tests only (no cluster)
 test: venv components images ## Everything: unit, integration and e2e, bringing the cluster up when needed
 	@tests/run-all.sh $(PYTEST_ARGS)
 
+.PHONY: demo
+demo: venv cluster-up images ## Bring everything up, then show a canary rollout and an automatic rollback live
+	@demo/run.sh
+
 .PHONY: bench
 bench: bench-router ## All benchmarks; figures go to bench/results/
 
