@@ -86,7 +86,7 @@ def test_claim_renews_our_own_record_and_counts_takeovers() -> None:
     first = claim(None, "b", "t9", T)
     assert (first.transitions, first.lease_duration_seconds) == (0, 15)
     after_release = claim(released(held_by("a"), "t5"), "b", "t9", T)
-    assert after_release.transitions == 0  # taking a released Lease is not a takeover
+    assert (after_release.holder, after_release.transitions) == ("b", 1)
 
 
 def test_renewal_is_overdue_at_the_renew_deadline() -> None:

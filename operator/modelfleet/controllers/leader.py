@@ -132,7 +132,7 @@ def claim(record: LeaseRecord | None, identity: str, wall_time: str, timing: Tim
     duration = max(1, round(timing.lease_duration))
     if record is not None and record.holder == identity:
         return replace(record, lease_duration_seconds=duration, renew_time=wall_time)
-    transitions = 0 if record is None else record.transitions + (1 if record.holder else 0)
+    transitions = 0 if record is None else record.transitions + 1  # as client-go counts them
     return LeaseRecord(
         holder=identity,
         lease_duration_seconds=duration,

@@ -1,0 +1,328 @@
+"""The Helm chart against the real cluster: server-side dry run, install, upgrade, uninstall, and a model
+served through the operator the chart installed.
+
+The CRDs are cluster-scoped and shared with every other test: they come from the `crds` fixture and the
+chart is installed with `--skip-crds` (Helm never deletes CRDs either). The installed operator watches
+only its own test namespace (`watchNamespaces`), so it never competes with other tests' operators. That
+namespace enforces Pod Security `restricted`, so the API server itself refuses any pod of the chart or
+of the operator that breaks it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from support.cluster import REPO, VERSIONS, Cluster
+from support.tools import helm_binary
+
+CHART = REPO / "charts" / "modelfleet"
+HELM = helm_binary()
+pytestmark = pytest.mark.skipif(HELM is None, reason="no helm: run `cluster/build.sh helm`")
+# enforce refuses pods; warn makes the API server warn about workloads (Deployments) whose pods would be
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
+}
+INFER_BODY = {
+    "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [6.1, 2.8, 4.7, 1.2]}]
+}
+
+
+def helm(cluster: Cluster, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, *args], capture_output=True, text=True, env=cluster.env, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def restricted_namespace(cluster: Cluster) -> Iterator[str]:
+    name = cluster.new_namespace(prefix="mf-helm", labels=RESTRICTED)
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name)
+
+
+class Release:
+    """One installed release of the chart, watching only its own namespace; uninstalled at the end."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = f"rel-{namespace.rsplit('-', 1)[1]}"
+        self.fullname = f"{self.name}-modelfleet"
+        self.installed = False
+
+    def install(self, *sets: str) -> str:
+        out = helm(
+            self.cluster,
+            "install",
+            self.name,
+            str(CHART),
+            "--namespace",
+            self.namespace,
+            "--skip-crds",
+            "--set",
+            f"watchNamespaces={{{self.namespace}}}",
+            *[arg for s in sets for arg in ("--set", s)],
+            "--wait",
+            "--timeout",
+            "180s",
+        ).stdout
+        self.installed = True
+        return out
+
+    def upgrade(self, *sets: str) -> str:
+        return helm(
+            self.cluster,
+            "upgrade",
+            self.name,
+            str(CHART),
+            "--namespace",
+            self.namespace,
+            "--skip-crds",
+            "--reuse-values",
+            *[arg for s in sets for arg in ("--set", s)],
+            "--wait",
+            "--timeout",
+            "180s",
+        ).stdout
+
+    def uninstall(self) -> None:
+        helm(
+            self.cluster, "uninstall", self.name, "--namespace", self.namespace, "--wait", "--timeout", "120s"
+        )
+        self.installed = False
+
+    def operator_pods(self) -> list[dict[str, Any]]:
+        pods = self.cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            self.namespace,
+            "-l",
+            f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=operator",
+            "-o",
+            "json",
+        ).stdout
+        items: list[dict[str, Any]] = json.loads(pods)["items"]
+        return items
+
+    def lease_holder(self) -> str:
+        lease = self.cluster.get("lease", "modelfleet-operator", self.namespace)
+        return str(lease["spec"].get("holderIdentity") or "")
+
+    def operator_log(self) -> str:
+        return self.cluster.kubectl(
+            "logs", "-n", self.namespace, f"deployment/{self.fullname}", "--tail=-1", check=False
+        ).stdout
+
+
+@pytest.fixture
+def release(cluster: Cluster, crds: None, restricted_namespace: str) -> Iterator[Release]:
+    installed = Release(cluster, restricted_namespace)
+    try:
+        yield installed
+    finally:
+        if installed.installed:
+            subprocess.run(
+                [HELM or "helm", "uninstall", installed.name, "-n", installed.namespace, "--wait"],
+                env=cluster.env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+
+
+def render(namespace: str, *sets: str) -> str:
+    assert HELM is not None
+    args = [arg for s in sets for arg in ("--set", s)]
+    return subprocess.run(
+        [
+            HELM,
+            "template",
+            f"rel-{namespace.rsplit('-', 1)[1]}",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            VERSIONS["KUBERNETES_VERSION"],
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
+# ---- the rendered chart, judged by the API server -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope", ["all-namespaces", "watch-namespaces", "no-leader-election"], ids=lambda s: str(s)
+)
+def test_rendered_chart_passes_server_side_dry_run(
+    cluster: Cluster, restricted_namespace: str, scope: str
+) -> None:
+    sets = {
+        "all-namespaces": (),
+        "watch-namespaces": (f"watchNamespaces={{{restricted_namespace}}}",),
+        "no-leader-election": ("leaderElection.enabled=false", "metrics.enabled=false"),
+    }[scope]
+    rendered = render(restricted_namespace, *sets)
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-n", restricted_namespace, "-f", "-", input=rendered
+    )
+    accepted = [line for line in result.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(accepted) == len(docs), result.stdout
+    assert "Warning" not in result.stderr, result.stderr  # e.g. a PodSecurity "would violate"
+
+
+# ---- install, upgrade, uninstall -------------------------------------------------------------------------
+
+
+def test_install_upgrade_and_uninstall_leave_nothing_behind(cluster: Cluster, release: Release) -> None:
+    # install: the operator runs, leads, and the notes say what to do next
+    notes = release.install()
+    assert f"The operator watches the namespaces {release.namespace}." in notes
+    assert f"kubectl -n {release.namespace} rollout status deployment/{release.fullname}" in notes
+    (pod,) = release.operator_pods()
+    first = pod["metadata"]["name"]
+    holder = cluster.wait_for("the operator to lead", release.lease_holder, timeout=60)
+    assert holder.startswith(f"{first}_"), holder
+
+    # upgrade: a new pod takes over the Lease from the old one, which releases it on its way out
+    release.upgrade("verbose=true")
+    history = json.loads(helm(cluster, "history", release.name, "-n", release.namespace, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+    def new_leader() -> str | None:
+        pods = [
+            p["metadata"]["name"]
+            for p in release.operator_pods()
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        current = release.lease_holder()
+        return current if pods and pods[0] != first and current.startswith(f"{pods[0]}_") else None
+
+    cluster.wait_for("the upgraded pod to lead", new_leader, timeout=90)
+    lease = cluster.get("lease", "modelfleet-operator", release.namespace)
+    # the operator's writes keep Helm's ownership of the Lease, so uninstall removes it
+    assert lease["metadata"]["annotations"]["meta.helm.sh/release-name"] == release.name
+    assert lease["spec"]["leaseTransitions"] >= 1
+
+    # uninstall: no operator object of the release is left
+    release.uninstall()
+    cluster.wait_for("the operator pods to go", lambda: not release.operator_pods(), timeout=90)
+    selector = f"app.kubernetes.io/instance={release.name}"
+    left = cluster.kubectl(
+        "get",
+        "deployments.apps,serviceaccounts,roles,rolebindings,services,leases",
+        "-n",
+        release.namespace,
+        "-l",
+        selector,
+        "-o",
+        "name",
+    ).stdout.split()
+    assert left == []
+    assert cluster.get_or_none("lease", "modelfleet-operator", release.namespace) is None
+    cluster_wide = cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
+    assert cluster_wide.stdout.split() == []
+    # the CRDs stay: Helm never deletes them, and other tests use them
+    assert cluster.get_or_none("crd", "deployments.modelfleet.io") is not None
+
+
+# ---- a model served through the installed operator (last: it needs every controller) --------------------
+
+
+def infer(address: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    connection = http.client.HTTPConnection(address, 80, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/v2/models/iris/infer",
+            body=json.dumps(INFER_BODY),
+            headers={"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        body = json.loads(response.read() or b"{}")
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        connection.close()
+
+
+def test_model_is_served_through_the_installed_operator(cluster: Cluster, release: Release) -> None:
+    release.install()
+    ns = release.namespace
+    cluster.apply(
+        [
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "iris"},
+                "spec": {"task": "classification", "governance": {"allowedImages": ["localhost/"]}},
+            },
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "ModelVersion",
+                "metadata": {"name": "iris-v1"},
+                "spec": {"model": "iris", "version": "1", "image": "localhost/iris-server:1"},
+            },
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "Deployment",
+                "metadata": {"name": "iris"},
+                "spec": {"model": "iris", "version": "iris-v1"},
+            },
+        ],
+        namespace=ns,
+    )
+
+    def ready() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.get("deployments.modelfleet.io", "iris", ns).get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return status if conditions.get("Ready") == "True" else None
+
+    try:
+        status = cluster.wait_for("the modelfleet Deployment to be Ready", ready, timeout=240, interval=2)
+    except TimeoutError:
+        current = cluster.get_or_none("deployments.modelfleet.io", "iris", ns)
+        print("status:", json.dumps((current or {}).get("status"), indent=1))
+        print("operator log:", release.operator_log()[-4000:])
+        raise
+    assert status["stableVersion"] == "iris-v1"
+    assert status["endpoint"] == f"http://iris.{ns}.svc:80"
+
+    address = cluster.get("service", "iris", ns)["spec"]["clusterIP"]
+
+    def answered() -> tuple[int, dict[str, str], dict[str, Any]] | None:
+        try:
+            answer = infer(address)
+        except OSError:
+            return None
+        return answer if answer[0] == 200 else None
+
+    code, headers, body = cluster.wait_for("an inference through the router Service", answered, timeout=60)
+    assert code == 200
+    assert headers["x-modelfleet-served-by"] == "iris-v1"
+    assert body["outputs"][0]["name"] == "label"
+    assert len(body["outputs"][0]["data"]) == 1
+
+    log = release.operator_log()
+    assert "forbidden" not in log.lower(), "the operator was refused an API call: RBAC misses a verb"
