@@ -71,6 +71,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.modelfleet.io", key="last-handled-configuration"
     )
+    settings.posting.reporting_component = "modelfleet"
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's would repeat it
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
