@@ -169,9 +169,12 @@ class Load:
     port: int = 80
     rate: float = 40.0
     limit: float = 300.0
+    workers: int = 4
+    """Connections sending at once, each at rate/workers, so one slow answer does not stall the load."""
     responses: list[Response] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> Load:
         self.start()
@@ -181,13 +184,16 @@ class Load:
         self.stop()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"load-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=15)
 
     def set_rate(self, rate: float) -> None:
         self.rate = rate
@@ -201,7 +207,7 @@ class Load:
                 time.sleep(0.05)
                 next_at = time.monotonic()
                 continue
-            next_at += 1.0 / self.rate
+            next_at += self.workers / self.rate
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -218,7 +224,7 @@ class Load:
                 )
                 answer = conn.getresponse()
                 answer.read()
-                self.responses.append(
+                self._record(
                     Response(
                         time.time(),
                         answer.status,
@@ -230,12 +236,16 @@ class Load:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException):
-                self.responses.append(Response(time.time(), 0, "", ""))
+                self._record(Response(time.time(), 0, "", ""))
                 if conn is not None:
                     conn.close()
                 conn = None
         if conn is not None:
             conn.close()
+
+    def _record(self, response: Response) -> None:
+        with self._lock:
+            self.responses.append(response)
 
     # what clients saw
 
@@ -269,3 +279,88 @@ def record_result(name: str, values: dict[str, Any]) -> None:
     data[name] = {**values, "recordedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     RESULTS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"\n[e2e result] {name}: {json.dumps(values, sort_keys=True)}")
+
+
+@dataclass
+class Fleet:
+    cluster: Cluster
+    namespace: str
+    operator: Any
+    load: Load | None = None
+    serving_since: float = 0.0
+    """When the router first answered steadily: client errors are counted from then on."""
+    timeline: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        self.cluster.apply(list(objects), self.namespace)
+
+    def status(self, name: str = "iris") -> dict[str, Any]:
+        out: dict[str, Any] = status(self.cluster, self.namespace, name)
+        self.timeline.append((time.time(), out))
+        return out
+
+    def monitor_status(self, name: str = "iris-quality") -> dict[str, Any]:
+        out: dict[str, Any] = status(self.cluster, self.namespace, name, "monitors.modelfleet.io")
+        return out
+
+    def set_version(self, version: str, name: str = "iris") -> None:
+        self.patch(name, {"spec": {"version": version}})
+
+    def patch(self, name: str, patch: dict[str, Any], kind: str = "deployments.modelfleet.io") -> None:
+        self.cluster.kubectl(
+            "patch", kind, name, "-n", self.namespace, "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def wait_status(
+        self, what: str, predicate: Any, timeout: float = 120, interval: float = 0.25
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            current = self.status()
+            return current if predicate(current) else None
+
+        try:
+            out: dict[str, Any] = self.cluster.wait_for(what, check, timeout=timeout, interval=interval)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; status now: {self.status()}") from None
+        return out
+
+    def serve_v1(self, *objects: dict[str, Any], rate: float = 40.0, **options: Any) -> Load:
+        """Apply the objects and a Deployment of iris-v1; wait until it serves; start the load."""
+        self.apply(model(), *objects)
+        self.apply(deployment(version="iris-v1", **options))
+        self.wait_status(
+            "iris-v1 Healthy", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v1"
+        )
+        ip = service_ip(self.cluster, self.namespace, "iris")
+        self.load = Load(ip, rate=rate)
+        self.load.start()
+        self.serving_since = wait_until_serving(self.load, "iris-v1")
+        return self.load
+
+    def measured(
+        self, version: str, metric: str, verdict: str, monitor: str = "iris-quality"
+    ) -> dict[str, Any]:
+        """The newest result of `metric` on `version` with this verdict, among the Monitor's recent
+        measurements (the Deployment's own analysis is reset when a rollout ends)."""
+        for measurement in self.monitor_status(monitor).get("measurements", []):
+            if measurement["version"] != version:
+                continue
+            for result in measurement["results"]:
+                if result["name"] == metric and result["verdict"] == verdict:
+                    return dict(result)
+        raise AssertionError(f"no {verdict} of {metric} on {version} in {self.monitor_status(monitor)}")
+
+    def client_errors(self) -> list[Response]:
+        assert self.load is not None
+        return self.load.errors(since=self.serving_since)
+
+    def weights_seen(self, canary: str) -> list[int]:
+        """canaryWeight values while `canary` was the canary, in the order seen (repeats collapsed)."""
+        out: list[int] = []
+        for _, s in self.timeline:
+            if s.get("canaryVersion") != canary:
+                continue
+            weight = int(s.get("canaryWeight", 0))
+            if not out or out[-1] != weight:
+                out.append(weight)
+        return out

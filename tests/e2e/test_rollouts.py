@@ -7,7 +7,7 @@ import signal
 import time
 
 import helpers
-from conftest import Fleet
+from helpers import Fleet
 
 ERROR_CANARY = {"MODELFLEET_FAULT_ERROR_RATE": "1"}
 SLOW_CANARY = {"MODELFLEET_FAULT_LATENCY": "0.3s"}
@@ -90,7 +90,8 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
     assert load.served_by(since=bad)["iris-v1"] > 0
     entry = final["history"][0]
     assert (entry["version"], entry["result"]) == ("iris-v3", "RolledBack")
-    assert "errors" in entry["reason"] and "> 0.05" in entry["reason"], entry
+    assert "errors" in entry["reason"], entry
+    assert "> 0.05" in entry["reason"], entry
     assert final["stableVersion"] == "iris-v1"
     assert helpers.canary_weight_in_router(fleet.cluster, fleet.namespace) == 0
     helpers.record_result(
@@ -145,3 +146,145 @@ def test_operator_killed_mid_rollout_resumes_at_the_same_step(fleet: Fleet) -> N
     assert steps_seen == sorted(steps_seen), steps_seen  # never back to an earlier step
     assert final["history"][0]["result"] == "Promoted"
     assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+
+
+def test_slow_canary_is_rolled_back_on_p99_latency(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2", env=SLOW_CANARY),
+        helpers.monitor(
+            metrics=[
+                {"name": "errors", "type": "errorRate", "max": 0.05},
+                {"name": "p99", "type": "latency", "quantile": 0.99, "max": 0.2},
+            ]
+        ),
+        monitor="iris-quality",
+        rate=50,
+    )
+    started = time.time()
+    fleet.set_version("iris-v2")
+    final = fleet.wait_status("iris-v2 rolled back", _rolled_back("iris-v2"), 120, interval=0.1)
+    bad = _first_bad_window(fleet, "iris-v2", started)
+    zero = _weight_zero_at(fleet, bad)
+    load.stop()
+
+    entry = final["history"][0]
+    assert (entry["version"], entry["result"]) == ("iris-v2", "RolledBack")
+    assert entry["reason"].startswith("p99 0."), entry
+    assert "> 0.2" in entry["reason"], entry
+    p99 = fleet.measured("iris-v2", "p99", "Fail")
+    assert p99["verdict"] == "Fail"
+    assert p99["value"] >= 0.25
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+    helpers.record_result(
+        "slow_canary", {"rollbackSeconds": round(zero - bad, 2), "p99Seconds": round(p99["value"], 3)}
+    )
+
+
+def test_drifted_canary_is_rolled_back_on_prediction_drift(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2", env=SHIFTED_CANARY),
+        helpers.monitor(
+            metrics=[
+                {"name": "errors", "type": "errorRate", "max": 0.05},
+                {"name": "drift", "type": "predictionDrift", "max": 0.25},
+            ]
+        ),
+        monitor="iris-quality",
+        rate=50,
+    )
+    started = time.time()
+    fleet.set_version("iris-v2")
+    final = fleet.wait_status("iris-v2 rolled back", _rolled_back("iris-v2"), 120, interval=0.1)
+    bad = _first_bad_window(fleet, "iris-v2", started)
+    zero = _weight_zero_at(fleet, bad)
+    load.stop()
+
+    entry = final["history"][0]
+    assert (entry["version"], entry["result"]) == ("iris-v2", "RolledBack")
+    assert entry["reason"].startswith("drift "), entry
+    drift = fleet.measured("iris-v2", "drift", "Fail")
+    assert drift["verdict"] == "Fail"
+    assert drift["value"] > 0.25
+    assert fleet.measured("iris-v2", "errors", "Pass")  # it answered fine: only its predictions moved
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+    helpers.record_result(
+        "drifted_canary", {"rollbackSeconds": round(zero - bad, 2), "psi": round(drift["value"], 2)}
+    )
+
+
+def test_low_traffic_is_inconclusive_and_holds_the_step(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2"),
+        helpers.monitor(min_requests=20),
+        monitor="iris-quality",
+        rate=40,
+    )
+    load.set_rate(2)  # 20% of 2 requests/s is far below minRequests 20 in a 2s window
+    fleet.set_version("iris-v2")
+    fleet.wait_status("first step entered", lambda s: s.get("canaryWeight") == 20, 60)
+    held_from = time.time()
+    time.sleep(15)  # the 6s pause would be long over if the monitor passed
+    held = fleet.status()
+    assert (held["phase"], held["currentStep"], held["canaryWeight"]) == ("Progressing", 0, 20), held
+    assert held["analysis"]["lastVerdict"] == "Inconclusive"
+    assert held["analysis"]["failures"] == 0
+    assert held["analysis"]["inconclusive"] >= 3
+    assert fleet.monitor_status()["phase"] == "Inconclusive"
+    assert "minRequests" in fleet.monitor_status()["message"]
+    assert all(s.get("canaryWeight") == 20 for t, s in fleet.timeline if t >= held_from)
+
+    load.set_rate(50)  # enough traffic: the same canary now passes and is promoted
+    final = fleet.wait_status(
+        "iris-v2 promoted", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v2", 120
+    )
+    load.stop()
+    assert final["history"][0]["result"] == "Promoted"
+    assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
+
+
+def test_promoted_version_that_degrades_is_rolled_back_to_the_previous_one(fleet: Fleet) -> None:
+    load = fleet.serve_v1(
+        helpers.model_version("iris-v1", "1"),
+        helpers.model_version("iris-v2", "2"),
+        helpers.monitor(on_degraded="Rollback"),
+        monitor="iris-quality",
+        rate=40,
+        steps=[{"setWeight": 50}, {"pause": {"duration": "4s"}}],
+    )
+    fleet.set_version("iris-v2")
+    fleet.wait_status(
+        "iris-v2 promoted", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v2", 120
+    )
+    # later, the promoted version starts failing (its pods are replaced by failing ones)
+    degraded_at = time.time()
+    fleet.patch(
+        "iris-v2",
+        {
+            "spec": {
+                "env": [
+                    {"name": "MODELFLEET_MODEL_VERSION", "value": "2"},
+                    {"name": "MODELFLEET_FAULT_ERROR_RATE", "value": "1"},
+                ]
+            }
+        },
+        kind="modelversions.modelfleet.io",
+    )
+    final = fleet.wait_status(
+        "back on iris-v1",
+        lambda s: s.get("stableVersion") == "iris-v1" and s.get("phase") == "RolledBack",
+        120,
+    )
+    restored = time.time()
+    time.sleep(2)
+    load.stop()
+
+    entry = final["history"][0]
+    assert (entry["version"], entry["result"]) == ("iris-v2", "RolledBack")
+    assert "degraded after promotion" in entry["reason"], entry
+    assert final["abortedVersion"] == "iris-v2"
+    assert set(load.served_by(since=time.time() - 1)) == {"iris-v1"}
+    assert load.errors(since=time.time() - 1) == []
+    helpers.record_result("degraded_after_promotion", {"secondsToRestore": round(restored - degraded_at, 1)})
