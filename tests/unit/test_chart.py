@@ -306,3 +306,18 @@ def test_metrics_off_removes_port_service_and_variable() -> None:
 )
 def test_bad_values_are_refused_with_a_clear_message(sets: tuple[str, ...], message: str) -> None:
     assert message in refused(*sets)
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [(), ("watchNamespaces={ml}", "prometheusRule.enabled=true", "metrics.serviceMonitor.enabled=true")],
+    ids=["defaults", "everything-on"],
+)
+def test_helm_lint_is_clean(sets: tuple[str, ...]) -> None:
+    assert HELM is not None
+    args = [arg for s in sets for arg in ("--set", s)]
+    result = subprocess.run(
+        [HELM, "lint", "--strict", str(CHART), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
