@@ -52,7 +52,7 @@ from modelfleet.builders import (
     endpoint,
     owned_selector,
 )
-from modelfleet.controllers import kube
+from modelfleet.controllers import events, kube
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
 from modelfleet.rollout import (
@@ -282,9 +282,9 @@ def reconcile_sync(namespace: str, name: str) -> float | None:
     )
     for event in decision.of_type(Event):
         try:
-            kube.post_event(body, event.type, event.reason, event.message)
-        except Exception as error:  # an Event is worth a retry of nothing else
-            log.warning("%s/%s: event %s not posted: %s", namespace, name, event.reason, error)
+            events.post(body, event.type, event.reason, event.message)
+        except ValueError as error:  # a malformed Event is a bug; it must not stop the rollout
+            log.error("%s/%s: event %s not posted: %s", namespace, name, event.reason, error)
     if decision.requeue_after is None:
         return None
     return decision.requeue_after.total_seconds()

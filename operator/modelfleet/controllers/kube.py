@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -195,36 +194,6 @@ def remove_annotations(kind: str, namespace: str, name: str, annotations: list[s
         body={"metadata": {"annotations": dict.fromkeys(annotations)}},
         content_type="application/merge-patch+json",
     )
-
-
-def post_event(involved: Obj, type_: str, reason: str, message: str, component: str = "modelfleet") -> None:
-    """A core/v1 Event about `involved` (an object as read from the API)."""
-    meta = involved["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
-            "kind": involved.get("kind", ""),
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "type": type_,
-        "reason": reason[:128],
-        "message": message[:1024],
-        "source": {"component": component},
-        "reportingComponent": component,
-        "reportingInstance": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "eventTime": None,
-        "count": 1,
-    }
-    request("POST", path("v1", "Event", meta["namespace"]), body=event)
 
 
 async def run(function: Any, *args: Any, **kwargs: Any) -> Any:
