@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from rollout_world import World, deployment_spec
 
 from modelfleet.api import (
@@ -304,3 +305,38 @@ def test_monitor_health_follows_its_verdict_and_readiness(
     result, message = health("Monitor", resource("Monitor", status), tmp_path)
     assert result == expected
     assert message
+
+
+# ---- argocd/argocd-cm.yaml: the scripts as Argo CD reads them ---------------------------------------
+
+
+def argocd_cm() -> str:
+    """The argocd-cm patch with every health check, as argocd/argocd-cm.yaml holds it."""
+    lines = [
+        "# Argo CD health checks for modelfleet.io, generated from argocd/health/. Do not edit by hand:",
+        "# `PYTHONPATH=tests .venv/bin/python tests/unit/test_argocd.py` rewrites it.",
+        "# Merge it into the argocd-cm ConfigMap:",
+        "#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file argocd/argocd-cm.yaml",
+        "data:",
+    ]
+    for kind in KINDS:
+        lines.append(f"  resource.customizations.health.modelfleet.io_{kind}: |")
+        script = (HEALTH / kind / "health.lua").read_text()
+        lines += [f"    {line}".rstrip() for line in script.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def test_argocd_cm_patch_holds_the_current_scripts() -> None:
+    path = REPO / "argocd" / "argocd-cm.yaml"
+    regenerate = "PYTHONPATH=tests .venv/bin/python tests/unit/test_argocd.py"
+    assert path.read_text() == argocd_cm(), f"argocd/argocd-cm.yaml is stale: run `{regenerate}`"
+    data = yaml.safe_load(path.read_text())["data"]
+    for kind in KINDS:
+        assert (
+            data[f"resource.customizations.health.modelfleet.io_{kind}"]
+            == (HEALTH / kind / "health.lua").read_text()
+        )
+
+
+if __name__ == "__main__":
+    (REPO / "argocd" / "argocd-cm.yaml").write_text(argocd_cm())
