@@ -317,6 +317,12 @@ def argocd_cm() -> str:
         "# `PYTHONPATH=tests .venv/bin/python tests/unit/test_argocd.py` rewrites it.",
         "# Merge it into the argocd-cm ConfigMap:",
         "#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file argocd/argocd-cm.yaml",
+        "apiVersion: v1",
+        "kind: ConfigMap",
+        "metadata:",
+        "  name: argocd-cm",
+        "  labels:",
+        "    app.kubernetes.io/part-of: argocd",
         "data:",
     ]
     for kind in KINDS:
@@ -330,7 +336,9 @@ def test_argocd_cm_patch_holds_the_current_scripts() -> None:
     path = REPO / "argocd" / "argocd-cm.yaml"
     regenerate = "PYTHONPATH=tests .venv/bin/python tests/unit/test_argocd.py"
     assert path.read_text() == argocd_cm(), f"argocd/argocd-cm.yaml is stale: run `{regenerate}`"
-    data = yaml.safe_load(path.read_text())["data"]
+    patch = yaml.safe_load(path.read_text())
+    assert (patch["kind"], patch["metadata"]["name"]) == ("ConfigMap", "argocd-cm")
+    data = patch["data"]
     for kind in KINDS:
         assert (
             data[f"resource.customizations.health.modelfleet.io_{kind}"]
