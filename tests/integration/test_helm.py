@@ -197,30 +197,37 @@ def test_rendered_chart_passes_server_side_dry_run(
 
 
 def test_install_upgrade_and_uninstall_leave_nothing_behind(cluster: Cluster, release: Release) -> None:
-    # install: the operator runs, leads, and the notes say what to do next
-    notes = release.install()
+    # install two replicas: both Ready (the standby answers its probes), exactly one leads
+    notes = release.install("replicas=2")
     assert f"The operator watches the namespaces {release.namespace}." in notes
     assert f"kubectl -n {release.namespace} rollout status deployment/{release.fullname}" in notes
-    (pod,) = release.operator_pods()
-    first = pod["metadata"]["name"]
-    holder = cluster.wait_for("the operator to lead", release.lease_holder, timeout=60)
-    assert holder.startswith(f"{first}_"), holder
+    first = {p["metadata"]["name"] for p in release.operator_pods()}
+    assert len(first) == 2
+    holder = cluster.wait_for("an operator to lead", release.lease_holder, timeout=60)
+    (leader,) = [name for name in first if holder.startswith(f"{name}_")]
+    (standby,) = first - {leader}
+    cluster.wait_for(
+        "the standby to wait",
+        lambda: "waiting for the lease" in cluster.kubectl("logs", "-n", release.namespace, standby).stdout,
+        timeout=30,
+    )
 
-    # upgrade: a new pod takes over the Lease from the old one, which releases it on its way out
+    # upgrade: new pods replace the old ones one by one; each leader releases the Lease on its way out
     release.upgrade("verbose=true")
     history = json.loads(helm(cluster, "history", release.name, "-n", release.namespace, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "deployed"]
 
     def new_leader() -> str | None:
-        pods = [
+        pods = {
             p["metadata"]["name"]
             for p in release.operator_pods()
             if not p["metadata"].get("deletionTimestamp")
-        ]
+        }
         current = release.lease_holder()
-        return current if pods and pods[0] != first and current.startswith(f"{pods[0]}_") else None
+        leading = [name for name in pods - first if current.startswith(f"{name}_")]
+        return current if len(pods) == 2 and not pods & first and leading else None
 
-    cluster.wait_for("the upgraded pod to lead", new_leader, timeout=90)
+    cluster.wait_for("an upgraded pod to lead", new_leader, timeout=120)
     lease = cluster.get("lease", "modelfleet-operator", release.namespace)
     # the operator's writes keep Helm's ownership of the Lease, so uninstall removes it
     assert lease["metadata"]["annotations"]["meta.helm.sh/release-name"] == release.name
