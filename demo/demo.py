@@ -161,16 +161,22 @@ def find_helm() -> str | None:
 
 @dataclass(frozen=True)
 class Answer:
-    time: float  # time.monotonic()
+    """One request as the client saw it. Times are time.monotonic()."""
+
+    sent: float
+    time: float
     code: int  # 0 when the connection failed
     served_by: str
     fallback: str
+    detail: str = ""  # what went wrong, for code 0
 
 
 @dataclass
 class Load:
     """`clients` keep-alive clients sending v2 inference requests to host:80 at `rate` per second in all,
-    for at most `limit` seconds. Every answer is recorded: code, X-Modelfleet-Served-By, fallback."""
+    for at most `limit` seconds. Every answer is recorded: code, X-Modelfleet-Served-By, fallback.
+    A request belongs to the moment it was sent (a connection that hung since before the router was
+    ready is not an error of the rollout)."""
 
     host: str
     rate: float = 40.0
@@ -205,6 +211,7 @@ class Load:
                 self._stop.wait(delay)
             else:
                 next_at = time.monotonic()
+            sent_at = time.monotonic()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, 80, timeout=10)
@@ -218,6 +225,7 @@ class Load:
                 response = conn.getresponse()
                 response.read()
                 answer = Answer(
+                    sent_at,
                     time.monotonic(),
                     response.status,
                     response.getheader("X-Modelfleet-Served-By", ""),
@@ -226,8 +234,8 @@ class Load:
                 if response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
-            except (OSError, http.client.HTTPException):
-                answer = Answer(time.monotonic(), 0, "", "")
+            except (OSError, http.client.HTTPException) as error:
+                answer = Answer(sent_at, time.monotonic(), 0, "", "", f"{type(error).__name__}: {error}")
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -238,16 +246,16 @@ class Load:
 
     def between(self, start: float, end: float = float("inf")) -> list[Answer]:
         with self._lock:
-            return [a for a in self.answers if start <= a.time < end]
+            return [a for a in self.answers if start <= a.sent < end]
 
     def wait_serving(self, version: str, timeout: float) -> float:
-        """Wait for 10 answers in a row with 200 from `version`; return when the first of them came."""
+        """Wait for 10 answers in a row with 200 from `version`; return when the first of them was sent."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 recent = self.answers[-10:]
             if len(recent) == 10 and all(a.code == 200 and a.served_by == version for a in recent):
-                return recent[0].time
+                return recent[0].sent
             time.sleep(0.2)
         codes = Counter(a.code for a in self.between(0))
         raise DemoFailed(
@@ -474,6 +482,8 @@ class Figures:
     v3_patched: float = 0.0
     v3_first_traffic: float = 0.0
     v3_zero: float = 0.0
+    """When the watch first showed iris-v3 rolled back at weight 0; 0 when it never was."""
+    v3_ended: float = 0.0
     v3_reason: str = ""
     checks: list[tuple[bool, str]] = field(default_factory=list)
 
@@ -559,7 +569,16 @@ def register(cluster: Cluster, story: Story, deadline: float) -> None:
         ]
         return all(p in {"Ready", "Serving"} for p in phases)
 
-    snapshot = story.wait("the ModelVersions to be Ready", registered, 60, deadline, quiet=True)
+    try:
+        snapshot = story.wait("the ModelVersions to be Ready", registered, 60, deadline, quiet=True)
+    except DemoFailed as error:
+        waiting = [
+            f"{v['metadata']['name']} {(v.get('status') or {}).get('phase', 'no status')}:"
+            f" {(v.get('status') or {}).get('message', '')}"
+            for v in story.watcher.snapshot().of("ModelVersion")
+            if (v.get("status") or {}).get("phase") not in {"Ready", "Serving"}
+        ]
+        raise DemoFailed(f"{error}; " + "; ".join(waiting)) from None
     rows = []
     for mv in sorted(snapshot.of("ModelVersion"), key=lambda v: v["metadata"]["name"]):
         spec, status = mv["spec"], mv.get("status") or {}
@@ -660,17 +679,16 @@ def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, de
 
     snapshot = story.wait("iris-v3 to be rolled back", ended, 180, deadline)
     status = status_of(snapshot)
-    figures.v3_zero = next(
-        (
+    figures.v3_ended = time.monotonic()
+    rolled_back = status.get("phase") == "RolledBack" and status.get("stableVersion") == "iris-v2"
+    if rolled_back:
+        figures.v3_zero = next(
             s.time
             for s in story.timeline
             if s.time >= figures.v3_patched and s.phase == "RolledBack" and s.weight == 0
-        ),
-        time.monotonic(),
-    )
+        )
     history = status.get("history") or []
     figures.v3_reason = str(history[0].get("reason", "")) if history else ""
-    rolled_back = status.get("phase") == "RolledBack" and status.get("stableVersion") == "iris-v2"
     time.sleep(3)  # the routers follow the new weights within a second; let clients show it
     first = next(
         (a for a in load.between(figures.v3_patched) if a.fallback or a.served_by == "iris-v3"), None
@@ -682,14 +700,19 @@ def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, de
         if rolled_back
         else f"iris-v3 was not rolled back: phase {status.get('phase')}, {status.get('message', '')}",
     )
-    after = load.between(figures.v3_zero + 2)
-    figures.check(
-        bool(after) and all(a.served_by == "iris-v2" and not a.fallback for a in after),
-        f"after the rollback every answer came from iris-v2 ({len(after)} requests, no fallback)",
-    )
+    if rolled_back:
+        after = load.between(figures.v3_zero + 2)
+        served = Counter(a.served_by or f"error {a.code}" for a in after)
+        fallbacks = sum(1 for a in after if a.fallback)
+        figures.check(
+            bool(after) and set(served) == {"iris-v2"} and not fallbacks,
+            f"from 2s after the rollback, {len(after)} requests: served by "
+            + ", ".join(f"{v} {n}" for v, n in sorted(served.items()))
+            + f", {fallbacks} fallbacks",
+        )
 
 
-def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
+def summary(load: Load, figures: Figures, kube: Kube) -> None:
     chapter("Summary")
     answers = load.between(figures.serving_since)
     errors = [a for a in answers if is_error(a)]
@@ -697,18 +720,23 @@ def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
     served = Counter(a.served_by for a in answers)
     fallbacks = Counter(a.fallback for a in answers if a.fallback)
     budget, budget_text = monitor_budget()
+    rolled_back = figures.v3_zero > 0
+    v3_end = figures.v3_zero if rolled_back else figures.v3_ended
     rows = [
         [
             "setup (namespace, CRDs, operator, registry, iris-v1 serving)",
             f"{figures.serving_since - figures.started:.1f}s",
         ],
         ["iris-v2: spec.version changed -> promoted", f"{figures.v2_promoted - figures.v2_patched:.1f}s"],
-        [
-            "iris-v3: spec.version changed -> rolled back (weight 0)",
-            f"{figures.v3_zero - figures.v3_patched:.1f}s",
-        ],
     ]
-    if figures.v3_first_traffic:
+    if rolled_back:
+        rows.append(
+            [
+                "iris-v3: spec.version changed -> rolled back (weight 0)",
+                f"{figures.v3_zero - figures.v3_patched:.1f}s",
+            ]
+        )
+    if rolled_back and figures.v3_first_traffic:
         rows.append(
             [
                 "iris-v3: first live request -> weight 0 (the rollback time)",
@@ -721,12 +749,12 @@ def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
         ("iris-v1 serving", figures.serving_since, figures.v2_patched),
         ("iris-v2 rollout", figures.v2_patched, figures.v2_promoted),
         ("iris-v2 serving", figures.v2_promoted, figures.v3_patched),
-        ("iris-v3 rollout and rollback", figures.v3_patched, figures.v3_zero),
-        ("after the rollback", figures.v3_zero, float("inf")),
+        ("iris-v3 rollout and rollback" if rolled_back else "iris-v3 rollout", figures.v3_patched, v3_end),
+        ("after the rollback" if rolled_back else "after the rollout", v3_end, float("inf")),
     ]
     rows = []
     for name, start, end in phases:
-        part = [a for a in answers if start <= a.time < end]
+        part = [a for a in answers if start <= a.sent < end]
         by = Counter(a.served_by for a in part if not is_error(a))
         rows.append(
             [
@@ -740,7 +768,7 @@ def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
     rows.append(["all", str(len(answers)), str(len(errors)), str(sum(fallbacks.values())), ""])
     block(render.table(("CLIENTS", "REQUESTS", "ERRORS", "FALLBACKS", "SERVED BY"), rows), "  ")
     print()
-    code_text = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
+    code_text = ", ".join(f"{c or 'no answer'} x{n}" for c, n in sorted(codes.items()))
     served_text = ", ".join(f"{v or '-'} x{n}" for v, n in sorted(served.items()))
     say(f"status codes seen by clients: {code_text}; served by: {served_text}")
     if fallbacks:
@@ -748,6 +776,9 @@ def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
             "requests the canary failed and the router answered from stable: "
             + ", ".join(f"{reason} x{n}" for reason, n in sorted(fallbacks.items()))
         )
+    for bad in errors[:5]:
+        detail = bad.detail or f"HTTP {bad.code} (served by {bad.served_by or '-'})"
+        say(f"client error, sent at {bad.sent - T0:.1f}s: {detail}")
     print()
     try:
         block(render.render_history(kube.get("Deployment", "iris"), datetime.now(UTC)), "  ")
@@ -755,7 +786,7 @@ def summary(story: Story, load: Load, figures: Figures, kube: Kube) -> None:
         say(f"history unavailable: {error}")
     print()
     figures.check(not errors, f"clients saw {len(errors)} errors in {len(answers)} requests")
-    if figures.v3_first_traffic:
+    if rolled_back and figures.v3_first_traffic:
         took = figures.v3_zero - figures.v3_first_traffic
         say(
             f"rollback took {took:.1f}s from the canary's first live request"
@@ -799,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rate", type=float, default=40.0, help="client requests per second (default 40)")
     args = parser.parse_args(argv)
+    if not 1 <= args.rate <= 500:
+        parser.error("--rate must be between 1 and 500 requests per second")
 
     kubeconfig = os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG
     cluster = Cluster(find_kubectl(), kubeconfig)
@@ -812,11 +845,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     story: Story | None = None
     kube: Kube | None = None
     print(f"{BOLD}modelfleet demo{RESET}: a canary rollout and an automatic rollback, under live traffic")
+    if cluster.kubectl("get", "--raw=/readyz", check=False, timeout=20).returncode != 0:
+        print(
+            f"{RED}demo failed:{RESET} no Kubernetes API server answers with {kubeconfig}:"
+            " run `make cluster-up`"
+        )
+        return 1
     try:
-        if cluster.kubectl("get", "--raw=/readyz", check=False, timeout=20).returncode != 0:
-            raise DemoFailed(
-                f"no Kubernetes API server answers with {kubeconfig}: run `make cluster-up` first"
-            )
         setup(cluster, operator, deadline)
         kube = connect(Target(kubeconfig=kubeconfig, namespace=NAMESPACE))
         story = Story(kube)
@@ -849,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 datetime.now(UTC),
             )
         )
-        summary(story, load, figures, kube)
+        summary(load, figures, kube)
     except (DemoFailed, PluginError) as error:
         if load is not None:
             load.stop()
