@@ -25,3 +25,8 @@ def lua_binary() -> str | None:
         if found:
             return found
     return None
+
+
+def promtool_binary() -> str | None:
+    """Prometheus's promtool (Debian package `prometheus`), to parse PromQL and rule files."""
+    return shutil.which("promtool")

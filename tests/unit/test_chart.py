@@ -7,13 +7,14 @@ rendered objects is in tests/integration/test_helm.py and test_pod_security.py.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from support.cluster import REPO, VERSIONS
-from support.tools import helm_binary
+from support.tools import helm_binary, promtool_binary
 
 CHART = REPO / "charts" / "modelfleet"
 HELM = helm_binary()
@@ -321,3 +322,17 @@ def test_helm_lint_is_clean(sets: tuple[str, ...]) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.skipif(promtool_binary() is None, reason="no promtool (Debian package prometheus)")
+def test_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
+    promtool = promtool_binary()
+    assert promtool is not None
+    rule = one(render("prometheusRule.enabled=true", "metrics.serviceMonitor.enabled=true"), "PrometheusRule")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
 import pytest
+import yaml
 
 from modelfleet import metrics as operator_metrics
 from modelfleet.router.metrics import Histogram, RouterMetrics
 from support.cluster import REPO
+from support.tools import promtool_binary
 
 DASHBOARD = REPO / "dashboards" / "modelfleet.json"
 METRIC_NAME = re.compile(r"\b(modelfleet_[a-z0-9_]+)\b")
@@ -103,3 +107,30 @@ def test_queries_have_balanced_brackets_and_use_the_variables() -> None:
             assert expr.count(opening) == expr.count(closing), expr
     router_queries = [e for e in queries(load()) if "modelfleet_request" in e and "label_values" not in e]
     assert all('deployment=~"$deployment"' in e for e in router_queries)
+
+
+@pytest.mark.skipif(promtool_binary() is None, reason="no promtool (Debian package prometheus)")
+def test_queries_parse_as_promql(tmp_path: Path) -> None:
+    """promtool parses every query, with Grafana's variables replaced as Grafana would."""
+    promtool = promtool_binary()
+    assert promtool is not None
+    substitutions = {"$__rate_interval": "1m", "$__range": "1h", "$namespace": ".*", "$deployment": ".*"}
+    exprs = []
+    for expr in queries(load()):
+        if expr.startswith("label_values("):
+            continue  # a Grafana function, not PromQL
+        for variable, value in substitutions.items():
+            expr = expr.replace(variable, value)
+        exprs.append(expr)
+    rules = {
+        "groups": [
+            {"name": "dashboard", "rules": [{"record": f"q{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
