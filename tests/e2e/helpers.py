@@ -235,8 +235,8 @@ class Load:
                 if answer.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
-            except (OSError, http.client.HTTPException):
-                self._record(Response(time.time(), 0, "", ""))
+            except (OSError, http.client.HTTPException) as error:
+                self._record(Response(time.time(), 0, f"error: {type(error).__name__}: {error}", ""))
                 if conn is not None:
                     conn.close()
                 conn = None
