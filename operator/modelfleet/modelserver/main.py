@@ -34,9 +34,19 @@ def _latency(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelfleet model-server",
+        formatter_class=_Help,
         description="Serve the iris classifier over Open Inference Protocol v2 and v1, with optional faults.",
     )
     parser.add_argument("--train", metavar="OUT_FILE", help="train the model, save it to OUT_FILE and exit")
@@ -55,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(ENV_MODEL_VERSION, "1"),
         help=f"version in metadata and the X-Modelfleet-Model-Version header (env {ENV_MODEL_VERSION})",
     )
-    parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    parser.add_argument("--host", default="0.0.0.0", help="listen address")
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("PORT", "8080")), help="port (0 picks one)"
     )

@@ -69,9 +69,19 @@ def configmap_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelfleet router",
+        formatter_class=_Help,
         description="The modelfleet inference router: weighted stable/canary split, mirroring, "
         "fallback chain, metrics and prediction samples.",
     )
@@ -85,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=configmap_ref,
         help="watch this ConfigMap's config.json through the Kubernetes API",
     )
-    parser.add_argument("--host", default="0.0.0.0", help="address for traffic and admin (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8080, help="traffic port (default 8080; 0 picks one)")
-    parser.add_argument("--admin-port", type=int, default=9090, help="admin port (default 9090; 0 picks one)")
+    parser.add_argument("--host", default="0.0.0.0", help="address for traffic and admin")
+    parser.add_argument("--port", type=int, default=8080, help="traffic port (0 picks one)")
+    parser.add_argument("--admin-port", type=int, default=9090, help="admin port (0 picks one)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-body-size", type=parse_size, default="8MiB", help="request body limit (413)")
     limits.add_argument(
@@ -97,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrency",
         type=positive_int,
         default=1024,
-        help="requests in flight before 503 (default 1024)",
+        help="requests in flight before 503",
     )
     limits.add_argument("--max-connections", type=positive_int, default=8192, help="open client connections")
     limits.add_argument("--header-timeout", type=duration, default="10s", help="time to send headers (408)")
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prediction-reads",
         type=float,
         default=200.0,
-        help="responses per second and version read for prediction samples (0: all; default 200)",
+        help="responses per second and version read for prediction samples (0: all)",
     )
     parser.add_argument("--config-poll", type=duration, default="200ms", help="how often --config is checked")
     kube = parser.add_argument_group("kubernetes (with --configmap)")
