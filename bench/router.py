@@ -280,17 +280,19 @@ def summarize(
     latency_direct, latency_router = pick("latency", "direct"), pick("latency", "router")
     max_direct, max_router = pick("throughput", "direct"), pick("throughput", "router")
     # Added latency per round (router minus the direct run just before it), then the median of rounds.
-    added = {
-        q: statistics.median(
+    per_round = {
+        q: [
             r["latency_ms"][q] - d["latency_ms"][q]
             for d, r in zip(latency_direct, latency_router, strict=True)
-        )
+        ]
         for q in ("p50", "p90", "p99")
     }
+    added = {q: statistics.median(values) for q, values in per_round.items()}
     per_core = median_of(max_router, "requests_per_router_core_second")
     per_core_latency_mode = median_of(latency_router, "requests_per_router_core_second")
     summary = {
         "added_latency_ms": added,
+        "added_latency_ms_per_round": per_round,
         "throughput_ratio_router_over_direct": median_of(max_router, "throughput")
         / median_of(max_direct, "throughput"),
         "router_requests_per_core_second_max_mode": per_core,
@@ -358,6 +360,9 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"{s['router_requests_per_core_second_max_mode']:.0f} req/s "
         f"(target >= {s['targets']['requests_per_core_second']:.0f}: "
         f"{'met' if s['meets']['per_core'] else 'NOT met'}) |",
+        f"| added latency per round, p50 / p99 | "
+        f"{', '.join(f'{v:.3f}' for v in s['added_latency_ms_per_round']['p50'])} / "
+        f"{', '.join(f'{v:.3f}' for v in s['added_latency_ms_per_round']['p99'])} ms |",
         f"| router CPU per 1000 requests at 1000 req/s | "
         f"{s['router_cpu_ms_per_1000_requests_latency_mode']:.1f} ms |",
         f"| max throughput, router / direct | {s['throughput_ratio_router_over_direct']:.2f} |",
