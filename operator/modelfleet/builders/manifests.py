@@ -331,14 +331,17 @@ def build_router_deployment(
             {"name": "http", "containerPort": ROUTER_TRAFFIC_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
         ],
+        # tolerant of a busy node: a router taken out of its Service by a slow probe refuses every client
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": ROUTER_ADMIN_PORT},
             "periodSeconds": 2,
-            "failureThreshold": 2,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
         },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": ROUTER_ADMIN_PORT},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "securityContext": CONTAINER_SECURITY_CONTEXT,
