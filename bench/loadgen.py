@@ -190,7 +190,9 @@ class Generator:
                 fired += 1
                 self.fire()
             next_at = start + (fired + 1) / rate
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            # At least 1 ms: shorter sleeps round to 0 in the event loop and would spin; requests that
+            # fall due meanwhile go out together on the next wake-up.
+            await asyncio.sleep(max(0.001, next_at - time.perf_counter()))
         self.stopping = True
         self.counting = False
         await self._drain(loop)
