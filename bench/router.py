@@ -6,7 +6,8 @@
 Starts one reference model server and one router in front of it (a stable version at weight 100 with the
 whole fallback chain configured: timeout, retryOnStable, circuit breaker, static response), then drives
 load from a separate process (`bench.loadgen`, uvloop) at (a) the model server and (b) the router,
-alternating in rounds so both see the same machine noise:
+alternating in many short rounds so both see the same machine noise; added latency is the median over
+rounds of (router - direct), so a burst of noise spoils a round, not the result:
 
 - latency: open loop at a fixed rate (1000 req/s) with ~1 kB Open Inference Protocol v2 bodies;
 - throughput: closed loop with many connections, as fast as it goes; the figure of merit is requests
@@ -184,17 +185,25 @@ def median_of(runs: list[dict[str, Any]], *path: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.router", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop rate for the latency mode")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per latency run")
-    parser.add_argument("--throughput-duration", type=float, default=6.0, help="measured seconds per max run")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per latency run")
+    parser.add_argument("--throughput-duration", type=float, default=3.0, help="measured seconds per max run")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
     parser.add_argument("--connections", type=int, default=32, help="connections in the throughput mode")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/router rounds per mode")
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 s each (smoke run)")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating direct/router latency rounds")
+    parser.add_argument("--throughput-rounds", type=int, default=5, help="alternating throughput rounds")
+    parser.add_argument("--quick", action="store_true", help="1 round of each (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.throughput_duration = 1, 3.0, 3.0
-    if not (1 <= args.rounds <= 10 and 0 < args.duration <= 60 and 0 < args.throughput_duration <= 60):
-        parser.error("rounds must be 1..10 and durations in (0, 60] seconds")
+        args.rounds = args.throughput_rounds = 1
+    if not (
+        1 <= args.rounds <= 30
+        and 1 <= args.throughput_rounds <= 30
+        and 0 < args.duration <= 60
+        and 0 < args.throughput_duration <= 60
+        and 0 <= args.warmup <= 10
+    ):
+        parser.error("rounds must be 1..30, durations in (0, 60] seconds, warm-up in [0, 10]")
 
     started = datetime.now(UTC)
     load_before = os.getloadavg()
@@ -236,12 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             body_file,
                             latency_mode,
                             args.duration,
-                            1.0,
+                            args.warmup,
                             model,
                             router,
                         )
                     )
-            for _ in range(args.rounds):
+            for _ in range(args.throughput_rounds):
                 for target, port in targets.items():
                     runs.append(
                         measure(
@@ -251,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             body_file,
                             throughput_mode,
                             args.throughput_duration,
-                            1.0,
+                            args.warmup,
                             model,
                             router,
                         )
@@ -328,6 +337,8 @@ def summarize(
             "throughput_duration": args.throughput_duration,
             "connections": args.connections,
             "rounds": args.rounds,
+            "throughput_rounds": args.throughput_rounds,
+            "warmup": args.warmup,
             "body_bytes": len(infer_body()),
         },
         "summary": summary,
@@ -348,7 +359,9 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"Latency mode: open loop {settings['rate']:.0f} req/s, {settings['body_bytes']}-byte v2 bodies, "
         f"{settings['duration']:g} s per run. "
         f"Throughput mode: closed loop, {settings['connections']} connections, "
-        f"{settings['throughput_duration']:g} s per run. {settings['rounds']} alternating rounds of each.",
+        f"{settings['throughput_duration']:g} s per run. Alternating direct/router rounds: "
+        f"{settings['rounds']} latency, {settings.get('throughput_rounds', settings['rounds'])} throughput; "
+        f"added latency is the median over rounds of (router - direct).",
         "",
         "| target | result |",
         "|---|---|",

@@ -58,7 +58,15 @@ def test_the_summary_takes_the_median_of_per_round_differences_and_checks_the_ta
         run("throughput", "direct", 5.0, 10.0, 6000, 0.0),
         run("throughput", "router", 7.0, 12.0, 4000, 80.0),
     ]
-    args = argparse.Namespace(rate=1000.0, duration=10.0, throughput_duration=6.0, connections=32, rounds=3)
+    args = argparse.Namespace(
+        rate=1000.0,
+        duration=3.0,
+        throughput_duration=3.0,
+        warmup=0.5,
+        connections=32,
+        rounds=3,
+        throughput_rounds=1,
+    )
     report = summarize(runs, args, datetime(2025, 1, 1, tzinfo=UTC), (1.0, 1.0, 1.0))
     summary = report["summary"]
     assert summary["added_latency_ms"]["p50"] == pytest.approx(0.2)  # rounds added 0.2, 0.5 and 0.2
