@@ -8,10 +8,7 @@ cluster (`make cluster-up`); with neither they fail, saying how to get one.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import REPO, Cluster, find_cluster
+from support.operator import OperatorProcess
 
 TIERS = ("unit", "process", "integration", "e2e")
 
@@ -62,45 +60,6 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         yield name
     finally:
         cluster.delete_namespace(name)
-
-
-class OperatorProcess:
-    """The operator as a real process on this machine, watching one namespace of the real cluster."""
-
-    def __init__(self, cluster: Cluster, namespace: str, log_path: Path) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet.cli", "operator", "--namespace", self.namespace],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
 
 @pytest.fixture

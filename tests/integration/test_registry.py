@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from support.cluster import Cluster
+from support.operator import OperatorProcess
 from support.registry import (
     KopfProcess,
     condition,
@@ -32,7 +33,7 @@ MDEPLOY = "deployments.modelfleet.io"
 
 
 @pytest.fixture
-def registry(cluster: Cluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[KopfProcess]:
+def registry(cluster: Cluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The registry controllers alone, watching this test's namespace."""
     proc = KopfProcess(cluster, namespace, ["modelfleet.controllers.registry"], tmp_path / "registry.log")
     proc.start()
@@ -85,7 +86,7 @@ def status_of(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[st
 
 
 def test_a_governed_registry_reaches_the_documented_phases(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     governed_registry(cluster, namespace)
 
@@ -163,7 +164,9 @@ def test_a_governed_registry_reaches_the_documented_phases(
     assert "docker.io/evil/iris:1" in warning
 
 
-def test_approving_a_version_makes_it_ready(cluster: Cluster, namespace: str, registry: KopfProcess) -> None:
+def test_approving_a_version_makes_it_ready(
+    cluster: Cluster, namespace: str, registry: OperatorProcess
+) -> None:
     governed_registry(cluster, namespace)
     wait_phase(cluster, namespace, "iris-v2", "Rejected")
     before = condition(get(cluster, "modelversion", "iris-v2", namespace), "Ready")
@@ -184,7 +187,7 @@ def test_approving_a_version_makes_it_ready(cluster: Cluster, namespace: str, re
 
 
 def test_a_governance_change_reevaluates_every_version(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     governed_registry(cluster, namespace)
     wait_phase(cluster, namespace, "iris-evil", "Rejected")
@@ -211,7 +214,7 @@ def test_a_governance_change_reevaluates_every_version(
 
 
 def test_a_version_of_a_missing_model_waits_for_it(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     cluster.apply(model_version("wine-v1", "wine", "localhost/iris-server:1"), namespace)
     wait_phase(cluster, namespace, "wine-v1", "Pending")
@@ -237,7 +240,7 @@ def test_a_version_of_a_missing_model_waits_for_it(
 
 
 def test_new_and_deleted_versions_update_the_model(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     cluster.apply([model("iris"), model_version("iris-v1", "iris", "localhost/iris-server:1")], namespace)
 
@@ -258,7 +261,7 @@ def test_new_and_deleted_versions_update_the_model(
 
 
 def test_serving_versions_follow_the_deployments(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     cluster.apply(
         [
@@ -313,7 +316,7 @@ def test_serving_versions_follow_the_deployments(
 
 
 def test_a_restarted_operator_keeps_statuses_and_catches_up(
-    cluster: Cluster, namespace: str, registry: KopfProcess
+    cluster: Cluster, namespace: str, registry: OperatorProcess
 ) -> None:
     governed_registry(cluster, namespace)
     wait_phase(cluster, namespace, "iris-v2", "Rejected")

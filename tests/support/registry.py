@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
+from support.operator import OperatorProcess
 
 API_VERSION = "modelfleet.io/v1alpha1"
 
@@ -99,49 +97,14 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str, 
     return [(e["type"], e["reason"], e["message"]) for e in json.loads(out.stdout)["items"]]
 
 
-class KopfProcess:
+def KopfProcess(cluster: Cluster, namespace: str, modules: list[str], log_path: Path) -> OperatorProcess:
     """An operator process running only some handler modules (`kopf run -m ...`), in one namespace.
 
     The registry's tests write a modelfleet Deployment's status themselves to say what it serves; the
     Deployment controller must not run beside them, so they run the registry controllers alone.
     """
-
-    def __init__(self, cluster: Cluster, namespace: str, modules: list[str], log_path: Path) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.modules = modules
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.namespace]
-        # modelfleet.controllers.main holds the operator-wide settings (progress in annotations).
-        for module in ["modelfleet.controllers.main", *self.modules]:
-            args += ["-m", module]
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    command = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace]
+    # modelfleet.controllers.main holds the operator-wide settings (progress in annotations).
+    for module in ["modelfleet.controllers.main", *modules]:
+        command += ["-m", module]
+    return OperatorProcess(cluster, namespace, log_path, command)
