@@ -77,10 +77,13 @@ class Server:
             self.stop()
             raise SystemExit(f"{args[0]} did not start:\n" + "\n".join(self.lines))
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far."""
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the process so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_times())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -147,9 +150,11 @@ def measure(
     model: Server,
     router: Server,
 ) -> dict[str, Any]:
-    before = {"router": router.cpu_seconds(), "model_server": model.cpu_seconds()}
+    router_before = router.cpu_times()
+    before = {"router": sum(router_before), "model_server": model.cpu_seconds()}
     summary = run_load(f"http://127.0.0.1:{port}{INFER_PATH}", body_file, mode, duration, warmup)
-    after = {"router": router.cpu_seconds(), "model_server": model.cpu_seconds()}
+    router_after = router.cpu_times()
+    after = {"router": sum(router_after), "model_server": model.cpu_seconds()}
     cpu = {key: after[key] - before[key] for key in after}
     cpu["loadgen"] = summary.pop("loadgen_cpu_seconds")
     # CPU over the whole run (warm-up included) over every request completed in it.
@@ -160,6 +165,9 @@ def measure(
         **summary,
         "cpu_seconds": cpu,
         "cpu_ms_per_1000_requests": {key: 1e6 * value / completed for key, value in cpu.items()},
+        "router_cpu_user_system_seconds": [
+            after - before for before, after in zip(router_before, router_after, strict=True)
+        ],
     }
     if target == "router" and cpu["router"] > 0:
         result["requests_per_router_core_second"] = completed / cpu["router"]
