@@ -313,3 +313,16 @@ def test_configmap_mode_follows_the_configmap_through_the_api(
         assert any("watch=true" in path and "resourceVersion=1" in path for path in api.requests)
     finally:
         api.close()
+
+
+def test_during_the_drain_delay_it_is_not_ready_but_still_serves(
+    config_file: Path, started_routers: list[Process], stable_server: Process
+) -> None:
+    write_config(config_file, [("iris-v1", stable_server, 100, "stable")])
+    proxy = start(started_routers, "--config", str(config_file), "--drain-delay", "1s")
+    wait_until(lambda: _ready(proxy), 5)
+    proxy.signal(signal.SIGTERM)
+    wait_until(lambda: not _ready(proxy), 2)
+    tally = asyncio.run(load(proxy.port, requests=20, concurrency=2))
+    assert dict(tally.statuses) == {200: 20}
+    assert proxy.proc.wait(10) == 0
