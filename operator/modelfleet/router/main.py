@@ -62,6 +62,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from error
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value:g}")
+    return value
+
+
 def configmap_ref(text: str) -> tuple[str, str]:
     namespace, _, name = text.partition("/")
     if not namespace or not name or "/" in name:
@@ -124,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--prediction-reads",
-        type=float,
+        type=non_negative,
         default=200.0,
         help="responses per second and version read for prediction samples (0: all)",
     )
