@@ -159,7 +159,7 @@ class CircuitBreaker(ApiModel):
 class FallbackResponse(ApiModel):
     """A static answer of last resort, when no version can answer."""
 
-    status_code: Annotated[int, Field(ge=100, le=599)] = 200
+    status_code: Annotated[int, Field(ge=200, le=599)] = 200
     """HTTP status of the answer."""
     content_type: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "application/json"
     """Content-Type of the answer."""
