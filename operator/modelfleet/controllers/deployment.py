@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +90,8 @@ _applied: dict[tuple[str, str, str], str] = {}
 """Hash of the manifest last applied per (namespace, kind, name): an unchanged manifest is not sent."""
 _seen: dict[Key, tuple[Any, ...]] = {}
 """What of each Deployment last woke its loop (uid, generation, annotations, deletion)."""
+_owned_seen: dict[Key, tuple[str, int]] = {}
+"""What a reconcile reads of each owned apps/v1 Deployment (version, ready pods), by its name."""
 
 
 def _manifest_key(manifest: kube.Obj) -> tuple[str, str, str]:
@@ -134,11 +137,11 @@ def _model(namespace: str, name: str) -> Model | None:
         return None
 
 
-def _version_of(obj: kube.Obj) -> str:
+def _version_of(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"].get("annotations", {}).get(VERSION_ANNOTATION, ""))
 
 
-def ready_replicas(apps_deployment: kube.Obj) -> int:
+def ready_replicas(apps_deployment: Mapping[str, Any]) -> int:
     """Ready pods of an apps/v1 Deployment that run its current template."""
     status = apps_deployment.get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
@@ -366,6 +369,12 @@ async def _owned_deployment_event(
         return
     if type == "DELETED":
         _forget_applied(namespace, "apps/v1", "Deployment", name)
+        _owned_seen.pop((namespace, name), None)
+    else:
+        seen = (_version_of(body), ready_replicas(body))
+        if _owned_seen.get((namespace, name)) == seen:
+            return  # nothing a reconcile reads changed: conditions, timestamps, pods not ready yet
+        _owned_seen[(namespace, name)] = seen
     owner = _owner_name(body)
     # the initial listing (no type) wakes nobody new: each Deployment's own listing starts its loop
     if owner and (type or (namespace, owner) in LOOPS):
