@@ -1,6 +1,6 @@
 """Operator scale benchmark: memory, idle CPU and reconcile throughput with many Deployments.
 
-    python -m bench.operator_scale                  # (make bench-operator) 1000 Deployments, about 6 minutes
+    python -m bench.operator_scale                  # (make bench-operator) 1000 Deployments, about 8 minutes
     python -m bench.operator_scale --count 100      # a smaller run
     python -m bench.operator_scale --idle 660       # an idle window that holds every Deployment's resync
 
@@ -13,8 +13,10 @@ deleted at the end (also on failure or Ctrl-C):
 2. N Deployments are created, each of its own Model (`governance.requireApproval: true`) and one
    ModelVersion that is valid but not approved. They are reconciled to their final status (phase
    Failed, reason VersionNotServable) without model pods. The operator still applies every router
-   object; a ResourceQuota (pods: 0) keeps the routers' pods from being created, since the single node
-   holds about 110 pods and is shared. `--serving K` makes K of the N Deployments serve for real
+   object (ServiceAccount, Role, RoleBinding, Service, Deployment); a mutating webhook served on
+   127.0.0.1 makes their Services headless and scales their router Deployments to 0, because the
+   shared node holds about 110 pods and the local cluster's Service range 254 addresses. A
+   ResourceQuota on pods backs it up. `--serving K` makes K of the N Deployments serve for real
    (approved version, one model pod and one router pod each; the quota allows exactly those).
 3. The benchmark waits until every Deployment has `status.observedGeneration == metadata.generation`:
    reconcile time and throughput (Deployments per second).
@@ -66,7 +68,7 @@ RELEASE = "modelfleet-bench"
 SERVICE_ACCOUNT = RELEASE  # the chart names its objects after a release whose name holds "modelfleet"
 FLOW_SCHEMA = "modelfleet-bench-operator"
 QUOTA = "modelfleet-bench-pods"
-WEBHOOK = "modelfleet-bench-headless"
+WEBHOOK = "modelfleet-bench-podless"
 SERVING_PREFIX = "serving-"
 GROUP, VERSION = "modelfleet.io", "v1alpha1"
 LOCAL_KUBECONFIG = Path("/var/lib/modelfleet/admin.kubeconfig")
@@ -229,46 +231,56 @@ def setup_manifests(serving: int) -> list[dict[str, Any]]:
     ]
 
 
-def headless_review(review: dict[str, Any]) -> dict[str, Any]:
-    """The webhook's answer to an AdmissionReview: a Service of the benchmark becomes headless.
+def podless_review(review: dict[str, Any]) -> dict[str, Any]:
+    """The webhook's answer to an AdmissionReview: what the benchmark's Deployments own takes no room.
 
-    Every modelfleet Deployment has a ClusterIP Service for its router, and a cluster's Service range
-    is finite (the local cluster's /24 holds 254): headless Services take no address. The serving
-    Deployments keep theirs.
+    - A Service becomes headless. Every modelfleet Deployment has a ClusterIP Service for its router,
+      and a cluster's Service range is finite (the local cluster's /24 holds 254 addresses).
+    - An apps/v1 Deployment is scaled to 0. Router pods would not fit on the node; refused by the pod
+      quota instead, their ReplicaSets would retry for many minutes and keep the owned objects' status
+      changing, which is not the steady state to measure.
+
+    The serving Deployments' objects are left as they are.
     """
     request = review["request"]
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
     obj = request.get("object") or {}
     spec = obj.get("spec") or {}
+    kind = request.get("kind", {}).get("kind")
     owner = (obj.get("metadata", {}).get("labels") or {}).get("modelfleet.io/deployment", "")
-    if (
-        request.get("kind", {}).get("kind") == "Service"
+    patch: list[dict[str, Any]] = []
+    if owner.startswith(SERVING_PREFIX):
+        pass
+    elif (
+        kind == "Service"
         and request.get("operation") == "CREATE"
         and spec.get("type", "ClusterIP") == "ClusterIP"
         and spec.get("clusterIP") in (None, "")
-        and not owner.startswith(SERVING_PREFIX)
     ):
         patch = [
             {"op": "add", "path": "/spec/clusterIP", "value": "None"},
             {"op": "add", "path": "/spec/clusterIPs", "value": ["None"]},
         ]
+    elif kind == "Deployment" and spec.get("replicas") != 0:
+        patch = [{"op": "add", "path": "/spec/replicas", "value": 0}]
+    if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
 def webhook_manifest(port: int, ca_pem: bytes) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration: Service creations in the benchmark namespace only."""
+    """The MutatingWebhookConfiguration: Services and apps/v1 Deployments of the benchmark namespace only."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": WEBHOOK, "labels": {BENCH_LABEL: "operator"}},
         "webhooks": [
             {
-                "name": "headless.bench.modelfleet.io",
+                "name": "podless.bench.modelfleet.io",
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
-                "failurePolicy": "Fail",  # never a ClusterIP by accident: no webhook, no Service
+                "failurePolicy": "Fail",  # never a ClusterIP or a pod by accident: no webhook, no object
                 "timeoutSeconds": 5,
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
                 "rules": [
@@ -278,7 +290,14 @@ def webhook_manifest(port: int, ca_pem: bytes) -> dict[str, Any]:
                         "apiVersions": ["v1"],
                         "resources": ["services"],
                         "scope": "Namespaced",
-                    }
+                    },
+                    {
+                        "operations": ["CREATE", "UPDATE"],
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "resources": ["deployments"],
+                        "scope": "Namespaced",
+                    },
                 ],
                 "clientConfig": {
                     "url": f"https://127.0.0.1:{port}/mutate",
@@ -374,6 +393,8 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"| API requests while idle | {b['api_requests']:.0f} ({b['api_requests_per_minute']:.1f}/min) | "
         f"{loaded['api_requests']:.0f} ({loaded['api_requests_per_minute']:.1f}/min) | "
         f"{_num(s['idle_requests_ratio'])} | |",
+        f"| changes of the benchmark's objects while idle (control plane settling) | "
+        f"{b.get('object_changes', 0)} | {loaded.get('object_changes', 0)} | | 0 for a clean window |",
         "",
         "| reconcile | result |",
         "|---|---|",
@@ -586,8 +607,8 @@ def chart_rbac(cluster: Cluster) -> list[dict[str, Any]]:
     return docs
 
 
-class HeadlessWebhook:
-    """`headless_review` served over HTTPS on 127.0.0.1 (the API server runs on this host)."""
+class PodlessWebhook:
+    """`podless_review` served over HTTPS on 127.0.0.1 (the API server runs on this host)."""
 
     def __init__(self, scratch: Path) -> None:
         cert, key = scratch / "webhook.crt", scratch / "webhook.key"
@@ -608,7 +629,7 @@ class HeadlessWebhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                answer = json.dumps(headless_review(json.loads(self.rfile.read(length)))).encode()
+                answer = json.dumps(podless_review(json.loads(self.rfile.read(length)))).encode()
                 with webhook.lock:
                     webhook.calls += 1
                 self.send_response(200)
@@ -635,7 +656,7 @@ class HeadlessWebhook:
         self.server.server_close()
 
 
-def check_headless(cluster: Cluster) -> None:
+def check_webhook(cluster: Cluster) -> None:
     """A probe Service must come out headless, else stop before filling the cluster's Service range."""
     probe = {
         "apiVersion": "v1",
@@ -650,9 +671,9 @@ def check_headless(cluster: Cluster) -> None:
             cluster.kubectl("delete", "service", "bench-probe", "-n", NAMESPACE, "--ignore-not-found")
             if json.loads(result.stdout)["spec"].get("clusterIP") == "None":
                 return
-            raise SystemExit("the headless-Service webhook is not in effect: not creating Services")
+            raise SystemExit("the benchmark's webhook is not in effect: not creating Services")
         if time.monotonic() > deadline:
-            raise SystemExit(f"the headless-Service webhook does not answer: {result.stderr.strip()}")
+            raise SystemExit(f"the benchmark's webhook does not answer: {result.stderr.strip()}")
         time.sleep(1)
 
 
@@ -693,9 +714,12 @@ def create_all(cluster: Cluster, plural: str, objects: list[dict[str, Any]], wor
 class StatusWatch:
     """Generation, observedGeneration and phase of every object of one kind, kept by a watch."""
 
-    def __init__(self, cluster: Cluster, plural: str) -> None:
+    def __init__(self, cluster: Cluster, plural: str, group: str = GROUP, version: str = VERSION) -> None:
         self.cluster = cluster
         self.plural = plural
+        self.api = (group, version)
+        self.events = 0
+        """Changes seen (added, modified, deleted), the initial listing not counted."""
         self.objects: dict[str, tuple[bool, str]] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -715,7 +739,7 @@ class StatusWatch:
             try:
                 if version is None:
                     listing: dict[str, Any] = self.cluster.custom.list_namespaced_custom_object(
-                        GROUP, VERSION, NAMESPACE, self.plural
+                        *self.api, NAMESPACE, self.plural
                     )
                     with self.lock:
                         self.objects.clear()
@@ -725,8 +749,7 @@ class StatusWatch:
                 stream = watch.Watch()  # type: ignore[no-untyped-call]
                 for event in stream.stream(  # type: ignore[no-untyped-call]
                     self.cluster.custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
+                    *self.api,
                     NAMESPACE,
                     self.plural,
                     resource_version=version,
@@ -741,6 +764,7 @@ class StatusWatch:
                         break
                     version = obj["metadata"]["resourceVersion"]
                     with self.lock:
+                        self.events += 1
                         if event["type"] == "DELETED":
                             self.objects.pop(obj["metadata"]["name"], None)
                         else:
@@ -886,9 +910,16 @@ class Operator:
                 self.process.wait(10)
 
 
-def idle_window(cluster: Cluster, operator: Operator, seconds: float, what: str) -> dict[str, Any]:
-    """Memory at the end, CPU and API requests over `seconds` of nothing changing."""
+def idle_window(
+    cluster: Cluster, operator: Operator, seconds: float, what: str, watches: Sequence[StatusWatch]
+) -> dict[str, Any]:
+    """Memory at the end, CPU and API requests over `seconds` of nothing changing.
+
+    `watches` count the changes of the benchmark's objects meanwhile: anything but 0 means something
+    did change (the control plane still settling), and the window is not quite idle.
+    """
     requests_before = cluster.operator_requests()
+    events_before = sum(w.events for w in watches)
     before = operator.sample()
     deadline = before.at + seconds
     while (left := deadline - time.monotonic()) > 0:
@@ -896,6 +927,7 @@ def idle_window(cluster: Cluster, operator: Operator, seconds: float, what: str)
         operator.sample()  # fails early if the operator died
     after = operator.sample()
     requests = cluster.operator_requests() - requests_before
+    changes = sum(w.events for w in watches) - events_before
     wall = after.at - before.at
     out = {
         "seconds": wall,
@@ -906,10 +938,12 @@ def idle_window(cluster: Cluster, operator: Operator, seconds: float, what: str)
         "hwm_mb": after.hwm_mb,
         "api_requests": requests,
         "api_requests_per_minute": 60.0 * requests / wall,
+        "object_changes": changes,
     }
     print(
         f"  {what}: RSS {out['rss_mb']:.1f} MB, PSS {out['pss_mb']:.1f} MB, "
-        f"idle CPU {out['cpu_percent']:.2f}% of a core, {requests:.0f} API requests in {wall:.0f} s",
+        f"idle CPU {out['cpu_percent']:.2f}% of a core, {requests:.0f} API requests and {changes} object "
+        f"changes in {wall:.0f} s",
         flush=True,
     )
     return out
@@ -1054,12 +1088,12 @@ def run(
         )
     leftovers = [*cluster_scoped([*rbac, *setup]), ("MutatingWebhookConfiguration", WEBHOOK)]
     operator: Operator | None = None
-    watch: StatusWatch | None = None
-    webhook: HeadlessWebhook | None = None
+    watches: list[StatusWatch] = []
+    webhook: PodlessWebhook | None = None
     try:
         print(
-            f"setting up namespace {NAMESPACE}: the chart's RBAC, a pod quota, a FlowSchema, "
-            "headless Services",
+            f"setting up namespace {NAMESPACE}: the chart's RBAC, a pod quota, a FlowSchema and a "
+            "webhook (headless Services, router Deployments at 0 replicas)",
             flush=True,
         )
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
@@ -1073,9 +1107,9 @@ def run(
             ]
         )
         cluster.apply([*rbac, *setup])
-        webhook = HeadlessWebhook(scratch)
+        webhook = PodlessWebhook(scratch)
         cluster.apply([webhook.manifest()])
-        check_headless(cluster)
+        check_webhook(cluster)
         token = cluster.kubectl(
             "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=4h"
         ).stdout.strip()
@@ -1091,11 +1125,14 @@ def run(
         if hook is not None:
             hook.mkdir()
         operator = Operator(kubeconfig, scratch / "operator.log", hook)
+        deployments_watch = StatusWatch(cluster, "deployments")
+        registry = [StatusWatch(cluster, "models"), StatusWatch(cluster, "modelversions")]
+        owned = StatusWatch(cluster, "deployments", "apps", "v1")  # the routers' apps/v1 Deployments
+        watches = [deployments_watch, *registry, owned]
         time.sleep(args.settle)
-        baseline = idle_window(cluster, operator, args.idle, "baseline")
+        baseline = idle_window(cluster, operator, args.idle, "baseline", watches)
         load: dict[str, Any] = {}
 
-        deployments_watch = watch = StatusWatch(cluster, "deployments")
         if args.serving:
             print(f"creating {args.serving} serving Deployments (pods)", flush=True)
             t0 = time.monotonic()
@@ -1119,7 +1156,6 @@ def run(
             f"creating {len(objects['models'])} Models and {len(objects['modelversions'])} ModelVersions",
             flush=True,
         )
-        registry = [StatusWatch(cluster, "models"), StatusWatch(cluster, "modelversions")]
         t0 = time.monotonic()
         load["registry_created_seconds"] = create_all(
             cluster, "models", objects["models"], args.workers
@@ -1135,8 +1171,6 @@ def run(
             operator,
             t0,
         )
-        for w in registry:
-            w.stop()
 
         print(f"creating {bulk} Deployments", flush=True)
         cpu_before = operator.sample().cpu_seconds
@@ -1160,7 +1194,7 @@ def run(
 
         print(f"settling for {args.settle:g} s, then {args.idle:g} s idle", flush=True)
         time.sleep(args.settle)
-        loaded = idle_window(cluster, operator, args.idle, "loaded")
+        loaded = idle_window(cluster, operator, args.idle, "loaded", watches)
         allocations = operator.allocations() if args.tracemalloc else None
         total, reconciled, phases = deployments_watch.counts()
         load["final_phases"] = dict(phases)
@@ -1168,9 +1202,9 @@ def run(
         if reconciled < args.count:
             print(f"  warning: only {reconciled}/{total} Deployments reconciled at the end", flush=True)
         operator_log = log_counts(operator.log())
-        load["services_made_headless"] = webhook.calls
+        load["webhook_reviews"] = webhook.calls
     finally:
-        if watch is not None:
+        for watch in watches:
             watch.stop()
         if operator is not None:
             operator.stop()

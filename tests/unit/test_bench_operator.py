@@ -23,13 +23,13 @@ from bench.operator_scale import (
     cluster_scoped,
     counter_total,
     cpu_seconds_from_stat,
-    headless_review,
     is_reconciled,
     kb_field,
     log_counts,
     markdown,
     package_of,
     parse_args,
+    podless_review,
     serving_objects,
     setup_manifests,
     summarize,
@@ -255,13 +255,15 @@ def test_defaults_are_the_design_target() -> None:
     assert (args.count, args.serving, args.idle) == (1000, 0, 60.0)
 
 
-def review(spec: dict[str, Any], owner: str = "bench-d00001", operation: str = "CREATE") -> dict[str, Any]:
+def review(
+    spec: dict[str, Any], owner: str = "bench-d00001", operation: str = "CREATE", kind: str = "Service"
+) -> dict[str, Any]:
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": "u-1",
-            "kind": {"group": "", "version": "v1", "kind": "Service"},
+            "kind": {"group": "" if kind == "Service" else "apps", "version": "v1", "kind": kind},
             "operation": operation,
             "object": {"metadata": {"labels": {"modelfleet.io/deployment": owner}}, "spec": spec},
         },
@@ -269,7 +271,7 @@ def review(spec: dict[str, Any], owner: str = "bench-d00001", operation: str = "
 
 
 def test_the_webhook_makes_a_bench_service_headless() -> None:
-    answer = headless_review(review({"type": "ClusterIP", "ports": [{"port": 80}]}))
+    answer = podless_review(review({"type": "ClusterIP", "ports": [{"port": 80}]}))
     response = answer["response"]
     assert (answer["kind"], response["uid"], response["allowed"]) == ("AdmissionReview", "u-1", True)
     assert response["patchType"] == "JSONPatch"
@@ -278,17 +280,29 @@ def test_the_webhook_makes_a_bench_service_headless() -> None:
     assert {"op": "add", "path": "/spec/clusterIPs", "value": ["None"]} in patch
 
 
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+def test_the_webhook_scales_a_bench_router_deployment_to_zero(operation: str) -> None:
+    response = podless_review(review({"replicas": 1}, operation=operation, kind="Deployment"))["response"]
+    assert json.loads(base64.b64decode(response["patch"])) == [
+        {"op": "add", "path": "/spec/replicas", "value": 0}
+    ]
+
+
 @pytest.mark.parametrize(
-    ("spec", "owner", "operation"),
+    ("spec", "owner", "operation", "kind"),
     [
-        ({"ports": [{"port": 80}]}, "serving-d000", "CREATE"),  # serving Deployments keep their ClusterIP
-        ({"clusterIP": "10.211.0.7"}, "bench-d00001", "CREATE"),  # an address asked for is left alone
-        ({"type": "NodePort"}, "bench-d00001", "CREATE"),
-        ({}, "bench-d00001", "UPDATE"),  # clusterIP is immutable
+        ({"ports": [{"port": 80}]}, "serving-d000", "CREATE", "Service"),  # serving ones keep their address
+        ({"clusterIP": "10.211.0.7"}, "bench-d00001", "CREATE", "Service"),  # an address asked for
+        ({"type": "NodePort"}, "bench-d00001", "CREATE", "Service"),
+        ({}, "bench-d00001", "UPDATE", "Service"),  # clusterIP is immutable
+        ({"replicas": 1}, "serving-d000", "CREATE", "Deployment"),  # serving ones keep their pods
+        ({"replicas": 0}, "bench-d00001", "UPDATE", "Deployment"),  # already at 0
     ],
 )
-def test_the_webhook_leaves_other_services_alone(spec: dict[str, Any], owner: str, operation: str) -> None:
-    response = headless_review(review(spec, owner, operation))["response"]
+def test_the_webhook_leaves_other_objects_alone(
+    spec: dict[str, Any], owner: str, operation: str, kind: str
+) -> None:
+    response = podless_review(review(spec, owner, operation, kind))["response"]
     assert response == {"uid": "u-1", "allowed": True}
 
 
@@ -296,8 +310,8 @@ def test_the_webhook_configuration_is_scoped_to_the_bench_namespace_and_fails_cl
     (hook,) = webhook_manifest(8443, b"PEM")["webhooks"]
     assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
     assert hook["failurePolicy"] == "Fail"
-    assert hook["rules"][0]["operations"] == ["CREATE"]
-    assert hook["rules"][0]["resources"] == ["services"]
+    rules = {rule["resources"][0]: rule["operations"] for rule in hook["rules"]}
+    assert rules == {"services": ["CREATE"], "deployments": ["CREATE", "UPDATE"]}
     assert hook["clientConfig"] == {"url": "https://127.0.0.1:8443/mutate", "caBundle": "UEVN"}
 
 
