@@ -72,6 +72,7 @@ WEBHOOK = "modelfleet-bench-podless"
 SERVING_PREFIX = "serving-"
 GROUP, VERSION = "modelfleet.io", "v1alpha1"
 LOCAL_KUBECONFIG = Path("/var/lib/modelfleet/admin.kubeconfig")
+SETTLE_LIMIT_SECONDS = 900.0
 NAMESPACE_DELETION_SECONDS = 900  # the namespace controller removes a few thousand objects slowly
 LOCK_FILE = Path(tempfile.gettempdir()) / "modelfleet-bench-operator.lock"
 TARGET_RSS_MB = 150.0
@@ -376,9 +377,10 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"Python {machine['python']}, Kubernetes {machine['kubernetes']}. Full data: `{json_name}`.",
         f"{count} Deployments ({settings['serving']} serving, the rest not servable: unapproved versions), "
         f"{load['models']} Models, {load['modelversions']} ModelVersions; idle windows of "
-        f"{settings['idle']:g} s, the loaded one starting {settings['settle']:g} s after the last "
-        "Deployment was reconciled. The operator runs on the host as the chart's ServiceAccount; its API "
-        "requests are counted by the API server (its own FlowSchema).",
+        f"{settings['idle']:g} s, the loaded one starting {load['settle_seconds']:.0f} s after the last "
+        f"Deployment was reconciled, once the benchmark's objects had not changed for "
+        f"{settings.get('quiet', 0):g} s. The operator runs on the host as the chart's ServiceAccount; "
+        "its API requests are counted by the API server (its own FlowSchema).",
         "",
         "| measure | baseline (no objects) | loaded | loaded / baseline | target |",
         "|---|---|---|---|---|",
@@ -718,6 +720,7 @@ class StatusWatch:
         self.cluster = cluster
         self.plural = plural
         self.api = (group, version)
+        self.name = f"{plural}.{group}"
         self.events = 0
         """Changes seen (added, modified, deleted), the initial listing not counted."""
         self.objects: dict[str, tuple[bool, str]] = {}
@@ -920,6 +923,7 @@ def idle_window(
     """
     requests_before = cluster.operator_requests()
     events_before = sum(w.events for w in watches)
+    before_by_kind = {w.name: w.events for w in watches}
     before = operator.sample()
     deadline = before.at + seconds
     while (left := deadline - time.monotonic()) > 0:
@@ -928,6 +932,7 @@ def idle_window(
     after = operator.sample()
     requests = cluster.operator_requests() - requests_before
     changes = sum(w.events for w in watches) - events_before
+    by_kind = {w.name: w.events - before_by_kind.get(w.name, 0) for w in watches}
     wall = after.at - before.at
     out = {
         "seconds": wall,
@@ -939,6 +944,7 @@ def idle_window(
         "api_requests": requests,
         "api_requests_per_minute": 60.0 * requests / wall,
         "object_changes": changes,
+        "object_changes_by_kind": by_kind,
     }
     print(
         f"  {what}: RSS {out['rss_mb']:.1f} MB, PSS {out['pss_mb']:.1f} MB, "
@@ -993,6 +999,25 @@ def wait_until(
         time.sleep(0.5)
 
 
+def settle(
+    watches: Sequence[StatusWatch], minimum: float, quiet: float, limit: float, poll: float = 1.0
+) -> float:
+    """Wait at least `minimum` seconds, then until the benchmark's objects have not changed for `quiet`
+    seconds (the control plane done with them), at most `limit` seconds in all; seconds waited."""
+    started = time.monotonic()
+    time.sleep(minimum)
+    last_count, last_change = sum(w.events for w in watches), time.monotonic()
+    while (now := time.monotonic()) - last_change < quiet:
+        if now - started > limit:
+            print(f"  still changing after {limit:.0f} s: measuring anyway", flush=True)
+            break
+        time.sleep(poll)
+        count = sum(w.events for w in watches)
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+    return time.monotonic() - started
+
+
 # --- the run -----------------------------------------------------------------------------------------
 
 
@@ -1019,7 +1044,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--serving", type=int, default=0, help="of them, this many serve for real (pods)")
     parser.add_argument("--per-model", type=int, default=1, help="Deployments per Model (default 1)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window (default 60)")
-    parser.add_argument("--settle", type=float, default=30.0, help="seconds before the loaded idle window")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="seconds before an idle window, and after that until the benchmark's objects have not "
+        "changed for --quiet seconds (default 30)",
+    )
+    parser.add_argument("--quiet", type=float, default=15.0, help="seconds without changes (default 15)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for reconciliation")
     parser.add_argument("--workers", type=int, default=8, help="threads creating objects")
     parser.add_argument(
@@ -1037,8 +1069,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         problems.append("--serving must be 0..20 and at most --count (the node holds about 110 pods)")
     if not 1 <= args.per_model <= 100:
         problems.append("--per-model must be 1..100")
-    if not 10 <= args.idle <= 1800 or not 0 <= args.settle <= 600:
-        problems.append("--idle must be 10..1800 seconds, --settle 0..600")
+    if not 10 <= args.idle <= 1800 or not 0 <= args.settle <= 600 or not 0 <= args.quiet <= 120:
+        problems.append("--idle must be 10..1800 seconds, --settle 0..600, --quiet 0..120")
     if not 10 <= args.timeout <= 3600 or not 1 <= args.workers <= 32:
         problems.append("--timeout must be 10..3600 seconds, --workers 1..32")
     if problems:
@@ -1129,7 +1161,7 @@ def run(
         registry = [StatusWatch(cluster, "models"), StatusWatch(cluster, "modelversions")]
         owned = StatusWatch(cluster, "deployments", "apps", "v1")  # the routers' apps/v1 Deployments
         watches = [deployments_watch, *registry, owned]
-        time.sleep(args.settle)
+        settle(watches, args.settle, args.quiet, SETTLE_LIMIT_SECONDS)
         baseline = idle_window(cluster, operator, args.idle, "baseline", watches)
         load: dict[str, Any] = {}
 
@@ -1192,8 +1224,13 @@ def run(
         load["operator_cpu_seconds"] = operator.sample().cpu_seconds - cpu_before
         load["api_requests"] = cluster.operator_requests() - requests_before
 
-        print(f"settling for {args.settle:g} s, then {args.idle:g} s idle", flush=True)
-        time.sleep(args.settle)
+        print(
+            f"settling: {args.settle:g} s, then until nothing changed for {args.quiet:g} s; "
+            f"then {args.idle:g} s idle",
+            flush=True,
+        )
+        load["settle_seconds"] = settle(watches, args.settle, args.quiet, SETTLE_LIMIT_SECONDS)
+        print(f"  settled after {load['settle_seconds']:.0f} s", flush=True)
         loaded = idle_window(cluster, operator, args.idle, "loaded", watches)
         allocations = operator.allocations() if args.tracemalloc else None
         total, reconciled, phases = deployments_watch.counts()
@@ -1234,6 +1271,7 @@ def run(
             "per_model": args.per_model,
             "idle": args.idle,
             "settle": args.settle,
+            "quiet": args.quiet,
             "workers": args.workers,
             "tracemalloc": args.tracemalloc,
         },

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from bench.operator_scale import (
     parse_args,
     podless_review,
     serving_objects,
+    settle,
     setup_manifests,
     summarize,
     token_kubeconfig,
@@ -171,6 +174,7 @@ LOAD = {
     "api_requests": 24000.0,
     "peak_rss_mb": 180.0,
     "final_phases": {"Failed": 1000},
+    "settle_seconds": 95.0,
 }
 
 
@@ -203,7 +207,14 @@ def test_markdown_shows_the_figures_and_the_verdicts() -> None:
             "load_average_before": [1.0, 1, 1],
             "load_average_after": [2.0, 2, 2],
         },
-        "settings": {"count": 1000, "serving": 0, "per_model": 1, "idle": 60.0, "settle": 30.0},
+        "settings": {
+            "count": 1000,
+            "serving": 0,
+            "per_model": 1,
+            "idle": 60.0,
+            "settle": 30.0,
+            "quiet": 15.0,
+        },
         "baseline": baseline,
         "loaded": loaded,
         "load": LOAD,
@@ -215,6 +226,7 @@ def test_markdown_shows_the_figures_and_the_verdicts() -> None:
     assert "< 2%: met" in text
     assert "160.0 s: 6.2 Deployments/s" in text
     assert "| final phases | Failed 1000 |" in text
+    assert "the loaded one starting 95 s after the last Deployment was reconciled" in text
     assert "| log, 1 x | `ERROR kopf: boom / bang` |" in text  # a pipe would break the table
 
 
@@ -341,3 +353,32 @@ def test_the_allocation_summary_adds_up_sizes_and_keeps_the_biggest_sites() -> N
         f"{site}/pydantic/main.py:30",
     ]
     assert summary["top_sites"][0]["blocks"] == 300
+
+
+class ChangingWatch:
+    """Stands in for a StatusWatch whose objects change `changes` times, every `every` seconds."""
+
+    name = "things"
+
+    def __init__(self, changes: int, every: float) -> None:
+        self.events = 0
+
+        def change() -> None:
+            for _ in range(changes):
+                time.sleep(every)
+                self.events += 1
+
+        threading.Thread(target=change, daemon=True).start()
+
+
+def test_settling_waits_until_nothing_changed_for_the_quiet_time() -> None:
+    watch = ChangingWatch(changes=6, every=0.1)
+    waited = settle([watch], minimum=0.05, quiet=0.3, limit=10, poll=0.02)  # type: ignore[list-item]
+    assert watch.events == 6
+    assert 0.6 + 0.3 - 0.05 <= waited < 3
+
+
+def test_settling_gives_up_at_the_limit() -> None:
+    watch = ChangingWatch(changes=1000, every=0.02)
+    waited = settle([watch], minimum=0, quiet=0.5, limit=0.3, poll=0.02)  # type: ignore[list-item]
+    assert 0.3 <= waited < 0.45
