@@ -76,11 +76,15 @@ demo: venv cluster-up images ## Bring everything up, then show a canary rollout 
 	@demo/run.sh
 
 .PHONY: bench
-bench: bench-router ## All benchmarks; figures go to bench/results/
+bench: bench-router bench-operator ## All benchmarks; figures go to bench/results/
 
 .PHONY: bench-router
 bench-router: venv ## Router overhead vs calling the model server directly
 	$(BIN)/python -m bench.router
+
+.PHONY: bench-operator
+bench-operator: venv ## The operator with 1,000 Deployments: memory, idle CPU, reconcile throughput (needs the cluster)
+	$(BIN)/python -m bench.operator_scale
 
 .PHONY: clean
 clean: ## Remove build leftovers in the repo (the cache stays)
