@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from modelfleet.clihelp import DefaultsHelpFormatter
 from modelfleet.httpcore import HTTPServer, Limits
 from modelfleet.modelserver import model
 from modelfleet.modelserver.app import ModelServer
@@ -34,19 +35,10 @@ def _latency(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action) or ""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelfleet model-server",
-        formatter_class=_Help,
+        formatter_class=DefaultsHelpFormatter,
         description="Serve the iris classifier over Open Inference Protocol v2 and v1, with optional faults.",
     )
     parser.add_argument("--train", metavar="OUT_FILE", help="train the model, save it to OUT_FILE and exit")

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from modelfleet.api.routerconfig import parse_duration
+from modelfleet.clihelp import DefaultsHelpFormatter
 from modelfleet.httpcore import HTTPServer, Limits
 from modelfleet.router.admin import admin_handler
 from modelfleet.router.configsource import ConfigMapSource, FileSource, KubeAPI
@@ -79,19 +80,10 @@ def configmap_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action) or ""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelfleet router",
-        formatter_class=_Help,
+        formatter_class=DefaultsHelpFormatter,
         description="The modelfleet inference router: weighted stable/canary split, mirroring, "
         "fallback chain, metrics and prediction samples.",
     )
