@@ -89,6 +89,29 @@ def test_json_round_trip_is_camel_case_with_duration_strings() -> None:
     assert RouterConfig.model_validate_json(text) == config
 
 
+def test_a_previous_version_is_read_with_weight_0_and_is_no_canary() -> None:
+    """Given the document the operator writes after a promotion, when it is read, then the previous version
+    is its own role: not stable, not a canary (so never mirrored to), and its weight is 0."""
+    previous = {
+        "name": "iris-v0",
+        "url": "http://iris-v0.ml.svc:8080",
+        "weight": 0,
+        "role": "previous",
+        "protocol": "v2",
+    }
+    text = json.dumps(document(versions=[*document()["versions"], previous]))
+    config = RouterConfig.model_validate_json(text)
+    assert config.previous is not None
+    assert (config.previous.name, config.previous.weight, config.previous.role) == ("iris-v0", 0, "previous")
+    assert config.stable.name == "iris-v1"
+    assert [v.name for v in config.canaries] == ["iris-v2"]
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
+def test_without_a_previous_version_the_property_is_none() -> None:
+    assert RouterConfig.model_validate(document()).previous is None
+
+
 def test_circuit_breaker_can_be_switched_off() -> None:
     config = RouterConfig.model_validate(document(fallback={"circuitBreaker": None}))
     assert config.fallback.circuit_breaker is None
@@ -138,7 +161,27 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ),
         (
             {"versions": [{"name": "a", "url": "http://a:1", "role": "primary", "weight": 1}]},
-            "'stable' or 'canary'",
+            "'stable', 'canary' or 'previous'",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 100},
+                    {"name": "b", "url": "http://b:1", "role": "previous", "weight": 0},
+                    {"name": "c", "url": "http://c:1", "role": "previous", "weight": 0},
+                ]
+            },
+            "at most one version may have role previous, found 2: b, c",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 90},
+                    {"name": "b", "url": "http://b:1", "role": "previous", "weight": 10},
+                ]
+            },
+            "version b has role previous and weight 10: the previous version takes no live traffic, "
+            "its weight must be 0",
         ),
         ({"mirrorPercent": 150}, "less than or equal to 100"),
         ({"fallback": {"timeout": "soon"}}, "invalid duration 'soon'"),

@@ -3,16 +3,19 @@
 The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
 
     {"deployment": "iris",
-     "versions": [{"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 90, "role": "stable"},
-                  {"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 10, "role": "canary"}],
+     "versions": [{"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 90, "role": "stable"},
+                  {"name": "iris-v3", "url": "http://iris-v3.ml.svc:8080", "weight": 10, "role": "canary"},
+                  {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 0, "role": "previous"}],
      "mirrorPercent": 0,
      "fallback": {"timeout": "2s", "retryOnStable": true,
                   "circuitBreaker": {"errorRate": 0.5, "minRequests": 20, "window": "10s", "openFor": "30s"},
                   "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}}}
 
-`fallback` has exactly the fields of a Deployment's `spec.fallback`. This module depends on pydantic
-and the shared types of `modelfleet.api.common`, so that the router, the operator and tests can all
-read and write the same document.
+Exactly one version is `stable`. At most one is `previous`: the stable version before the last promotion,
+kept while it is still warm; it takes no live traffic (its weight is 0) and is the fallback chain's last
+version, after stable. `fallback` has exactly the fields of a Deployment's `spec.fallback`. This module
+depends on pydantic and the shared types of `modelfleet.api.common`, so that the router, the operator and
+tests can all read and write the same document.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "CONFIG_KEY",
     "CircuitBreaker",
     "Fallback",
+    "Role",
     "RouterConfig",
     "StaticResponse",
     "Version",
@@ -73,7 +77,7 @@ class Fallback(ApiModel):
     response: StaticResponse | None = None
 
 
-Role = Literal["stable", "canary"]
+Role = Literal["stable", "canary", "previous"]
 Protocol = Literal["v2", "v1", "http"]
 
 
@@ -134,6 +138,17 @@ class RouterConfig(ApiModel):
         stable = [version.name for version in self.versions if version.role == "stable"]
         if len(stable) != 1:
             raise ValueError(f"exactly one version must have role stable, found {len(stable)}")
+        previous = [version for version in self.versions if version.role == "previous"]
+        if len(previous) > 1:
+            raise ValueError(
+                f"at most one version may have role previous, found {len(previous)}: "
+                + ", ".join(version.name for version in previous)
+            )
+        if previous and previous[0].weight != 0:
+            raise ValueError(
+                f"version {previous[0].name} has role previous and weight {previous[0].weight}: "
+                "the previous version takes no live traffic, its weight must be 0"
+            )
         if sum(version.weight for version in self.versions) == 0:
             raise ValueError("at least one version needs a weight above 0")
         return self
@@ -145,6 +160,11 @@ class RouterConfig(ApiModel):
     @property
     def canaries(self) -> list[Version]:
         return [version for version in self.versions if version.role == "canary"]
+
+    @property
+    def previous(self) -> Version | None:
+        """The previous stable version, kept warm as the last fallback after stable; None without one."""
+        return next((version for version in self.versions if version.role == "previous"), None)
 
     def to_json(self) -> str:
         """The camelCase JSON the router reads (the ConfigMap's `config.json`)."""
