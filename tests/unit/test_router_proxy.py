@@ -83,11 +83,14 @@ def config(
     canary: FakeVersion | None = None,
     canary_weight: int = 0,
     mirror: float = 0,
+    previous: FakeVersion | None = None,
     **fallback: Any,
 ) -> RouterConfig:
     versions = [{"name": stable.name, "url": stable.url, "weight": 100 - canary_weight, "role": "stable"}]
     if canary is not None:
         versions.append({"name": canary.name, "url": canary.url, "weight": canary_weight, "role": "canary"})
+    if previous is not None:
+        versions.append({"name": previous.name, "url": previous.url, "weight": 0, "role": "previous"})
     return RouterConfig.model_validate(
         {"deployment": "iris", "versions": versions, "mirrorPercent": mirror, "fallback": fallback}
     )
@@ -399,6 +402,307 @@ def test_an_open_stable_circuit_gives_the_static_response_or_a_503() -> None:
             assert len(stable.requests) == 2
 
     run(scenario)
+
+
+# -- the previous version ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "code"), [("error", "500"), ("slow", "504"), ("down", "502")])
+def test_a_failing_stable_is_answered_by_the_previous_version(mode: str, code: str) -> None:
+    """Given a stable version that fails and a warm previous version, when a request is drawn for stable,
+    then the previous version answers it, and the headers and metrics say so."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode=mode), FakeVersion("iris-v0", label=2)
+        await started(stable, previous)
+        cfg = config(stable, previous=previous, timeout="200ms", retryOnStable=True)
+        async with running(cfg, stable, previous) as h:
+            started_at = asyncio.get_running_loop().time()
+            response = await h.client.send()
+            elapsed = asyncio.get_running_loop().time() - started_at
+            assert response.status == 200
+            assert json.loads(response.body)["outputs"][0]["data"] == [2, 2]
+            assert header(response, "x-modelfleet-served-by") == "iris-v0"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_previous"
+            assert header(response, "x-version") == "iris-v0"
+            assert len(previous.requests) == 1
+            assert h.count("requests", version="iris-v1", code=code) == 1
+            assert h.count("requests", version="iris-v0", code="200") == 1
+            assert h.count("duration", version="iris-v0") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 1
+            assert h.count("fallbacks") == 1
+            assert elapsed < 1.0  # a hanging stable costs one per-attempt timeout, not more
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("static", [None, {"statusCode": 203, "contentType": "text/plain", "body": "s"}])
+def test_without_a_previous_version_a_failing_stable_ends_the_chain_as_before(
+    static: dict[str, Any] | None,
+) -> None:
+    """Given no previous version, when stable fails, then the static response or stable's own failure
+    answers, as it always did."""
+
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1", mode="error")
+        await started(stable)
+        extra = {} if static is None else {"response": static}
+        async with running(config(stable, retryOnStable=True, **extra), stable) as h:
+            response = await h.client.send()
+            if static is None:
+                assert response.status == 500
+                assert json.loads(response.body) == {"error": "iris-v1 is broken"}
+                assert header(response, "x-modelfleet-served-by") == "iris-v1"
+                assert h.count("fallbacks") == 0
+            else:
+                assert (response.status, response.body) == (203, b"s")
+                assert header(response, "x-modelfleet-fallback") == "static_response"
+                assert h.count("fallbacks", version="iris-v1", reason="static_response") == 1
+            assert h.count("fallbacks", reason="retry_on_previous") == 0
+
+    run(scenario)
+
+
+def test_without_retry_on_stable_the_previous_version_is_not_tried() -> None:
+    """Given a previous version but retryOnStable off, when stable fails, then the client gets stable's
+    failure and the previous version sees nothing."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0")
+        await started(stable, previous)
+        async with running(config(stable, previous=previous, retryOnStable=False), stable, previous) as h:
+            response = await h.client.send()
+            assert response.status == 500
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            assert previous.requests == []
+            assert h.count("fallbacks") == 0
+
+    run(scenario)
+
+
+def test_when_the_previous_version_fails_too_its_failure_or_the_static_response_answers() -> None:
+    """Given stable and previous both failing, when a request comes, then both are tried once, and the
+    client gets the previous version's failure, or the static response once one is configured."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0", mode="down")
+        await started(stable, previous)
+        async with running(config(stable, previous=previous), stable, previous) as h:
+            response = await h.client.send()
+            assert response.status == 502
+            assert (
+                "version iris-v0 failed: cannot connect to 127.0.0.1:" in json.loads(response.body)["error"]
+            )
+            assert header(response, "x-modelfleet-served-by") == "router"
+            assert h.count("requests", version="iris-v1", code="500") == 1
+            assert h.count("requests", version="iris-v0", code="502") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 1
+            h.router.apply(config(stable, previous=previous, response={"body": "static"}))
+            response = await h.client.send()
+            assert (response.status, response.body) == (200, b"static")
+            assert header(response, "x-modelfleet-served-by") == "fallback-static"
+            assert header(response, "x-modelfleet-fallback") == "static_response"
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 2
+            assert h.count("fallbacks", version="iris-v0", reason="static_response") == 1
+            assert h.count("requests", version="iris-v0", code="502") == 2
+
+    run(scenario)
+
+
+def test_an_open_stable_circuit_sends_stable_traffic_to_the_previous_version() -> None:
+    """Given a failing stable whose circuit opens, when more requests come, then the previous version
+    answers them (circuit_open) and stable is left alone."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0")
+        await started(stable, previous)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        async with running(config(stable, previous=previous, circuitBreaker=breaker), stable, previous) as h:
+            for _ in range(2):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-fallback") == "retry_on_previous"
+            for _ in range(10):
+                response = await h.client.send()
+                assert response.status == 200
+                assert header(response, "x-modelfleet-served-by") == "iris-v0"
+                assert header(response, "x-modelfleet-fallback") == "circuit_open"
+            assert len(stable.requests) == 2
+            assert len(previous.requests) == 12
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 2
+            assert h.count("fallbacks", version="iris-v1", reason="circuit_open") == 10
+            assert h.count("requests", version="iris-v1", code="503") == 10
+            assert h.count("requests", version="iris-v0", code="200") == 12
+
+    run(scenario)
+
+
+def test_when_stable_and_previous_circuits_are_open_the_chain_ends_without_touching_either() -> None:
+    """Given stable and previous both failing until both circuits open, when a request comes, then it gets
+    the 503 for stable's open circuit (or the static response), and neither version sees it."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0", mode="error")
+        await started(stable, previous)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        async with running(config(stable, previous=previous, circuitBreaker=breaker), stable, previous) as h:
+            for _ in range(2):
+                response = await h.client.send()
+                assert response.status == 500
+                assert json.loads(response.body) == {"error": "iris-v0 is broken"}
+            response = await h.client.send()
+            assert response.status == 503
+            assert json.loads(response.body) == {"error": "circuit open for version iris-v1"}
+            assert header(response, "x-modelfleet-served-by") == "router"
+            assert (len(stable.requests), len(previous.requests)) == (2, 2)
+            assert h.count("requests", version="iris-v1", code="503") == 1
+            assert h.count("requests", version="iris-v0", code="503") == 1
+            assert h.count("fallbacks", reason="circuit_open") == 0
+            h.router.apply(config(stable, previous=previous, circuitBreaker=breaker, response={"body": "s"}))
+            response = await h.client.send()
+            assert (response.status, response.body) == (200, b"s")
+            assert h.count("fallbacks", version="iris-v1", reason="static_response") == 1
+            assert (len(stable.requests), len(previous.requests)) == (2, 2)
+
+    run(scenario)
+
+
+def test_a_canary_and_stable_that_both_fail_are_answered_by_the_previous_version() -> None:
+    """Given a failing canary at weight 100, a failing stable and a warm previous version, when a request
+    comes, then it is tried on the canary, then stable, then answered by the previous version."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="slow")
+        previous = FakeVersion("iris-v0", label=2)
+        await started(stable, canary, previous)
+        cfg = config(stable, canary, canary_weight=100, previous=previous, timeout="200ms")
+        async with running(cfg, stable, canary, previous) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert json.loads(response.body)["outputs"][0]["data"] == [2, 2]
+            assert header(response, "x-modelfleet-served-by") == "iris-v0"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_previous"
+            assert (len(canary.requests), len(stable.requests), len(previous.requests)) == (1, 1, 1)
+            assert h.count("requests", version="iris-v2", code="504") == 1
+            assert h.count("requests", version="iris-v1", code="500") == 1
+            assert h.count("requests", version="iris-v0", code="200") == 1
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_stable") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 1
+            assert h.count("fallbacks") == 2
+
+    run(scenario)
+
+
+def test_a_failed_canary_is_retried_on_the_previous_version_while_stables_circuit_is_open() -> None:
+    """Given stable's circuit open and a failing canary, when a request drawn for the canary fails, then
+    the previous version answers it in stable's place."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="error")
+        previous = FakeVersion("iris-v0")
+        await started(stable, canary, previous)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        draws = iter([0.1, 0.1, 0.9] + [0.5] * 10)  # weights 50/50: stable, stable, then the canary
+        cfg = config(stable, canary, canary_weight=50, previous=previous, circuitBreaker=breaker)
+        async with running(cfg, stable, canary, previous, random_draw=lambda: next(draws)) as h:
+            for _ in range(2):
+                await h.client.send()  # stable fails twice (the previous version answers): its circuit opens
+            response = await h.client.send()
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-v0"
+            assert header(response, "x-modelfleet-fallback") == "circuit_open"
+            assert (len(canary.requests), len(stable.requests), len(previous.requests)) == (1, 2, 3)
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_stable") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="circuit_open") == 1
+            assert h.count("requests", version="iris-v1", code="503") == 1
+
+    run(scenario)
+
+
+def test_when_canary_and_stable_circuits_are_open_the_previous_version_answers() -> None:
+    """Given a canary at weight 100 and stable that both fail until their circuits open, when another
+    request comes, then the previous version answers it and neither of the others sees it."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v2", mode="error")
+        previous = FakeVersion("iris-v0")
+        await started(stable, canary, previous)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        cfg = config(stable, canary, canary_weight=100, previous=previous, circuitBreaker=breaker)
+        async with running(cfg, stable, canary, previous) as h:
+            for _ in range(2):  # the canary fails, then stable: the previous version answers
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-fallback") == "retry_on_previous"
+            response = await h.client.send()
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-v0"
+            assert header(response, "x-modelfleet-fallback") == "circuit_open"
+            assert (len(canary.requests), len(stable.requests), len(previous.requests)) == (2, 2, 3)
+            assert h.count("fallbacks", version="iris-v2", reason="circuit_open") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="circuit_open") == 1
+            assert h.count("requests", version="iris-v2", code="503") == 1
+            assert h.count("requests", version="iris-v1", code="503") == 1
+
+    run(scenario)
+
+
+def test_a_pin_may_name_the_previous_version_and_a_pinned_stable_does_not_fall_back() -> None:
+    """Given a previous version, when requests pin it or pin a failing stable, then each gets exactly what
+    the pinned version answered."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0")
+        await started(stable, previous)
+        async with running(config(stable, previous=previous), stable, previous) as h:
+            response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v0"})
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-v0"
+            assert header(response, "x-modelfleet-fallback") is None
+            response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v1"})
+            assert response.status == 500
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            assert len(previous.requests) == 1
+            assert h.count("fallbacks") == 0
+
+    run(scenario)
+
+
+def test_the_previous_version_takes_no_live_traffic_and_no_mirrored_copies() -> None:
+    """Given healthy versions, a previous one among them, and mirroring at 100%, when requests come, then
+    stable and the canary get them all, and the previous version none."""
+
+    async def scenario() -> None:
+        stable, canary, previous = FakeVersion("iris-v1"), FakeVersion("iris-v2"), FakeVersion("iris-v0")
+        await started(stable, canary, previous)
+        cfg = config(stable, canary, canary_weight=20, mirror=100, previous=previous)
+        async with running(cfg, stable, canary, previous) as h:
+            for _ in range(50):
+                response = await h.client.send()
+                assert response.status == 200
+                assert header(response, "x-modelfleet-served-by") in {"iris-v1", "iris-v2"}
+            await asyncio.sleep(0.05)
+            assert previous.requests == []
+            assert h.count("mirrored", version="iris-v0") == 0
+            assert h.count("mirrored", version="iris-v2") == len(stable.requests)
+
+    run(scenario)
+
+
+def test_a_promotion_keeps_the_former_stable_versions_connections_and_circuit_as_previous() -> None:
+    """Given iris-v1 stable, when a promotion makes iris-v2 stable and iris-v1 previous, then iris-v1 keeps
+    its backend (connections, circuit, samples) and becomes the chain's previous version."""
+    old, new = FakeVersion("iris-v1"), FakeVersion("iris-v2")
+    old.port, new.port = 1, 2
+    router = Router()
+    router.apply(config(old, new, canary_weight=10))
+    assert router.route is not None
+    backend = router.route.stable
+    assert router.route.previous is None
+    router.apply(config(new, previous=old))
+    assert router.route.previous is backend
+    assert backend.role == "previous"
+    assert router.route.stable.name == "iris-v2"
+    router.apply(config(new, previous=old, retryOnStable=False))
+    assert router.route.previous is None  # without retries the chain ends at stable
 
 
 # -- mirroring ---------------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ class RouterMetrics:
         self.fallbacks = Counter(
             "modelfleet_fallbacks_total",
             "Requests a version could not answer, by what answered instead "
-            "(retry_on_stable, circuit_open, static_response).",
+            "(retry_on_stable, retry_on_previous, circuit_open, static_response).",
             (*labels, "reason"),
         )
         self.mirrored = Counter(

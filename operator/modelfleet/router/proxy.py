@@ -5,11 +5,18 @@ For each client request:
 1. `X-Modelfleet-Version: <version>` pins the request to that version: no split, no fallback, no circuit.
 2. Otherwise a version is drawn by weight. A request drawn for stable is copied to the canary with
    probability `mirrorPercent` / 100 (the copy's response is discarded).
-3. The fallback chain: a version whose circuit is open is skipped for stable (`circuit_open`); a canary
-   attempt that fails (5xx, timeout, refused or broken connection) is retried on stable when
-   `retryOnStable` (`retry_on_stable`); when still nothing answered, the static response, if configured,
-   answers (`static_response`); otherwise the client gets the last failure: the version's own 5xx
-   response, or a JSON 502 (connection failed), 504 (timed out) or 503 (circuit open).
+3. The fallback chain, chosen version -> stable -> previous -> static response: a version whose circuit is
+   open is skipped for stable (`circuit_open`); a canary attempt that fails (5xx, timeout, refused or
+   broken connection) is retried on stable when `retryOnStable` (`retry_on_stable`). When a previous
+   version is configured (the stable one before the last promotion, still warm) and `retryOnStable`,
+   it covers stable the same way: a stable attempt that fails is retried on it (`retry_on_previous`), and
+   a request bound for stable while stable's circuit is open goes to it (`circuit_open`). When still
+   nothing answered, the static response, if configured, answers (`static_response`); otherwise the
+   client gets the last failure: the version's own 5xx response, or a JSON 502 (connection failed), 504
+   (timed out) or 503 (circuit open).
+
+Each step counts one `modelfleet_fallbacks_total` against the version it moved on from; a version an open
+circuit skipped at the end of the chain counts only its 503 attempt.
 
 Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
 router made itself) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
@@ -38,9 +45,12 @@ log = logging.getLogger(__name__)
 PIN_HEADER = b"x-modelfleet-version"
 STATIC = "fallback-static"
 SERVED_BY_ROUTER = b"x-modelfleet-served-by: router\r\n"
-RETRY_ON_STABLE, CIRCUIT_OPEN, STATIC_RESPONSE = "retry_on_stable", "circuit_open", "static_response"
+RETRY_ON_STABLE, RETRY_ON_PREVIOUS = "retry_on_stable", "retry_on_previous"
+CIRCUIT_OPEN, STATIC_RESPONSE = "circuit_open", "static_response"
+FALLBACK_REASONS = (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN, STATIC_RESPONSE)
 _FALLBACK_HEADER = {
-    reason: f"x-modelfleet-fallback: {reason}\r\n".encode() for reason in (RETRY_ON_STABLE, CIRCUIT_OPEN)
+    reason: f"x-modelfleet-fallback: {reason}\r\n".encode()
+    for reason in (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN)
 }
 
 # Request headers that are not passed upstream: hop-by-hop ones, those the router sets itself, the pin.
@@ -92,8 +102,7 @@ class Backend:
         self.duration = metrics.duration.labels(deployment, version.name)
         self.mirrored = metrics.mirrored.labels(deployment, version.name)
         self.fallbacks = {
-            reason: metrics.fallbacks.labels(deployment, version.name, reason)
-            for reason in (RETRY_ON_STABLE, CIRCUIT_OPEN, STATIC_RESPONSE)
+            reason: metrics.fallbacks.labels(deployment, version.name, reason) for reason in FALLBACK_REASONS
         }
         self._codes: dict[int, CounterChild] = {}
         self.predictions = PredictionSample(version.protocol, samples, samples_per_second)
@@ -138,6 +147,12 @@ class Route:
         self.backends = [backends[version.name] for version in config.versions]
         self.by_name = {backend.name.encode(): backend for backend in self.backends}
         self.stable = backends[config.stable.name]
+        # The version that covers stable, when there is one and retries are on; None keeps the chain as it
+        # was without a previous version.
+        previous = config.previous
+        self.previous = (
+            backends[previous.name] if previous is not None and config.fallback.retry_on_stable else None
+        )
         self.timeout = config.fallback.timeout
         self.timeout_text = format_duration(config.fallback.timeout)
         self.retry_on_stable = config.fallback.retry_on_stable
@@ -329,6 +344,16 @@ class _Exchange:
             if backend is stable or not stable.allow(router._clock()):
                 if backend is not stable:
                     stable.count(503)
+                previous = route.previous
+                if previous is not None:
+                    if previous.allow(router._clock()):
+                        if backend is not stable:
+                            backend.fallbacks[CIRCUIT_OPEN].value += 1
+                        stable.fallbacks[CIRCUIT_OPEN].value += 1
+                        self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
+                        self._attempt(previous, _Exchange._previous_answer)
+                        return
+                    previous.count(503)
                 failure = Response.error(
                     503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
                 )
@@ -351,9 +376,21 @@ class _Exchange:
             self.request.respond(_reply(backend, result, self.note))
             return
         stable = route.stable
-        if backend is stable or not route.retry_on_stable or not stable.allow(self.router._clock()):
-            if backend is not stable and route.retry_on_stable:
+        if backend is stable:
+            self._stable_failed(result)
+            return
+        if not route.retry_on_stable or not stable.allow(self.router._clock()):
+            if route.retry_on_stable:
                 stable.count(503)  # its circuit is open too
+                previous = route.previous
+                if previous is not None:
+                    if previous.allow(self.router._clock()):
+                        backend.fallbacks[RETRY_ON_STABLE].value += 1
+                        stable.fallbacks[CIRCUIT_OPEN].value += 1
+                        self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
+                        self._attempt(previous, _Exchange._previous_answer)
+                        return
+                    previous.count(503)
             failure = _failure_reply(backend, result, route)
             self.request.respond(self.router._last_resort(route, backend, failure))
             return
@@ -361,12 +398,32 @@ class _Exchange:
         self._attempt(stable, _Exchange._retry_answer)
 
     def _retry_answer(self, result: Result) -> None:
-        stable = self.backend
         if type(result) is UpstreamResponse and result.status < 500:
-            self.request.respond(_reply(stable, result, _FALLBACK_HEADER[RETRY_ON_STABLE]))
+            self.request.respond(_reply(self.backend, result, _FALLBACK_HEADER[RETRY_ON_STABLE]))
             return
-        failure = _failure_reply(stable, result, self.route)
-        self.request.respond(self.router._last_resort(self.route, stable, failure))
+        self._stable_failed(result)
+
+    def _stable_failed(self, result: Result) -> None:
+        """Stable (`self.backend`) failed: on to the previous version if it may be tried, else the end."""
+        stable, route = self.backend, self.route
+        previous = route.previous
+        if previous is not None:
+            if previous.allow(self.router._clock()):
+                stable.fallbacks[RETRY_ON_PREVIOUS].value += 1
+                self.note = _FALLBACK_HEADER[RETRY_ON_PREVIOUS]
+                self._attempt(previous, _Exchange._previous_answer)
+                return
+            previous.count(503)  # its circuit is open too
+        failure = _failure_reply(stable, result, route)
+        self.request.respond(self.router._last_resort(route, stable, failure))
+
+    def _previous_answer(self, result: Result) -> None:
+        previous, route = self.backend, self.route
+        if type(result) is UpstreamResponse and result.status < 500:
+            self.request.respond(_reply(previous, result, self.note))
+            return
+        failure = _failure_reply(previous, result, route)
+        self.request.respond(self.router._last_resort(route, previous, failure))
 
     def _pinned_answer(self, result: Result) -> None:
         if type(result) is UpstreamResponse:
