@@ -203,6 +203,26 @@ def test_router_config_without_canary_sends_everything_to_stable_and_mirrors_not
     assert config.mirror_percent == 0
 
 
+def test_router_config_names_the_warm_previous_version_for_fallback_only() -> None:
+    config = build_router_config(
+        OWNER,
+        SPEC,
+        {"iris-v1": V1, "iris-v2": V2},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        previous="iris-v1",
+    )
+    assert [(v.name, v.weight, v.role) for v in config.versions] == [
+        ("iris-v2", 100, "stable"),
+        ("iris-v1", 0, "previous"),
+    ]
+    assert config.versions[1].url == "http://iris-iris-v1.ml.svc:8080"
+    data = build_router_configmap(OWNER, config)["data"]["config.json"]
+    assert RouterConfig.model_validate(json.loads(data)) == config
+
+
 def test_router_config_keeps_a_canary_at_weight_zero_for_mirroring() -> None:
     config = build_router_config(
         OWNER,

@@ -70,7 +70,7 @@ def test_steps_set_weights_and_pauses_hold_them_for_their_duration() -> None:
     assert world.status.canary_version == ""
     assert world.status.canary_weight == 0
     assert world.status.current_step == 4
-    assert world.traffic() == SetTraffic("v2", "", 0, 0)
+    assert world.traffic() == SetTraffic("v2", "", 0, 0, previous="v1")
     assert world.status.previous_stable_version == "v1"
     assert world.status.previous_warm_until == world.now + timedelta(minutes=10)
     assert world.ensured() == {"v2": 2, "v1": 2}

@@ -103,7 +103,7 @@ def test_immediate_switches_only_once_the_new_pods_are_ready() -> None:
     assert world.phase() == DeploymentPhase.HEALTHY
     assert world.status.stable_version == "v2"
     assert world.status.canary_version == ""
-    assert world.traffic() == SetTraffic("v2", "", 0, 0)
+    assert world.traffic() == SetTraffic("v2", "", 0, 0, previous="v1")
     assert world.status.previous_stable_version == "v1"
     assert world.status.previous_warm_until == world.now + timedelta(minutes=10)
     assert world.ensured() == {"v2": 2, "v1": 2}

@@ -6,7 +6,7 @@ from rollout_world import ABORT, PROMOTE, RETRY, World, deployment_spec
 
 from modelfleet.api.deployment import DeploymentPhase, RolloutResult
 from modelfleet.api.monitor import Verdict
-from modelfleet.rollout import ConsumeAnnotation, SetTraffic
+from modelfleet.rollout import ConsumeAnnotation, SetTraffic, addressed_versions
 
 
 def serving_v1(monitor: str | None = None) -> World:
@@ -29,7 +29,7 @@ def test_promote_skips_the_remaining_steps() -> None:
 
     assert world.phase() == DeploymentPhase.HEALTHY
     assert world.status.stable_version == "v2"
-    assert world.traffic() == SetTraffic("v2", "", 0, 0)
+    assert world.traffic() == SetTraffic("v2", "", 0, 0, previous="v1")
     assert world.decision.of_type(ConsumeAnnotation) == [ConsumeAnnotation(PROMOTE)]
     assert world.status.history[0].result == RolloutResult.PROMOTED
     assert world.status.history[0].reason == "promoted by hand (modelfleet.io/promote)"
@@ -104,6 +104,18 @@ def test_retry_starts_the_rolled_back_version_again() -> None:
     assert world.status.canary_weight == 10  # its pods are still ready
     assert world.phase() == DeploymentPhase.PROGRESSING
     assert ("Normal", "Retry") in world.events()
+
+
+def test_a_rolled_back_version_keeps_its_address_for_a_retry() -> None:
+    world = rolled_back_v2()
+    assert world.removed() == ["v2"]  # its pods go
+    assert addressed_versions(world.spec, world.status) == {"v1", "v2"}  # its Service stays
+
+    world.annotate(RETRY).decide()
+    assert addressed_versions(world.spec, world.status) == {"v1", "v2"}
+
+    world.change(version="v1").decide()  # the Deployment gives v2 up, but its history still names it
+    assert "v2" in addressed_versions(world.spec, world.status)
 
 
 def test_a_new_spec_version_clears_the_rolled_back_one() -> None:

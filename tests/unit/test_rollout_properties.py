@@ -199,7 +199,11 @@ class RolloutMachine(RuleBasedStateMachine):
         if new.stable_version:
             assert traffic == [
                 SetTraffic(
-                    new.stable_version, new.canary_version, new.canary_weight, traffic[0].mirror_percent
+                    new.stable_version,
+                    new.canary_version,
+                    new.canary_weight,
+                    traffic[0].mirror_percent,
+                    traffic[0].previous,
                 )
             ]
         else:
@@ -208,6 +212,10 @@ class RolloutMachine(RuleBasedStateMachine):
         removed = {a.version for a in decision.of_type(RemoveVersion)}
         assert not ensured & removed
         assert {v for v in (new.stable_version, new.canary_version) if v} <= ensured
+        if traffic and traffic[0].previous:  # the router falls back only to a warm, ready former stable
+            assert traffic[0].previous == new.previous_stable_version
+            assert traffic[0].previous in ensured
+            assert traffic[0].previous not in {new.stable_version, new.canary_version}
 
         # History is bounded and newest first; the status survives a trip through JSON.
         assert len(new.history) <= 20

@@ -38,6 +38,20 @@ def test_previous_version_stays_warm_for_the_rollback_window_then_goes() -> None
     assert world.decision.requeue_after is None
 
 
+def test_the_warm_previous_version_backs_stable_up_in_the_router_while_it_is_ready() -> None:
+    world = promoted_v2()
+    assert world.traffic() == SetTraffic("v2", "", 0, 0, previous="v1")
+
+    world.not_ready("v1").decide()  # no pod of it can answer: the router is not sent to it
+    assert world.traffic() == SetTraffic("v2", "", 0, 0)
+
+    world.ready("v1").decide()
+    assert world.traffic() == SetTraffic("v2", "", 0, 0, previous="v1")
+
+    world.tick(600).decide()  # the rollback window is over: it goes, and leaves the chain
+    assert world.traffic() == SetTraffic("v2", "", 0, 0)
+
+
 def test_degraded_stable_rolls_back_to_the_warm_previous_version() -> None:
     world = promoted_v2()
     world.ready("v1")

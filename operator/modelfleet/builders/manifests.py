@@ -17,7 +17,7 @@ from typing import Any
 from modelfleet.api.common import API_VERSION
 from modelfleet.api.deployment import DeploymentSpec
 from modelfleet.api.modelversion import ModelVersionSpec
-from modelfleet.api.routerconfig import CONFIG_KEY, RouterConfig, Version
+from modelfleet.api.routerconfig import CONFIG_KEY, Role, RouterConfig, Version
 from modelfleet.api.routerconfig import Fallback as RouterFallback
 
 Manifest = dict[str, Any]
@@ -235,16 +235,20 @@ def build_router_config(
     canary: str,
     canary_weight: int,
     mirror_percent: int,
+    previous: str = "",
 ) -> RouterConfig:
-    """The router's configuration for a traffic split. `versions` must hold stable (and canary)."""
+    """The router's configuration for a traffic split. `versions` must hold stable (and canary, and
+    previous: the warm former stable version, which takes no traffic but answers when stable fails)."""
     if stable not in versions:
         raise ValueError(f"no ModelVersion spec for the stable version {stable}")
     if canary and canary not in versions:
         raise ValueError(f"no ModelVersion spec for the canary version {canary}")
+    if previous and previous not in versions:
+        raise ValueError(f"no ModelVersion spec for the previous version {previous}")
     if not 0 <= canary_weight <= 100:
         raise ValueError(f"canary weight {canary_weight} is not within 0..100")
 
-    def version(name: str, weight: int, role: str) -> Version:
+    def version(name: str, weight: int, role: Role) -> Version:
         mv = versions[name]
         return Version.model_validate(
             {
@@ -259,6 +263,8 @@ def build_router_config(
     entries = [version(stable, 100 - canary_weight if canary else 100, "stable")]
     if canary:
         entries.append(version(canary, canary_weight, "canary"))
+    if previous and previous not in {stable, canary}:
+        entries.append(version(previous, 0, "previous"))
     fallback = RouterFallback.model_validate(spec.fallback.to_k8s())
     return RouterConfig(
         deployment=owner.name,

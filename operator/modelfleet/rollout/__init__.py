@@ -5,7 +5,7 @@ traffic split, annotations consumed, events) that the controller carries out. do
 describes the phases, the step logic and the verdict rules.
 """
 
-from modelfleet.rollout.machine import decide, step_weight
+from modelfleet.rollout.machine import addressed_versions, decide, step_weight
 from modelfleet.rollout.types import (
     SERVABLE,
     Action,
@@ -32,6 +32,7 @@ __all__ = [
     "RemoveVersion",
     "Servability",
     "SetTraffic",
+    "addressed_versions",
     "decide",
     "step_weight",
 ]

@@ -68,6 +68,22 @@ def step_weight(steps: Sequence[CanaryStep], index: int) -> int:
     return 0
 
 
+def addressed_versions(spec: DeploymentSpec, status: DeploymentStatus) -> frozenset[str]:
+    """The versions whose Service (their address) is kept: every version the Deployment names in its
+    spec, its status or its bounded history. A version's pods come and go (abort, retry, scale, the
+    rollback window), but its Service, and so its cluster IP and DNS answer, stays for as long as the
+    Deployment may send it traffic again, so no router or DNS cache can hold a stale address."""
+    named = {
+        spec.version,
+        status.stable_version,
+        status.canary_version,
+        status.previous_stable_version,
+        status.aborted_version,
+        *(entry.version for entry in status.history),
+    }
+    return frozenset(named - {""})
+
+
 def decide(
     spec: DeploymentSpec, status: DeploymentStatus, observation: Observation, now: datetime
 ) -> Decision:
@@ -392,6 +408,16 @@ class _Rollout:
         self.analysis = AnalysisStatus(last_measured_at=self.now)
         self._event("Warning", "RolledBack", f"{degraded} degraded ({reason}); {target} serves all traffic")
 
+    def _previous_covers(self) -> bool:
+        """Is the previous stable version warm, ready and apart from the split, so that the router may
+        fall back to it when stable cannot answer?"""
+        return (
+            bool(self.previous)
+            and self.previous in self.ensured
+            and self.previous not in {self.stable, self.canary}
+            and self.obs.ready_replicas.get(self.previous, 0) > 0
+        )
+
     def _keep_previous_warm(self) -> None:
         if not self.previous or self.warm_until is None:
             return
@@ -604,7 +630,8 @@ class _Rollout:
         if self.stable:
             entered = self.canary and self.step_started_at is not None and not self._immediate
             mirror = self.spec.strategy.canary.mirror_percent if entered else 0
-            versions.append(SetTraffic(self.stable, self.canary, self.weight, mirror))
+            previous = self.previous if self._previous_covers() else ""
+            versions.append(SetTraffic(self.stable, self.canary, self.weight, mirror, previous))
         status = DeploymentStatus(
             observed_generation=self.obs.generation,
             phase=phase,

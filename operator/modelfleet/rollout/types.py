@@ -88,12 +88,15 @@ class RemoveVersion:
 @dataclass(frozen=True)
 class SetTraffic:
     """The router's split: `canary_weight` percent to the canary, the rest to stable; `mirror_percent`
-    of stable traffic copied to the canary. `canary` is empty when no rollout is under way."""
+    of stable traffic copied to the canary. `canary` is empty when no rollout is under way. `previous`
+    is the last stable version while it is still warm and ready after a promotion: it takes no traffic
+    but answers when stable cannot (empty otherwise)."""
 
     stable: str
     canary: str
     canary_weight: int
     mirror_percent: int
+    previous: str = ""
 
 
 @dataclass(frozen=True)
