@@ -56,6 +56,7 @@ def loops(monkeypatch: pytest.MonkeyPatch) -> Loops:
     recorder = Loops()
     monkeypatch.setattr(deployment, "LOOPS", recorder)
     monkeypatch.setattr(deployment, "_owned_seen", {})
+    monkeypatch.setattr(deployment, "_applied", {})
     return recorder
 
 
@@ -107,3 +108,85 @@ def test_the_initial_listing_wakes_only_loops_already_running(monkeypatch: pytes
     other["metadata"]["name"] = "other-iris-v1"
     event("", other)
     assert recorder.woken == [("ml", "iris")]
+
+
+# --- self-healing: changes this controller did not make ---------------------------------------------
+
+
+def applied(api_version: str, kind: str, name: str, mark: str) -> None:
+    """As if the controller had just applied this object and the API server answered with `mark`."""
+    deployment._applied[("ml", f"{api_version}/{kind}", name)] = ("digest", mark)
+
+
+def service(name: str = "iris-iris-v1", resource_version: str = "10") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "resourceVersion": resource_version,
+            "ownerReferences": [
+                {"apiVersion": "modelfleet.io/v1alpha1", "kind": "Deployment", "name": "iris"}
+            ],
+        }
+    }
+
+
+on_service_event = cast(
+    Callable[..., Coroutine[Any, Any, None]],
+    deployment._owned_object_event("v1", "Service"),
+)
+
+
+def service_event(type: str, body: dict[str, Any]) -> None:
+    asyncio.run(on_service_event(type=type, body=body, namespace="ml"))
+
+
+def test_an_owned_object_deleted_by_hand_wakes_its_owner_and_is_applied_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = Loops(running={("ml", "iris")})
+    monkeypatch.setattr(deployment, "LOOPS", recorder)
+    monkeypatch.setattr(deployment, "_applied", {})
+    applied("v1", "Service", "iris-iris-v1", "r10")
+
+    service_event("DELETED", service())
+
+    assert recorder.woken == [("ml", "iris")]
+    assert ("ml", "v1/Service", "iris-iris-v1") not in deployment._applied  # the next apply is sent
+
+
+def test_an_owned_object_edited_by_hand_wakes_its_owner_but_its_own_write_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = Loops(running={("ml", "iris")})
+    monkeypatch.setattr(deployment, "LOOPS", recorder)
+    monkeypatch.setattr(deployment, "_applied", {})
+    applied("v1", "Service", "iris-iris-v1", "r10")
+
+    service_event("ADDED", service(resource_version="10"))  # the apply's own result
+    assert recorder.woken == []
+
+    service_event("MODIFIED", service(resource_version="11"))  # somebody else changed it
+    assert recorder.woken == [("ml", "iris")]
+    assert ("ml", "v1/Service", "iris-iris-v1") not in deployment._applied
+
+
+def test_an_edited_owned_deployment_wakes_its_owner_though_its_pods_did_not_change(loops: Loops) -> None:
+    applied("apps/v1", "Deployment", "iris-iris-v1", "g1")
+    event("ADDED", apps(ready=1, generation=1))
+    assert loops.woken == [("ml", "iris")]
+    event("MODIFIED", apps(ready=1, generation=1, conditions=[]))  # status churn: nobody
+    assert loops.woken == [("ml", "iris")]
+
+    event("MODIFIED", apps(ready=1, generation=2))  # `kubectl scale` or `edit` by hand
+
+    assert loops.woken == [("ml", "iris")] * 2
+    assert ("ml", "apps/v1/Deployment", "iris-iris-v1") not in deployment._applied
+
+
+def test_objects_of_an_owner_without_a_loop_wake_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Loops()
+    monkeypatch.setattr(deployment, "LOOPS", recorder)
+    monkeypatch.setattr(deployment, "_applied", {})
+    service_event("DELETED", service())
+    assert recorder.woken == []

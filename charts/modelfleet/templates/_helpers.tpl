@@ -57,12 +57,13 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
   resources: [deployments/finalizers]
   verbs: [update]
 # Model and router pods: applied (server-side apply creates or patches), watched, and removed per version.
+# Every owned kind is watched so that a hand-deleted or hand-edited object is restored at once.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Router configuration. get/list/watch also because the router's Role grants them (no escalation).
 - apiGroups: [""]
   resources: [configmaps]
@@ -70,10 +71,10 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
 # The router's identity and its read access to its own ConfigMap.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, patch]
+  verbs: [list, watch, create, patch]
 # Router pods, to scrape their /metrics and /predictions.
 - apiGroups: [""]
   resources: [pods]

@@ -64,6 +64,7 @@ from modelfleet.rollout import (
     Observation,
     Servability,
     SetTraffic,
+    addressed_versions,
     decide,
 )
 
@@ -86,8 +87,11 @@ def router_image() -> str:
 
 _interest: dict[Key, frozenset[str]] = {}
 """Names of the ModelVersions (and `model:<name>`) each Deployment depends on, to wake it on change."""
-_applied: dict[tuple[str, str, str], str] = {}
-"""Hash of the manifest last applied per (namespace, kind, name): an unchanged manifest is not sent."""
+_applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+"""Per (namespace, kind, name): the hash of the manifest last applied, and the mark of the object the
+apply left behind (`_mark`). An unchanged manifest is not sent again while the object keeps its mark;
+an event of the object with another mark is a change this controller did not make (a hand edit, a
+deletion): the entry is dropped and the owner reconciled, which applies the manifest again."""
 _seen: dict[Key, tuple[Any, ...]] = {}
 """What of each Deployment last woke its loop (uid, generation, annotations, deletion)."""
 _owned_seen: dict[Key, tuple[str, int]] = {}
@@ -99,17 +103,45 @@ def _manifest_key(manifest: kube.Obj) -> tuple[str, str, str]:
     return meta["namespace"], f"{manifest['apiVersion']}/{manifest['kind']}", meta["name"]
 
 
+def _mark(obj: Mapping[str, Any]) -> str:
+    """What changes when an object's desired state changes: the generation of objects that have one
+    (apps/v1 Deployments: status updates leave it alone), else the resourceVersion."""
+    meta = obj.get("metadata") or {}
+    if meta.get("generation"):
+        return f"g{meta['generation']}"
+    return f"r{meta.get('resourceVersion', '')}"
+
+
 def _apply(manifest: kube.Obj) -> None:
     key = _manifest_key(manifest)
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    if _applied.get(key) == digest:
+    known = _applied.get(key)
+    if known is not None and known[0] == digest:
         return
-    kube.apply(manifest)
-    _applied[key] = digest
+    applied = kube.apply(manifest)
+    _applied[key] = (digest, _mark(applied or {}))
 
 
 def _forget_applied(namespace: str, api_version: str, kind: str, name: str) -> None:
     _applied.pop((namespace, f"{api_version}/{kind}", name), None)
+
+
+def changed_by_others(
+    type: str | None, namespace: str, api_version: str, kind: str, body: Mapping[str, Any]
+) -> bool:
+    """Did an event of an owned object bring a change this controller did not make? A deletion counts,
+    and so does a change to an object whose mark differs from the one its last apply left; its own writes
+    and status updates do not. An object it has not applied since it started is applied by the next
+    reconcile anyway. A change forgets what was applied, so that the next reconcile applies it again."""
+    key = (namespace, f"{api_version}/{kind}", str((body.get("metadata") or {}).get("name", "")))
+    if type == "DELETED":
+        _applied.pop(key, None)
+        return True
+    known = _applied.get(key)
+    if known is None or known[1] == _mark(body):
+        return False
+    del _applied[key]
+    return True
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -248,7 +280,8 @@ def reconcile_sync(namespace: str, name: str) -> float | None:
         _apply(build_version_service(owner, version, mv.spec))
         _apply(build_version_deployment(owner, version, mv.spec, replicas))
     for traffic in decision.of_type(SetTraffic):
-        specs = {v: mv.spec for v in (traffic.stable, traffic.canary) if v and (mv := versions.get(v))}
+        in_config = (traffic.stable, traffic.canary, traffic.previous)
+        specs = {v: mv.spec for v in in_config if v and (mv := versions.get(v))}
         try:
             config = build_router_config(
                 owner,
@@ -258,12 +291,13 @@ def reconcile_sync(namespace: str, name: str) -> float | None:
                 canary=traffic.canary,
                 canary_weight=traffic.canary_weight,
                 mirror_percent=traffic.mirror_percent,
+                previous=traffic.previous if traffic.previous in specs else "",
             )
         except ValueError as error:
             log.warning("%s/%s: router configuration not changed: %s", namespace, name, error)
             continue
         _apply(build_router_configmap(owner, config))
-    _remove_out_of_play(namespace, name, owned, set(ensured))
+    _remove_out_of_play(namespace, name, owned, set(ensured), addressed_versions(spec, decision.status))
 
     # 2. the status, only when it changed and only over the status that was read
     new_status = decision.status.to_k8s()
@@ -293,12 +327,16 @@ def reconcile_sync(namespace: str, name: str) -> float | None:
     return decision.requeue_after.total_seconds()
 
 
-def _remove_out_of_play(namespace: str, name: str, owned: list[kube.Obj], wanted: set[str]) -> None:
-    """Delete the apps/v1 Deployments and Services of versions no EnsureVersion names."""
+def _remove_out_of_play(
+    namespace: str, name: str, owned: list[kube.Obj], running: set[str], addressed: frozenset[str]
+) -> None:
+    """Delete the apps/v1 Deployments of versions no EnsureVersion names, and the Services of versions
+    the Deployment no longer names at all (`addressed_versions`): a version's address outlives its pods."""
     services = kube.list_objects("v1", "Service", namespace, owned_selector(name, COMPONENT_MODEL))
     for obj in [*owned, *services]:
         version = _version_of(obj)
-        if version and version not in wanted:
+        keep = running | addressed if obj["kind"] == "Service" else running
+        if version and version not in keep:
             meta = obj["metadata"]
             if kube.delete(obj["apiVersion"], obj["kind"], namespace, meta["name"]):
                 log.info(
@@ -367,18 +405,54 @@ async def _owned_deployment_event(
 ) -> None:
     if namespace is None:
         return
+    edited = changed_by_others(type, namespace, "apps/v1", "Deployment", body)
     if type == "DELETED":
-        _forget_applied(namespace, "apps/v1", "Deployment", name)
         _owned_seen.pop((namespace, name), None)
     else:
         seen = (_version_of(body), ready_replicas(body))
-        if _owned_seen.get((namespace, name)) == seen:
+        if not edited and _owned_seen.get((namespace, name)) == seen:
             return  # nothing a reconcile reads changed: conditions, timestamps, pods not ready yet
         _owned_seen[(namespace, name)] = seen
     owner = _owner_name(body)
     # the initial listing (no type) wakes nobody new: each Deployment's own listing starts its loop
     if owner and (type or (namespace, owner) in LOOPS):
         LOOPS.wake(namespace, owner)
+
+
+def _owned_object_event(api_version: str, kind: str) -> Any:
+    """A handler for one more owned kind: a change that this controller did not make (deleted, edited
+    by hand) wakes the owner, whose reconcile applies the object again."""
+
+    async def handler(type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        if namespace is None or not changed_by_others(type, namespace, api_version, kind, body):
+            return
+        owner = _owner_name(body)
+        if owner and (namespace, owner) in LOOPS:
+            log.info(
+                "%s/%s: %s %s %s; restoring it",
+                namespace,
+                owner,
+                kind,
+                body["metadata"]["name"],
+                "deleted" if type == "DELETED" else "changed",
+            )
+            LOOPS.wake(namespace, owner)
+
+    handler.__name__ = handler.__qualname__ = f"_owned_{kind.lower()}_event"
+    return handler
+
+
+_MANAGED = {"app.kubernetes.io/managed-by": "modelfleet"}
+for _group, _version, _plural, _kind in (
+    ("", "v1", "services", "Service"),
+    ("", "v1", "configmaps", "ConfigMap"),
+    ("", "v1", "serviceaccounts", "ServiceAccount"),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+):
+    kopf.on.event(_group, _version, _plural, labels=_MANAGED)(
+        _owned_object_event(f"{_group}/{_version}" if _group else _version, _kind)
+    )
 
 
 def _wake_interested(namespace: str, interest: str) -> None:
