@@ -171,6 +171,39 @@ def test_failed_scrape_is_an_error_for_router_metrics() -> None:
     )
 
 
+def test_routers_still_starting_are_inconclusive_not_an_error() -> None:
+    window = Window(
+        "iris-v2", traffic=None, traffic_pending="no router pod is running yet: nothing to measure"
+    )
+
+    measurement = assess(monitor(ERRORS, P99), window, NOW)
+
+    assert [r.verdict for r in measurement.results] == [Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE]
+    assert measurement.results[0].message == "no router pod is running yet: nothing to measure"
+    assert overall_verdict(measurement) == Verdict.INCONCLUSIVE
+
+
+def test_a_scrape_error_wins_over_pending_routers() -> None:
+    window = Window("iris-v2", traffic=None, traffic_error="refused", traffic_pending="starting")
+
+    assert only(assess(monitor(ERRORS), window, NOW)).verdict == Verdict.ERROR
+
+
+def test_a_partial_sample_is_judged_on_the_pods_that_answered_and_says_so() -> None:
+    why = "1 of 2 router pods answered; scrape of router pod iris-router-b (10.0.0.7:9090) failed: timeout"
+    window = Window("iris-v2", traffic(requests=100, errors=1), partial=why)
+
+    measurement = assess(monitor(ERRORS), window, NOW)
+
+    assert only(measurement).verdict == Verdict.PASS
+    assert measurement.partial == why
+    # a Monitor of Prometheus queries alone has no router sample to be partial
+    kpi_only = assess(
+        monitor(KPI), Window("iris-v2", traffic(), partial=why, prometheus={"business-kpi": 2}), NOW
+    )
+    assert kpi_only.partial == ""
+
+
 def test_unreachable_prometheus_is_an_error() -> None:
     window = Window("iris-v2", prometheus={"business-kpi": ProviderError("prometheus: timed out")})
 

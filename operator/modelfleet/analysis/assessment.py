@@ -40,7 +40,12 @@ class Window:
     traffic: VersionTraffic | None = None
     """The version's router traffic in the window; None when the routers could not be scraped."""
     traffic_error: str = ""
-    """Why `traffic` is missing."""
+    """Why `traffic` is missing: the router metrics could not be read (an Error verdict)."""
+    traffic_pending: str = ""
+    """Why `traffic` is missing when there was nothing to read yet, e.g. no router pod running (an
+    Inconclusive verdict, which never counts toward a failure or error limit)."""
+    partial: str = ""
+    """Why the traffic sample is partial (router pods that did not answer); empty when it is whole."""
     predictions: Sequence[Prediction] = ()
     """Sampled predictions of this version."""
     reference_predictions: Sequence[Prediction] | None = None
@@ -77,6 +82,8 @@ def _result(metric: Metric, verdict: Verdict, message: str) -> MetricResult:
 def _assess_traffic(metric: Metric, window: Window, min_requests: int) -> MetricResult:
     traffic = window.traffic
     if traffic is None:
+        if window.traffic_pending and not window.traffic_error:
+            return _result(metric, Verdict.INCONCLUSIVE, window.traffic_pending)
         return _result(metric, Verdict.ERROR, window.traffic_error or "no router metrics for this window")
     count = f"{traffic.requests:g} requests"
     if traffic.requests < min_requests:
@@ -124,7 +131,9 @@ def assess(spec: MonitorSpec, window: Window, now: datetime) -> Measurement:
         else _assess_traffic(metric, window, spec.min_requests)
         for metric in spec.metrics
     ]
-    return Measurement(time=now, version=window.version, results=tuple(results))
+    uses_routers = any(metric.type != MetricType.PROMETHEUS for metric in spec.metrics)
+    partial = window.partial if uses_routers and window.traffic is not None else ""
+    return Measurement(time=now, version=window.version, results=tuple(results), partial=partial)
 
 
 def overall_verdict(measurement: Measurement) -> Verdict:

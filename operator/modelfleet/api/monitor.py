@@ -196,6 +196,9 @@ class Measurement(StatusModel):
     """The ModelVersion measured."""
     results: tuple[MetricResult, ...] = Field(default=(), max_length=20)
     """Per-metric values and verdicts."""
+    partial: Text = ""
+    """Set when the router metrics came from only some of the router pods: which did not answer, and
+    why. The window is judged on the pods that answered."""
 
 
 class MonitorPhase(StrEnum):

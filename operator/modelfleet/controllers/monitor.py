@@ -101,6 +101,11 @@ async def _fetch(url: str, seconds: float) -> bytes:
 def _router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
     """(pod name, pod IP) of the running router pods of a Deployment."""
     pods = kube.list_objects("v1", "Pod", namespace, owned_selector(deployment, COMPONENT_ROUTER))
+    return running_pods(pods)
+
+
+def running_pods(pods: list[kube.Obj]) -> list[tuple[str, str]]:
+    """(name, IP) of the pods that are running, have an address and are not being deleted."""
     out = []
     for pod in pods:
         status = pod.get("status") or {}
@@ -113,12 +118,18 @@ def _router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+NO_ROUTERS = "no router pod is running yet: nothing to measure"
+
+
 async def scrape_routers(
     pods: list[tuple[str, str]], now: datetime, port: int = ROUTER_ADMIN_PORT
-) -> tuple[Scrape | None, dict[str, list[Any]], str]:
-    """Every router pod's /metrics and /predictions: (scrape, predictions by version, error text)."""
+) -> tuple[Scrape | None, dict[str, list[Any]], str, str]:
+    """Every router pod's /metrics and /predictions: (scrape, predictions by version, error text, partial
+    text). The scrape holds the pods that answered; `partial` names those that did not. Only when no pod
+    answered is there no scrape, and the error says why. No pod to scrape gives neither: no scrape, no
+    error (nothing runs yet)."""
     if not pods:
-        return None, {}, "no running router pods to scrape"
+        return None, {}, "", ""
 
     async def one(pod: str, ip: str) -> tuple[str, str, Any]:
         host = f"[{ip}]" if ":" in ip else ip
@@ -132,15 +143,18 @@ async def scrape_routers(
     results = await asyncio.gather(*(one(pod, ip) for pod, ip in pods), return_exceptions=True)
     samples = {}
     predictions: dict[str, list[Any]] = {}
+    failures: list[str] = []
     for (pod, ip), result in zip(pods, results, strict=True):
         if isinstance(result, BaseException):
             why = str(result) or type(result).__name__
-            return None, {}, f"scrape of router pod {pod} ({ip}:{port}) failed: {why}"[:512]
+            failures.append(f"scrape of router pod {pod} ({ip}:{port}) failed: {why}")
+            continue
         _, text, prediction_text = result
         try:
             samples[pod] = parse_exposition(text)
         except ExpositionError as error:
-            return None, {}, f"router pod {pod}: bad metrics: {error}"[:512]
+            failures.append(f"router pod {pod}: bad metrics: {error}")
+            continue
         try:
             document = json.loads(prediction_text)
         except ValueError:
@@ -149,7 +163,12 @@ async def scrape_routers(
             for version, values in document.items():
                 if isinstance(values, list):
                     predictions.setdefault(str(version), []).extend(values)
-    return Scrape(now, samples), predictions, ""
+    if not samples:
+        return None, {}, "; ".join(failures)[:512], ""
+    partial = ""
+    if failures:
+        partial = f"{len(samples)} of {len(pods)} router pods answered; " + "; ".join(failures)
+    return Scrape(now, samples), predictions, "", partial[:1024]
 
 
 async def query_prometheus(address: str, query: str) -> float | ProviderError:
@@ -284,11 +303,13 @@ async def _measure(namespace: str, name: str) -> float | None:
 
     router_metric_types = {m.type for m in spec.metrics} - {MetricType.PROMETHEUS}
     traffic: VersionTraffic | None = None
-    traffic_error = ""
+    traffic_error = traffic_pending = partial = ""
     predictions: dict[str, list[Any]] = {}
     if router_metric_types:
         pods = await kube.run(_router_pods, namespace, spec.deployment)
-        scrape, predictions, traffic_error = await scrape_routers(pods, now)
+        scrape, predictions, traffic_error, partial = await scrape_routers(pods, now)
+        if not pods:
+            traffic_pending = NO_ROUTERS
         if scrape is not None:
             previous = _previous.get(key)
             _previous[key] = scrape
@@ -310,6 +331,8 @@ async def _measure(namespace: str, name: str) -> float | None:
         version=version,
         traffic=traffic,
         traffic_error=traffic_error,
+        traffic_pending=traffic_pending,
+        partial=partial,
         predictions=predictions.get(version, ()),
         reference_predictions=predictions.get(reference, ()) if reference else None,
         prometheus=prometheus,
@@ -318,6 +341,8 @@ async def _measure(namespace: str, name: str) -> float | None:
     verdict = overall_verdict(measurement)
     metrics.MEASUREMENTS.labels(verdict.value).inc()
     message = f"{version}: {verdict.value}: {summarize(measurement)}"
+    if measurement.partial:
+        message += f" (partial sample: {measurement.partial})"
     status = _monitor_status(
         monitor, now, measurement=measurement, message=message, ready=True, reason="Measuring"
     )
