@@ -19,6 +19,7 @@ from modelfleet.controllers.leader import (
     may_acquire,
     micro_time,
     observe,
+    pod_of,
     released,
     renewal_overdue,
     run_as_leader,
@@ -75,6 +76,15 @@ def test_a_free_lease_or_our_own_may_be_written_at_once() -> None:
     assert may_acquire(None, "b", now=0, timing=T)
     assert may_acquire(Observation(held_by(""), observed_at=0), "b", now=0, timing=T)
     assert may_acquire(Observation(held_by("b"), observed_at=0), "b", now=0, timing=T)
+
+
+def test_an_earlier_container_of_the_same_pod_hands_its_lease_on_at_once() -> None:
+    seen = Observation(held_by("op-7d9f.1234_aaaa1111"), observed_at=100)
+    assert pod_of("op-7d9f.1234_bbbb2222") == "op-7d9f.1234"
+    assert may_acquire(seen, "op-7d9f.1234_bbbb2222", now=100, timing=T, pod="op-7d9f.1234")
+    # another pod, or a process outside a pod, still waits the lease out
+    assert not may_acquire(seen, "op-55c1.9876_cccc3333", now=100, timing=T, pod="op-55c1.9876")
+    assert not may_acquire(seen, "op-7d9f.1234_bbbb2222", now=100, timing=T)
 
 
 def test_claim_renews_our_own_record_and_counts_takeovers() -> None:
@@ -204,6 +214,24 @@ def test_a_standby_takes_over_a_lease_that_stopped_being_renewed() -> None:
     assert T.lease_duration <= waited <= T.lease_duration + T.retry_period
     assert lease.record is not None
     assert (lease.record.holder, lease.record.transitions) == ("b", 1)
+
+
+def test_a_restarted_container_takes_its_own_pods_lease_without_waiting() -> None:
+    lease, time = MemoryLease(), FakeTime()
+    first = LeaderElector(lease, "op-1.uid_aaaa", T, clock=time.clock, sleep=time.sleep, same_pod=True)
+    restarted = LeaderElector(lease, "op-1.uid_bbbb", T, clock=time.clock, sleep=time.sleep, same_pod=True)
+    other_pod = LeaderElector(lease, "op-2.uid_cccc", T, clock=time.clock, sleep=time.sleep, same_pod=True)
+
+    async def scenario() -> float:
+        await first.acquire()  # then the container is killed: it never renews nor releases
+        assert not await other_pod.try_acquire_or_renew()
+        started = time.now
+        await restarted.acquire()
+        return time.now - started
+
+    assert asyncio.run(scenario()) == 0
+    assert lease.record is not None
+    assert lease.record.holder == "op-1.uid_bbbb"
 
 
 def test_the_leader_stops_when_another_holder_appears() -> None:

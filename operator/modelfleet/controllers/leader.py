@@ -115,13 +115,24 @@ def observe(previous: Observation | None, record: LeaseRecord, now: float) -> Ob
     return Observation(record, now)
 
 
-def may_acquire(observation: Observation | None, identity: str, now: float, timing: Timing) -> bool:
+def pod_of(identity: str) -> str:
+    """The pod part of an identity (`<pod>_<random>`): what all the containers of one pod share."""
+    return identity.rsplit("_", 1)[0] if "_" in identity else ""
+
+
+def may_acquire(
+    observation: Observation | None, identity: str, now: float, timing: Timing, *, pod: str = ""
+) -> bool:
     """May `identity` write itself as holder? Yes when nobody holds the Lease, when it holds it already,
-    or when the holder let it expire (no change seen for the record's lease duration)."""
+    when the holder let it expire (no change seen for the record's lease duration), or when the holder
+    is an earlier container of this very pod (`pod`, empty outside a pod): the kubelet runs one container
+    of a pod at a time, so a restarted container takes its own Lease at once instead of waiting it out."""
     if observation is None:
         return True
     record = observation.record
     if not record.holder or record.holder == identity:
+        return True
+    if pod and pod_of(record.holder) == pod:
         return True
     duration = record.lease_duration_seconds or timing.lease_duration
     return now >= observation.observed_at + duration
@@ -200,9 +211,12 @@ class LeaderElector:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], str] = lambda: micro_time(datetime.now(UTC)),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        same_pod: bool = False,
     ) -> None:
         self.store = store
         self.identity = identity
+        self.pod = pod_of(identity) if same_pod else ""
+        """This candidate's pod, when an earlier container of it may hand its Lease on at once."""
         self.timing = timing or Timing()
         self.clock = clock
         self.wall = wall
@@ -249,12 +263,17 @@ class LeaderElector:
         self.observation = observe(self.observation, current, now)
         if self.leading and current.holder != self.identity:
             raise LeadershipLost(f"the Lease is now held by {current.holder or 'nobody'}")
-        if not may_acquire(self.observation, self.identity, now, self.timing):
+        if not may_acquire(self.observation, self.identity, now, self.timing, pod=self.pod):
             return False
         record = claim(current, self.identity, self.wall(), self.timing)
         self._resource_version = self.store.update(record, resource_version)
         if current.holder != self.identity:
-            logger.info("took over the lease from %s", current.holder or "nobody")
+            earlier = (
+                " (an earlier container of this pod)"
+                if self.pod and pod_of(current.holder) == self.pod
+                else ""
+            )
+            logger.info("took over the lease from %s%s", current.holder or "nobody", earlier)
         self._won(record, now)
         return True
 
@@ -393,8 +412,19 @@ def default_namespace() -> str:
 
 
 def default_identity() -> str:
-    """The pod's name (its hostname) with a random suffix, so that a restarted process is a new candidate."""
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    """`<pod>_<random>`: the pod's name and UID when running in one (POD_NAME, POD_UID from the downward
+    API), else the hostname; the random suffix makes a restarted process a new candidate."""
+    pod = os.environ.get("POD_NAME") or socket.gethostname()
+    uid = os.environ.get("POD_UID", "").replace("_", "")
+    if uid:
+        pod = f"{pod}.{uid}"
+    return f"{pod}_{uuid.uuid4().hex[:8]}"
+
+
+def in_a_pod() -> bool:
+    """Running as a pod with its own identity (POD_NAME and POD_UID set): only then may a restarted
+    container take over the Lease of an earlier container of the same pod."""
+    return bool(os.environ.get("POD_NAME") and os.environ.get("POD_UID"))
 
 
 # ---- running the operator as leader -----------------------------------------------------------------

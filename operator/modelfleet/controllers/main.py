@@ -104,7 +104,9 @@ def main(argv: list[str]) -> int:
 
         lease_namespace = args.leader_election_namespace or leader.default_namespace()
         elector = leader.LeaderElector(
-            leader.KubernetesLeaseStore(lease_namespace, leader.LEASE_NAME), leader.default_identity()
+            leader.KubernetesLeaseStore(lease_namespace, leader.LEASE_NAME),
+            leader.default_identity(),
+            same_pod=leader.in_a_pod(),
         )
         return asyncio.run(leader.run_as_leader(elector, run_operator, liveness_url=args.liveness))
     asyncio.run(run_operator())
