@@ -1251,8 +1251,18 @@ def run(
             cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
         if webhook is not None:
             webhook.close()
-        if not cluster.wait_namespace_gone(NAMESPACE_DELETION_SECONDS):
-            print(f"  namespace {NAMESPACE} is still terminating; it goes away by itself", flush=True)
+        try:
+            gone = cluster.wait_namespace_gone(NAMESPACE_DELETION_SECONDS)
+        except RuntimeError as error:  # the API server went away meanwhile
+            print(f"  could not check the namespace: {error}", flush=True)
+            gone = False
+        if not gone:
+            print(
+                f"  namespace {NAMESPACE} may still be there: it is deleted at the start of the next run, "
+                f"or by hand: kubectl delete namespace {NAMESPACE}; "
+                + "; ".join(f"kubectl delete {kind} {name}" for kind, name in leftovers),
+                flush=True,
+            )
 
     return {
         "benchmark": "operator",
