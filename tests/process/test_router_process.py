@@ -82,6 +82,38 @@ def test_a_failing_canary_at_weight_50_costs_clients_nothing_over_10000_requests
     assert metric(text, "modelfleet_request_duration_seconds_count", version="iris-v1") == 10_000
 
 
+def test_a_failing_stable_is_covered_by_the_warm_previous_version(
+    config_file: Path, started_routers: list[Process], stable_server: Process, failing_server: Process
+) -> None:
+    """Given a newly promoted stable that answers every request with 500 and the former stable kept warm as
+    the previous version, when 400 requests go through, then every client gets a 200 from the previous
+    version: retried at first, sent there directly once stable's circuit is open."""
+    write_config(
+        config_file,
+        [("iris-v2", failing_server, 100, "stable"), ("iris-v1", stable_server, 0, "previous")],
+        fallback={"retryOnStable": True},
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+    tally = asyncio.run(load(proxy.port, requests=400, concurrency=8))
+
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 400}
+    assert dict(tally.served_by) == {"iris-v1": 400}
+    assert set(tally.fallbacks) == {"retry_on_previous", "circuit_open"}
+    assert sum(tally.fallbacks.values()) == 400
+
+    text = get_text(proxy.admin_port, "/metrics")
+    retried = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="retry_on_previous")
+    skipped = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="circuit_open")
+    assert retried == tally.fallbacks["retry_on_previous"]
+    assert skipped == tally.fallbacks["circuit_open"]
+    assert retried >= 20  # the circuit opens only after minRequests failures
+    assert metric(text, "modelfleet_requests_total", version="iris-v2", code="500") == retried
+    assert metric(text, "modelfleet_requests_total", version="iris-v1", code="200") == 400
+    assert metric(text, "modelfleet_fallbacks_total", version="iris-v1") == 0
+    assert metric(text, "modelfleet_circuit_open", version="iris-v2") == 1
+
+
 def test_weights_change_under_load_within_a_second_and_no_request_fails(
     config_file: Path, started_routers: list[Process], stable_server: Process, shifted_server: Process
 ) -> None:
