@@ -112,18 +112,40 @@ def _mark(obj: Mapping[str, Any]) -> str:
     return f"r{meta.get('resourceVersion', '')}"
 
 
+_cluster_ips: dict[tuple[str, str, str], str] = {}
+"""The cluster IP each owned Service got: a Service deleted by somebody else is created again with the
+same address, so that clients, routers and DNS caches holding it keep working."""
+_lost_services: set[tuple[str, str, str]] = set()
+"""Owned Services deleted by somebody else, to be created again at their old cluster IP."""
+
+
 def _apply(manifest: kube.Obj) -> None:
     key = _manifest_key(manifest)
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     known = _applied.get(key)
     if known is not None and known[0] == digest:
         return
-    applied = kube.apply(manifest)
+    address = _cluster_ips.get(key, "") if key in _lost_services else ""
+    _lost_services.discard(key)
+    applied: kube.Obj | None = None
+    if address:
+        try:
+            applied = kube.apply({**manifest, "spec": {**manifest["spec"], "clusterIP": address}})
+        except (kube.Conflict, kube.ApiError) as error:  # the address was taken meanwhile
+            log.warning("%s %s: cluster IP %s not available again: %s", key[1], key[2], address, error)
+    if applied is None:
+        applied = kube.apply(manifest)
     _applied[key] = (digest, _mark(applied or {}))
+    cluster_ip = ((applied or {}).get("spec") or {}).get("clusterIP")
+    if manifest["kind"] == "Service" and cluster_ip and cluster_ip != "None":
+        _cluster_ips[key] = str(cluster_ip)
 
 
 def _forget_applied(namespace: str, api_version: str, kind: str, name: str) -> None:
-    _applied.pop((namespace, f"{api_version}/{kind}", name), None)
+    key = (namespace, f"{api_version}/{kind}", name)
+    _applied.pop(key, None)
+    _cluster_ips.pop(key, None)
+    _lost_services.discard(key)
 
 
 def changed_by_others(
@@ -135,7 +157,8 @@ def changed_by_others(
     reconcile anyway. A change forgets what was applied, so that the next reconcile applies it again."""
     key = (namespace, f"{api_version}/{kind}", str((body.get("metadata") or {}).get("name", "")))
     if type == "DELETED":
-        _applied.pop(key, None)
+        if _applied.pop(key, None) is not None and key in _cluster_ips:
+            _lost_services.add(key)
         return True
     known = _applied.get(key)
     if known is None or known[1] == _mark(body):
