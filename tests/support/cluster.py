@@ -132,6 +132,11 @@ class Cluster:
         detail = f" (last error: {last_error})" if last_error else ""
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
+    def api_answers(self) -> bool:
+        """Does the API server answer /readyz within a second?"""
+        result = self.kubectl("--request-timeout=1s", "get", "--raw=/readyz", check=False, timeout=10)
+        return result.returncode == 0
+
     def new_namespace(self, prefix: str = "mf-test", labels: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         manifest: dict[str, Any] = {
