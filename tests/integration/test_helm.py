@@ -13,6 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,9 @@ import yaml
 
 from support.cluster import REPO, VERSIONS, Cluster
 from support.tools import helm_binary
+
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from helpers import record_result
 
 CHART = REPO / "charts" / "modelfleet"
 HELM = helm_binary()
@@ -333,3 +338,76 @@ def test_model_is_served_through_the_installed_operator(cluster: Cluster, releas
 
     log = release.operator_log()
     assert "forbidden" not in log.lower(), "the operator was refused an API call: RBAC misses a verb"
+
+
+@pytest.mark.local_cluster
+def test_a_crashed_operator_container_decides_again_without_waiting_out_its_lease(
+    cluster: Cluster, release: Release
+) -> None:
+    """Given the installed operator leading with one replica, when its process is SIGKILLed (the
+    container crashes and the kubelet starts it again in the same pod), then the new container takes
+    the Lease of its own pod at once and reconciles a spec change made right after the crash."""
+    release.install()
+    ns = release.namespace
+    cluster.apply(
+        [
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "iris"},
+                "spec": {},
+            },
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "ModelVersion",
+                "metadata": {"name": "iris-v1"},
+                "spec": {"model": "iris", "version": "1", "image": "localhost/iris-server:1"},
+            },
+            {
+                "apiVersion": "modelfleet.io/v1alpha1",
+                "kind": "Deployment",
+                "metadata": {"name": "iris"},
+                "spec": {"model": "iris", "version": "iris-v1"},
+            },
+        ],
+        namespace=ns,
+    )
+
+    def observed(generation: int) -> bool:
+        status = cluster.get("deployments.modelfleet.io", "iris", ns).get("status") or {}
+        return int(status.get("observedGeneration") or 0) >= generation
+
+    cluster.wait_for("the first reconcile", lambda: observed(1), timeout=120)
+    (pod,) = release.operator_pods()
+    holder = release.lease_holder()
+    assert holder.startswith(f"{pod['metadata']['name']}.{pod['metadata']['uid']}_"), holder
+    found = subprocess.run(
+        ["pgrep", "-f", f"modelfleet operator --namespace={ns} "], capture_output=True, text=True, check=False
+    )
+    (pid,) = found.stdout.split()
+
+    subprocess.run(["kill", "-KILL", pid], check=True)
+    crashed = time.monotonic()
+    cluster.kubectl(
+        "patch",
+        "deployments.modelfleet.io",
+        "iris",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 2}}',
+    )
+    cluster.wait_for(
+        "the change reconciled by the restarted container", lambda: observed(2), timeout=60, interval=0.1
+    )
+    seconds = time.monotonic() - crashed
+
+    (after,) = release.operator_pods()
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, a new container
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 1
+    new_holder = release.lease_holder()
+    assert new_holder != holder
+    assert new_holder.rsplit("_", 1)[0] == holder.rsplit("_", 1)[0]
+    assert "an earlier container of this pod" in release.operator_log()
+    record_result("operator_container_restart", {"secondsFromCrashToDecision": round(seconds, 2)})
