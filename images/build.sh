@@ -21,6 +21,7 @@
 #   KIND_CLUSTER_NAME          with IMAGE_LOADER=kind: the kind cluster (default: kind's own default)
 #   MODELFLEET_DEBIAN_MIRROR   Debian mirror for debootstrap (default: debootstrap's own)
 #   MODELFLEET_BUILD_CA        CA bundle the build's pip trusts (default: the host's, /etc/ssl/certs/ca-certificates.crt)
+#   MODELFLEET_IMAGES_LOCK_WAIT  seconds to wait for another images/build.sh to finish (default 1800)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=cluster/versions.env source-path=SCRIPTDIR/..
@@ -41,6 +42,7 @@ BASE_RECIPE="bookworm minbase python3,python3-venv,python3-pip,ca-certificates r
 IMAGE_LOADER=${IMAGE_LOADER:-containerd}
 SOCK=${MODELFLEET_CONTAINERD_SOCK:-/run/modelfleet/containerd/containerd.sock}
 BUILD_CA=${MODELFLEET_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
+LOCK_WAIT=${MODELFLEET_IMAGES_LOCK_WAIT:-1800}
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -273,13 +275,16 @@ load_archives() {
   esac
 }
 
+# ctr_ SECONDS ARGS...: ctr on the cluster's containerd, cut off after SECONDS.
+ctr_() { local secs=$1; shift; timeout -k 2 "$secs" ctr --address "$SOCK" "$@"; }
+
 load_containerd() {
-  if [ ! -S "$SOCK" ] || ! ctr --address "$SOCK" version >/dev/null 2>&1; then
+  if [ ! -S "$SOCK" ] || ! ctr_ 10 version >/dev/null 2>&1; then
     log "load: no containerd at $SOCK; the archives stay in $OUT (cluster/up.sh loads them)"
     return 0
   fi
   local f have want t0
-  have=$(ctr --address "$SOCK" -n k8s.io images ls | awk 'NR > 1 {print $1, $3}')
+  have=$(ctr_ 60 -n k8s.io images ls | awk 'NR > 1 {print $1, $3}') || die "load: could not list containerd's images"
   for f in "$@"; do
     want=$(python3 "$ROOT/images/imagetool.py" refs "$f")
     if [ -n "$want" ] && [ -z "$(comm -23 <(sort <<< "$want") <(sort <<< "$have"))" ]; then
@@ -288,7 +293,7 @@ load_containerd() {
     fi
     t0=$SECONDS
     run_logged "$LOGS/import-$(basename "$f" .tar).log" \
-      ctr --address "$SOCK" -n k8s.io images import --all-platforms "$f"
+      ctr_ 600 -n k8s.io images import --all-platforms "$f"
     log "load: $(basename "$f") imported in $((SECONDS - t0))s: $(cut -d' ' -f1 <<< "$want" | paste -sd' ')"
   done
 }
@@ -312,11 +317,11 @@ main() {
     die "run as root (buildah, debootstrap and ctr need it here)"
   fi
   mkdir -p "$OUT" "$LOGS"
-  # One build at a time: a second caller (cluster/up.sh --load-only, say) waits for the first.
+  # One build at a time: a second caller (cluster/up.sh --load-only, say) waits for the first, bounded.
   exec 9> "$OUT/.lock"
   if ! flock -n 9; then
-    log "another images/build.sh is running; waiting for it"
-    flock 9
+    log "another images/build.sh is running; waiting for it (at most ${LOCK_WAIT}s)"
+    flock -w "$LOCK_WAIT" 9 || die "the other images/build.sh still runs after ${LOCK_WAIT}s (lock: $OUT/.lock)"
   fi
   local t0=$SECONDS
   if [ $load_only = 0 ]; then
