@@ -7,13 +7,15 @@ set -uo pipefail
 [ "$(id -u)" = 0 ] || die "needs root"
 t0=$SECONDS
 
+# stop NAME: SIGTERM to the component and its process group, SIGKILL to what is left after 10 s.
 stop() {
-  local name=$1 pid
+  local name=$1 pid deadline
   pid=$(pid_of "$name") || return 0
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if is_running "$name"; then
     log "stopping $name"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    deadline=$((SECONDS + 10))
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   fi
   rm -f "$RUN/$name.pid"
@@ -22,13 +24,20 @@ stop() {
 # The node first, so nothing restarts containers while we remove them.
 stop kubelet
 stop kube-proxy
-# Containers: stop every task of ours, then their shims.
+# Containers: stop every task of ours, then their shims. All of it within 60 s: each ctr call gets
+# at most the time left (a containerd that hangs must not hold down.sh).
 if [ -S "$CONTAINERD_SOCK" ]; then
-  ctr_() { timeout 20 ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+  ctr_deadline=$((SECONDS + 60))
+  ctr_() {
+    local left=$((ctr_deadline - SECONDS))
+    ((left > 0)) || return 1
+    timeout -k 1 "$((left < 20 ? left : 20))" ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"
+  }
   for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$c" >/dev/null 2>&1; done
   sleep 0.5
   for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$c" >/dev/null 2>&1; done
   for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$c" >/dev/null 2>&1; done
+  ((SECONDS < ctr_deadline)) || log "warning: containerd did not remove every container within 60s; killing the shims"
 fi
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do stop "$name"; done
 # Shims whose containerd is gone (they belong to our containerd state dir).
@@ -59,14 +68,14 @@ done
 # Mounts under our folders: container rootfs, volumes, network namespaces of our pods.
 for _ in 1 2 3; do
   grep -E " ($STATE|$RUN)/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    timeout 10 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
   done
 done
 for ns in /run/netns/cni-*; do
   [ -e "$ns" ] || continue
   # only namespaces with an interface attached to our bridge's pod range
   if ip netns exec "$(basename "$ns")" ip -4 addr 2>/dev/null | grep -q "inet ${POD_CIDR%.*}\."; then
-    umount "$ns" 2>/dev/null; rm -f "$ns"
+    timeout 10 umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null; rm -f "$ns"
   fi
 done
 

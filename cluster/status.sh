@@ -10,8 +10,8 @@ for c in "${COMPONENTS[@]}"; do
 done
 if api_healthy; then
   echo "  API server               ready at https://127.0.0.1:$API_PORT"
-  kubectl_admin get nodes -o wide 2>/dev/null | sed 's/^/  /'
-  kubectl_admin -n kube-system get pods 2>/dev/null | sed 's/^/  /'
+  kubectl_admin --request-timeout=5s get nodes -o wide 2>/dev/null | sed 's/^/  /'
+  kubectl_admin --request-timeout=5s -n kube-system get pods 2>/dev/null | sed 's/^/  /'
   echo "  KUBECONFIG=$KUBECONFIG_ADMIN   (eval \"\$(cluster/env.sh)\")"
 else
   echo "  API server               not answering"; ok=1

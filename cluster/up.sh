@@ -36,19 +36,6 @@ start() {
   echo $! > "$RUN/$name.pid"
 }
 
-# wait_for WHAT SECONDS CMD...: poll until CMD succeeds; on time-out show the log tail and fail.
-wait_for() {
-  local what=$1 limit=$2; shift 2
-  local i
-  for ((i = 0; i < limit * 4; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.25
-  done
-  log "timed out after ${limit}s waiting for $what"
-  [ -f "$LOGS/$what.log" ] && tail -n 30 "$LOGS/$what.log" >&2
-  return 1
-}
-
 # --- host networking: our own bridge, and the service range routed onto it --------------------
 sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || log "warning: bridge netfilter unavailable"
