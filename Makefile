@@ -29,8 +29,12 @@ components: deps ## Build Kubernetes, etcd, CoreDNS and Helm from the Go module 
 	@cluster/build.sh
 
 .PHONY: cluster-up
-cluster-up: components ## Start the local single-node Kubernetes (no-op when running)
+cluster-up: components ## Start the local single-node Kubernetes (no-op when healthy; repairs a partly stopped one)
 	@cluster/up.sh
+
+.PHONY: cluster-restart
+cluster-restart: ## Restart one component, keeping all state: make cluster-restart COMPONENT=kubelet (names: cluster/restart.sh)
+	@cluster/restart.sh $(COMPONENT)
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster and remove its processes, mounts, bridge and rules
@@ -72,7 +76,7 @@ test: venv components images ## Everything: unit, integration and e2e, bringing 
 	@tests/run-all.sh $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: venv cluster-up images ## Bring everything up, then show a canary rollout and an automatic rollback live
+demo: venv images cluster-up ## Bring everything up, then show a canary rollout and an automatic rollback live
 	@demo/run.sh
 
 .PHONY: bench

@@ -4,14 +4,16 @@
 # cluster's containerd when it is running. Each step is skipped when its inputs are unchanged.
 #
 #   images/build.sh [STEP...]     steps: base app pause coredns (default: all; app needs base)
-#   images/build.sh --load-only   import the cached archives only (cluster/up.sh calls this)
+#   images/build.sh --load-only   import the cached archives only
+# cluster/up.sh runs `images/build.sh pause coredns` before the kubelet starts: the cluster's own
+# images are built when missing (cheap), and every cached archive is imported.
 #
 # Images:
 #   localhost/modelfleet-base:bookworm    Debian bookworm minbase + Python (debootstrap), the BASE of the Dockerfile
 #   localhost/modelfleet:dev              Dockerfile target `operator` (operator and router)
 #   localhost/modelfleet-model-server:dev Dockerfile target `model-server`, also tagged
 #   localhost/iris-server:{1,2,3}         (one image; the versions differ by configuration)
-#   registry.k8s.io/pause:3.10            the pod sandbox, from images/pause/pause.c
+#   localhost/pause:3.10                  the pod sandbox (containerd's sandbox_image), from images/pause/pause.c
 #   localhost/coredns:<COREDNS_VERSION>   CoreDNS as built by cluster/build.sh coredns
 #
 # Environment:
@@ -34,9 +36,10 @@ BASE_IMAGE=localhost/modelfleet-base:bookworm
 OPERATOR_NAMES=(localhost/modelfleet:dev)
 MODEL_SERVER_NAMES=(localhost/modelfleet-model-server:dev localhost/iris-server:1 localhost/iris-server:2
                     localhost/iris-server:3)
-PAUSE_NAMES=("registry.k8s.io/pause:$PAUSE_VERSION")
+# A local name (as cluster/lib.sh PAUSE_IMAGE): even a pull attempt of it would go to loopback only.
+PAUSE_NAMES=("localhost/pause:$PAUSE_VERSION")
 COREDNS_NAMES=("localhost/coredns:$COREDNS_VERSION")
-ARCHIVES=(modelfleet model-server pause coredns)   # $OUT/NAME.tar
+ARCHIVES=(pause coredns modelfleet model-server)   # $OUT/NAME.tar; the cluster's own images first
 # What goes into the base rootfs; changing it (or this tag) makes a new rootfs and base image.
 BASE_RECIPE="bookworm minbase python3,python3-venv,python3-pip,ca-certificates r1"
 IMAGE_LOADER=${IMAGE_LOADER:-containerd}
@@ -210,7 +213,7 @@ scratch_image() {
   buildah commit --quiet --rm "$ctr" "$image" >/dev/null
 }
 
-# ---- registry.k8s.io/pause: the pod sandbox, a static binary from images/pause/pause.c
+# ---- localhost/pause: the pod sandbox, a static binary from images/pause/pause.c
 build_pause() {
   step=pause
   local hash t0=$SECONDS work
@@ -317,7 +320,7 @@ main() {
     die "run as root (buildah, debootstrap and ctr need it here)"
   fi
   mkdir -p "$OUT" "$LOGS"
-  # One build at a time: a second caller (cluster/up.sh --load-only, say) waits for the first, bounded.
+  # One build at a time: a second caller (cluster/up.sh, say) waits for the first, bounded.
   exec 9> "$OUT/.lock"
   if ! flock -n 9; then
     log "another images/build.sh is running; waiting for it (at most ${LOCK_WAIT}s)"
