@@ -52,8 +52,11 @@ images: deps venv ## Build the project's images with buildah and load them into 
 crds: venv ## Generate crds/*.yaml, the chart's copy and docs/api-reference.md from the pydantic models
 	$(BIN)/modelfleet crds --out crds --chart-out charts/modelfleet/crds --docs docs/api-reference.md
 
+SHELL_SCRIPTS := cluster/*.sh images/build.sh tests/*.sh demo/*.sh .ci/run
+
 .PHONY: lint
-lint: venv ## ruff, and the import-layer contracts
+lint: venv deps ## ruff, the import-layer contracts, and shellcheck on the shell scripts
+	shellcheck --external-sources --source-path=SCRIPTDIR $(SHELL_SCRIPTS)
 	$(BIN)/ruff check operator tests bench images
 	$(BIN)/ruff format --check operator tests bench images
 	$(BIN)/lint-imports

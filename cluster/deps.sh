@@ -3,7 +3,8 @@
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 pkgs=(containerd runc containernetworking-plugins iptables conntrack ethtool socat ipset iproute2
-      buildah debootstrap fuse-overlayfs gcc libc6-dev lua5.4 prometheus curl ca-certificates procps psmisc)
+      buildah debootstrap fuse-overlayfs gcc libc6-dev lua5.4 prometheus curl ca-certificates procps psmisc
+      shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
