@@ -35,9 +35,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument(
-        "--peering", default="", help="kopf peering name for one active operator (default: standalone)"
-    )
-    parser.add_argument(
         "--leader-elect",
         action="store_true",
         help="run only while holding the Lease `modelfleet-operator` (one active replica); exit non-zero "
@@ -93,8 +90,7 @@ def main(argv: list[str]) -> int:
         await kopf.operator(
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
-            standalone=not args.peering,
-            peering_name=args.peering or None,
+            standalone=True,  # no kopf peering: one active replica comes from --leader-elect
             liveness_endpoint=args.liveness or None,
             stop_flag=stop_flag,
         )
