@@ -75,7 +75,7 @@ test-unit: venv ## Unit tests only (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv components images ## Everything: unit, integration and e2e, bringing the cluster up when needed
+test: lint typecheck venv components images ## Lint, typecheck, then every tier: unit, process, integration and e2e, bringing the cluster up when needed
 	@tests/run-all.sh $(PYTEST_ARGS)
 
 .PHONY: demo
