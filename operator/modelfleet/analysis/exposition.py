@@ -1,16 +1,27 @@
 """Parse the Prometheus text exposition format (what the router serves on /metrics) into samples.
 
-Only what the analysis needs: sample lines with labels and a value. `# HELP` / `# TYPE` lines and
-timestamps are accepted and ignored; histograms arrive as their `_bucket`, `_sum` and `_count` samples.
+The parsing is `prometheus_client`'s (`text_string_to_metric_families`); this module flattens its
+metric families into samples in text order, keeps every sample's name as written, and turns its errors
+into an `ExpositionError` that names the bad line. `# HELP` / `# TYPE` lines and timestamps are read and
+ignored; histograms arrive as their `_bucket`, `_sum` and `_count` samples.
+
+prometheus_client's parser is laxer than Prometheus' own: a line with more than one field after the
+value keeps the first (the value) and the last (a timestamp), and an unknown escape in a label value
+(`\\q`) is kept as written.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
 Labels = tuple[tuple[str, str], ...]
 """Label pairs sorted by name: hashable, so a (name, labels) pair identifies a series."""
+
+_TOTAL = "_total"
 
 
 class ExpositionError(ValueError):
@@ -30,94 +41,54 @@ class Sample:
         return default
 
 
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+def _counters_typed_without_total(text: str) -> set[str]:
+    """Names of `# TYPE NAME counter` lines whose NAME lacks `_total`.
+
+    prometheus_client appends `_total` to the samples of such a counter; Prometheus keeps the names as
+    written, and so does `parse_exposition` (unless the text also declares NAME_total a counter: then
+    the two cannot be told apart and both keep prometheus_client's names).
+    """
+    declared = set()
+    for line in io.StringIO(text):
+        fields = line.split()
+        if len(fields) == 4 and fields[:2] == ["#", "TYPE"] and fields[3] == "counter":
+            declared.add(fields[2])
+    return {name for name in declared if not name.endswith(_TOTAL) and name + _TOTAL not in declared}
 
 
-def _is_name_char(char: str, first: bool) -> bool:
-    if char.isascii() and (char.isalpha() or char in "_:"):
-        return True
-    return not first and char.isascii() and char.isdigit()
-
-
-def _parse_value(text: str) -> float:
-    lowered = text.lower()
-    if lowered in {"+inf", "inf"}:
-        return math.inf
-    if lowered == "-inf":
-        return -math.inf
-    return float(text)  # accepts "NaN" and exponents; raises ValueError otherwise
-
-
-def _parse_line(line: str) -> Sample:
-    pos = 0
-    while pos < len(line) and _is_name_char(line[pos], first=pos == 0):
-        pos += 1
-    name = line[:pos]
-    if not name:
-        raise ValueError("expected a metric name")
-    labels: dict[str, str] = {}
-    if pos < len(line) and line[pos] == "{":
-        pos += 1
-        while True:
-            while pos < len(line) and line[pos] in " \t":
-                pos += 1
-            if pos < len(line) and line[pos] == "}":
-                pos += 1
-                break
-            start = pos
-            while pos < len(line) and _is_name_char(line[pos], first=pos == start):
-                pos += 1
-            key = line[start:pos]
-            if not key:
-                raise ValueError(f"expected a label name at column {pos + 1}")
-            if line[pos : pos + 2] != '="':
-                raise ValueError(f'expected =" after label {key!r}')
-            pos += 2
-            chars: list[str] = []
-            while True:
-                if pos >= len(line):
-                    raise ValueError(f"unterminated value of label {key!r}")
-                char = line[pos]
-                if char == '"':
-                    pos += 1
-                    break
-                if char == "\\":
-                    escaped = _ESCAPES.get(line[pos + 1 : pos + 2])
-                    if escaped is None:
-                        raise ValueError(f"bad escape in value of label {key!r}")
-                    chars.append(escaped)
-                    pos += 2
-                    continue
-                chars.append(char)
-                pos += 1
-            if key in labels:
-                raise ValueError(f"label {key!r} repeated")
-            labels[key] = "".join(chars)
-            while pos < len(line) and line[pos] in " \t":
-                pos += 1
-            if pos < len(line) and line[pos] == ",":
-                pos += 1
-            elif pos >= len(line) or line[pos] != "}":
-                raise ValueError(f"expected , or }} after label {key!r}")
-    fields = line[pos:].split()
-    if not fields or len(fields) > 2:
-        raise ValueError("expected a value and an optional timestamp after the name")
+def _float(value: float) -> float:
+    """prometheus_client reads integral values as int, which may be too large for a float."""
     try:
-        value = _parse_value(fields[0])
-    except ValueError:
-        raise ValueError(f"value {fields[0]!r} is not a number") from None
-    return Sample(name, tuple(sorted(labels.items())), value)
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _error(text: str, error: Exception) -> ExpositionError:
+    """`error` with the first line that fails on its own (prometheus_client's errors name none)."""
+    for number, raw in enumerate(io.StringIO(text), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            list(text_string_to_metric_families(line))
+        except (ValueError, OverflowError) as line_error:  # overflow: a timestamp too large
+            reason = str(line_error) or "not a sample, a # HELP or a # TYPE line"
+            return ExpositionError(f"line {number}: {reason}: {line[:120]!r}")
+    return ExpositionError(str(error) or "not Prometheus text exposition")
 
 
 def parse_exposition(text: str) -> list[Sample]:
     """All samples in `text`, in order. Raises ExpositionError naming the first bad line."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, OverflowError) as error:
+        raise _error(text, error) from None
+    untotalled = _counters_typed_without_total(text)
     samples: list[Sample] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            samples.append(_parse_line(line))
-        except ValueError as error:
-            raise ExpositionError(f"line {number}: {error}: {line[:120]!r}") from None
+    for family in families:
+        strip_total = family.type == "counter" and family.name in untotalled
+        for sample in family.samples:
+            name = sample.name[: -len(_TOTAL)] if strip_total else sample.name
+            samples.append(Sample(name, tuple(sorted(sample.labels.items())), _float(sample.value)))
     return samples
