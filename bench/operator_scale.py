@@ -60,6 +60,8 @@ from typing import Any
 
 import yaml
 
+from modelfleet.analysis.exposition import parse_exposition
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 NAMESPACE = "modelfleet-bench"
@@ -103,18 +105,18 @@ def kb_field(text: str, name: str) -> int:
 
 
 def counter_total(exposition: str, name: str, labels: dict[str, str]) -> float:
-    """Sum of the samples of a Prometheus counter whose labels include `labels` (0 when none)."""
-    total = 0.0
-    for line in exposition.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})?\s+(\S+)", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(2))
-    return total
+    """Sum of the samples of a Prometheus counter whose labels include `labels` (0 when none).
+
+    Only the lines that start with `name` are parsed: the API server's whole exposition (megabytes)
+    would take the parser seconds, and a line of some other metric cannot fail the count.
+    """
+    lines = "\n".join(line for line in exposition.splitlines() if line.startswith(name))
+    matching = (
+        sample.value
+        for sample in parse_exposition(lines)
+        if sample.name == name and all(dict(sample.labels).get(k) == v for k, v in labels.items())
+    )
+    return sum(matching, 0.0)
 
 
 def is_reconciled(obj: dict[str, Any]) -> bool:

@@ -40,6 +40,7 @@ from bench.operator_scale import (
     webhook_manifest,
 )
 
+from modelfleet.analysis import ExpositionError
 from modelfleet.api import Deployment, Model, ModelVersion
 
 STAT = (
@@ -81,6 +82,14 @@ def test_the_request_counter_sums_only_the_benchmark_flow_schema() -> None:
     assert counter_total(metrics, name, {"flow_schema": "exempt"}) == 42005
     assert counter_total(metrics, name, {"flow_schema": "absent"}) == 0
     assert counter_total(metrics, name, {}) == 42025
+
+
+def test_the_request_counter_reads_escaped_labels_and_rejects_a_bad_line_of_its_metric() -> None:
+    name = "apiserver_flowcontrol_dispatched_requests_total"
+    metrics = f'{name}{{flow_schema="a\\"b,c"}} 5\nother_metric{{broken 1\n{name}{{flow_schema="x"}} 1'
+    assert counter_total(metrics, name, {"flow_schema": 'a"b,c'}) == 5
+    with pytest.raises(ExpositionError, match="flow_schema=x"):
+        counter_total(f"{metrics}\n{name}{{flow_schema=x}} 1", name, {})
 
 
 def test_reconciled_means_observed_generation_equals_generation() -> None:
