@@ -81,6 +81,11 @@ prepare_host() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
+  # A bridge without an address of its own takes the lowest MAC of its ports, so every pod that starts
+  # or stops with a lower one changes it: the node's neighbour entries on the bridge are flushed and
+  # the pods' ARP entries for their gateway point at a MAC that is gone, which clients see as
+  # `No route to host` or stalls. A fixed, locally administered MAC keeps the gateway where it is.
+  ip link set "$BRIDGE" address "$BRIDGE_MAC"
   ip addr replace "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # A packet for a Service must never take the default route out of the machine, even when

@@ -22,6 +22,7 @@ REGISTRY_HOSTS_DIR=$STATE/certs.d
 
 NODE_NAME=modelfleet-node
 BRIDGE=mfbr0                       # the cluster's own bridge; pods attach to it
+BRIDGE_MAC=02:6d:66:00:00:01       # fixed (locally administered), so pods coming and going never change it
 POD_CIDR=10.210.0.0/24
 NODE_IP=10.210.0.1                 # the bridge's address: node, gateway and API server advertise address
 SERVICE_CIDR=10.211.0.0/24

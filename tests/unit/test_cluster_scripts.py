@@ -213,3 +213,28 @@ def test_demo_builds_the_images_before_it_starts_the_cluster() -> None:
 def test_cluster_restart_target_passes_the_component() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^cluster-restart:.*\n\t@?cluster/restart\.sh \$\(COMPONENT\)$", makefile, re.M)
+
+
+def test_the_bridge_has_a_fixed_locally_administered_mac_that_ports_do_not_change() -> None:
+    """A bridge without an address of its own takes its lowest port's MAC: each pod starting or stopping
+    would move the gateway's MAC (neighbour caches flushed, `No route to host`). prepare_host fixes it."""
+    mac = bash('printf %s "$BRIDGE_MAC"').stdout
+    first = int(mac.split(":")[0], 16)
+    assert first & 0b10, mac  # locally administered
+    assert not first & 0b01, mac  # unicast
+    assert 'ip link set "$BRIDGE" address "$BRIDGE_MAC"' in (CLUSTER / "components.sh").read_text()
+    # what the kernel does with such a bridge, in a network namespace of this test's own
+    ns = f"mf-test-{os.getpid()}"
+    script = f"""
+    set -e
+    ip netns add {ns}
+    trap 'ip netns del {ns}' EXIT
+    ip -n {ns} link add br0 type bridge
+    ip -n {ns} link set br0 address {mac}
+    ip -n {ns} link add p0 address 00:00:00:00:00:01 type veth peer name p1
+    ip -n {ns} link set p0 master br0
+    ip -n {ns} link show br0
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"link/ether {mac} " in result.stdout, result.stdout
