@@ -325,7 +325,7 @@ class Story:
                 str(status.get("stableVersion", "")),
                 str(status.get("canaryVersion", "")),
                 int(status.get("canaryWeight", 0)),
-                str(status.get("abortedVersion", "")),
+                str(status.get("rolledBackVersion", "")),
             )
         )
         if quiet:
@@ -637,7 +637,7 @@ def roll_out_v2(cluster: Cluster, story: Story, figures: Figures, deadline: floa
         return status.get("phase") == "Healthy" and status.get("stableVersion") == "iris-v2"
 
     def ended(snapshot: Snapshot) -> bool:
-        return promoted(snapshot) or status_of(snapshot).get("abortedVersion") == "iris-v2"
+        return promoted(snapshot) or status_of(snapshot).get("rolledBackVersion") == "iris-v2"
 
     snapshot = story.wait("iris-v2 to be promoted", ended, 240, deadline)
     figures.v2_promoted = time.monotonic()
@@ -673,7 +673,7 @@ def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, de
 
     def ended(snapshot: Snapshot) -> bool:
         status = status_of(snapshot)
-        rolled_back = status.get("phase") == "RolledBack" and status.get("abortedVersion") == "iris-v3"
+        rolled_back = status.get("phase") == "RolledBack" and status.get("rolledBackVersion") == "iris-v3"
         promoted = status.get("stableVersion") == "iris-v3"
         return (rolled_back and int(status.get("canaryWeight", 0)) == 0) or promoted
 

@@ -98,7 +98,7 @@ def test_abort_then_retry_within_seconds_then_promote_costs_clients_nothing(flee
     address = helpers.service_ip(fleet.cluster, fleet.namespace, "iris-iris-v2")
 
     fleet.patch("iris", {"metadata": {"annotations": {"modelfleet.io/abort": "true"}}})
-    aborted = fleet.wait_status("aborted", lambda s: s.get("abortedVersion") == "iris-v2", 30)
+    aborted = fleet.wait_status("aborted", lambda s: s.get("rolledBackVersion") == "iris-v2", 30)
     assert aborted["canaryWeight"] == 0
     time.sleep(3)  # within 10 s of the abort
     fleet.patch("iris", {"metadata": {"annotations": {"modelfleet.io/retry": "true"}}})

@@ -16,7 +16,7 @@ SHIFTED_CANARY = {"MODELFLEET_FAULT_SHIFT": "1"}
 
 def _rolled_back(version: str):  # type: ignore[no-untyped-def]
     return lambda s: (
-        s.get("phase") == "RolledBack" and s.get("canaryWeight") == 0 and s.get("abortedVersion") == version
+        s.get("phase") == "RolledBack" and s.get("canaryWeight") == 0 and s.get("rolledBackVersion") == version
     )
 
 
@@ -284,7 +284,7 @@ def test_promoted_version_that_degrades_is_rolled_back_to_the_previous_one(fleet
     entry = final["history"][0]
     assert (entry["version"], entry["result"]) == ("iris-v2", "RolledBack")
     assert "degraded after promotion" in entry["reason"], entry
-    assert final["abortedVersion"] == "iris-v2"
+    assert final["rolledBackVersion"] == "iris-v2"
     assert set(load.served_by(since=time.time() - 1)) == {"iris-v1"}
     assert load.errors(since=time.time() - 1) == []
     helpers.record_result("degraded_after_promotion", {"secondsToRestore": round(restored - degraded_at, 1)})

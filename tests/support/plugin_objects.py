@@ -102,7 +102,7 @@ def rolled_back_status() -> DeploymentStatus:
         observed_generation=2,
         phase=DeploymentPhase.ROLLED_BACK,
         stable_version="iris-v2",
-        aborted_version="iris-v3",
+        rolled_back_version="iris-v3",
         endpoint="http://iris.ml.svc:80",
         message="iris-v3 rolled back: errors 1 > 0.05, serving iris-v2",
         history=history(),

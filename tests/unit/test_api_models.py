@@ -447,6 +447,16 @@ def test_unknown_status_fields_are_ignored_but_spec_ones_are_not() -> None:
         Deployment.from_k8s(obj)
 
 
+def test_a_status_written_with_the_former_field_name_is_read_once_under_the_new_one() -> None:
+    status = DeploymentStatus.model_validate({"stableVersion": "iris-v1", "abortedVersion": "iris-v2"})
+    assert status.rolled_back_version == "iris-v2"
+    written = status.to_k8s()
+    assert written["rolledBackVersion"] == "iris-v2"
+    assert "abortedVersion" not in written  # never written again
+    both = DeploymentStatus.model_validate({"abortedVersion": "old", "rolledBackVersion": "new"})
+    assert both.rolled_back_version == "new"
+
+
 def test_an_over_long_history_keeps_the_newest_twenty() -> None:
     entries = [{"version": f"v{i}", "result": "Promoted"} for i in range(30)]
     status = DeploymentStatus.model_validate({"history": entries})

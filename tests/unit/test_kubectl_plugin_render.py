@@ -369,7 +369,7 @@ def test_retry_when_spec_version_moved_on() -> None:
 
 def test_retry_with_nothing_held_back_or_during_a_rollout() -> None:
     healthy = rolled_back_status().model_copy(
-        update={"aborted_version": "", "phase": DeploymentPhase.HEALTHY}
+        update={"rolled_back_version": "", "phase": DeploymentPhase.HEALTHY}
     )
 
     assert "nothing to retry" in render.describe_request("retry", deployment(healthy))

@@ -141,7 +141,7 @@ def test_canary_pods_not_ready_by_the_progress_deadline_roll_back() -> None:
     assert world.phase() == DeploymentPhase.ROLLED_BACK
     assert world.status.canary_version == ""
     assert world.status.canary_weight == 0
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.traffic() == SetTraffic("v1", "", 0, 0)
     assert world.removed() == ["v2"]
     assert world.status.history[0].reason == "canary pods not ready within 10m (1/2 ready)"
@@ -164,7 +164,7 @@ def test_canary_pods_lost_mid_rollout_hold_the_next_step_until_the_deadline() ->
     world.tick(570).decide()
 
     assert world.phase() == DeploymentPhase.ROLLED_BACK
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
 
 
 def test_canary_pods_back_in_time_let_the_rollout_go_on() -> None:
@@ -248,7 +248,7 @@ def test_failure_limit_consecutive_fails_roll_back_to_stable() -> None:
     assert world.status.canary_weight == 0
     assert world.status.canary_version == ""
     assert world.status.stable_version == "v1"
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.traffic() == SetTraffic("v1", "", 0, 0)
     assert world.removed() == ["v2"]
     assert world.ensured() == {"v1": 2}
@@ -310,7 +310,7 @@ def test_error_limit_consecutive_errors_abort_to_stable_saying_why() -> None:
 
     assert world.phase() == DeploymentPhase.ROLLED_BACK
     assert world.status.canary_weight == 0
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.status.history[0].reason == (
         "monitor iris-quality could not measure 4 times in a row: errors: router scrape failed"
     )
@@ -439,7 +439,7 @@ def test_asking_for_the_stable_version_ends_the_rollout_at_once() -> None:
     assert world.removed() == ["v2"]
     assert world.status.history[0].result == RolloutResult.SUPERSEDED
     assert world.status.history[0].reason == "spec.version set back to v1"
-    assert world.status.aborted_version == ""
+    assert world.status.rolled_back_version == ""
 
 
 def test_replicas_and_pause_changes_do_not_restart_the_rollout() -> None:
@@ -462,7 +462,7 @@ def test_a_canary_that_stops_being_servable_is_taken_out() -> None:
     assert world.status.canary_version == ""
     assert world.traffic() == SetTraffic("v1", "", 0, 0)
     assert world.status.history[0].reason == "no longer servable: ModelVersion v2 approval was withdrawn"
-    assert world.status.aborted_version == ""  # tried again once servable
+    assert world.status.rolled_back_version == ""  # tried again once servable
     assert world.phase() == DeploymentPhase.HEALTHY
     assert world.condition("Ready") == ("False", "VersionNotServable")
 

@@ -121,7 +121,7 @@ def test_immediate_rolls_back_when_the_new_pods_miss_the_deadline() -> None:
 
     assert world.phase() == DeploymentPhase.ROLLED_BACK
     assert world.status.stable_version == "v1"
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.status.history[0].reason == "canary pods not ready within 10m (0/2 ready)"
     assert world.removed() == ["v2"]
 

@@ -58,7 +58,7 @@ def test_abort_rolls_back_now_and_records_aborted() -> None:
 
     assert world.phase() == DeploymentPhase.ROLLED_BACK
     assert world.status.canary_weight == 0
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.traffic() == SetTraffic("v1", "", 0, 0)
     assert world.removed() == ["v2"]
     entry = world.status.history[0]
@@ -75,7 +75,7 @@ def test_abort_wins_over_promote_set_at_the_same_time() -> None:
     world.annotate(ABORT).annotate(PROMOTE).decide()
 
     assert world.status.stable_version == "v1"
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.annotations == set()
 
 
@@ -99,7 +99,7 @@ def test_retry_starts_the_rolled_back_version_again() -> None:
 
     world.annotate(RETRY).decide()
 
-    assert world.status.aborted_version == ""
+    assert world.status.rolled_back_version == ""
     assert world.status.canary_version == "v2"
     assert world.status.canary_weight == 10  # its pods are still ready
     assert world.phase() == DeploymentPhase.PROGRESSING
@@ -123,7 +123,7 @@ def test_a_new_spec_version_clears_the_rolled_back_one() -> None:
 
     world.change(version="v3").decide()
     assert world.status.canary_version == "v3"
-    assert world.status.aborted_version == ""
+    assert world.status.rolled_back_version == ""
 
     world.change(version="v2").decide()
     assert world.status.canary_version == "v2"
@@ -135,7 +135,7 @@ def test_going_back_to_the_stable_version_after_a_rollback_is_healthy() -> None:
     world.change(version="v1").decide()
 
     assert world.phase() == DeploymentPhase.HEALTHY
-    assert world.status.aborted_version == ""
+    assert world.status.rolled_back_version == ""
     assert world.condition("Ready") == ("True", "Healthy")
 
 

@@ -153,7 +153,7 @@ class RolloutMachine(RuleBasedStateMachine):
 
         # A rolled-back version is neither promoted nor rolled out again until spec.version moves
         # or retry is asked.
-        blocked = old.aborted_version
+        blocked = old.rolled_back_version
         if blocked and spec.version == blocked and not retry_pending:
             assert new.canary_version != blocked
             assert not any(h.version == blocked and h.result == RolloutResult.PROMOTED for h in new_entries)

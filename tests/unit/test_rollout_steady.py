@@ -62,7 +62,7 @@ def test_degraded_stable_rolls_back_to_the_warm_previous_version() -> None:
 
     assert world.phase() == DeploymentPhase.ROLLED_BACK
     assert world.status.stable_version == "v1"
-    assert world.status.aborted_version == "v2"
+    assert world.status.rolled_back_version == "v2"
     assert world.status.previous_stable_version == ""
     assert world.traffic() == SetTraffic("v1", "", 0, 0)
     assert world.removed() == ["v2"]

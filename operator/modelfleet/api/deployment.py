@@ -321,9 +321,12 @@ class DeploymentStatus(StatusModel):
     """When the current step started."""
     rollout_hash: Annotated[str, StringConstraints(max_length=64)] = ""
     """Hash of the spec being rolled out (model, version, strategy); a change restarts the rollout."""
-    aborted_version: Annotated[str, StringConstraints(max_length=253)] = ""
-    """A version that was rolled back and is not retried until spec.version changes or
-    modelfleet.io/retry is set."""
+    rolled_back_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The version last rolled back, by hand (modelfleet.io/abort) or automatically (a failing canary,
+    a degraded promotion): held back until spec.version changes or modelfleet.io/retry is set."""
+    aborted_version: Annotated[str, StringConstraints(max_length=253)] | None = None
+    """Deprecated: the former name of rolledBackVersion. Read once, into rolledBackVersion, and never
+    written again."""
     previous_stable_version: Annotated[str, StringConstraints(max_length=253)] = ""
     """After a promotion, the version that was stable before; kept warm until previousWarmUntil."""
     previous_warm_until: Time | None = None
@@ -341,6 +344,14 @@ class DeploymentStatus(StatusModel):
     conditions: tuple[Condition, ...] = condition_list()
     """Ready (all traffic served by ready pods), Progressing (a rollout is under way),
     Degraded (the serving version fails its monitor or is not ready)."""
+
+    @model_validator(mode="after")
+    def _read_the_former_name(self) -> Self:
+        if self.aborted_version is not None:
+            if not self.rolled_back_version:
+                object.__setattr__(self, "rolled_back_version", self.aborted_version)
+            object.__setattr__(self, "aborted_version", None)
+        return self
 
     @field_validator("history", mode="before")
     @classmethod

@@ -326,9 +326,9 @@ def render_status(
     lines.append(f"Conditions:  {conditions_line(s.conditions)}")
     if s.canary_version and s.rollout_started_at is not None:
         lines.append(f"Rollout:     {s.canary_version} started {age(s.rollout_started_at, now)} ago")
-    if s.aborted_version and not s.canary_version:
+    if s.rolled_back_version and not s.canary_version:
         lines.append(
-            f"Held back:   {s.aborted_version} (not rolled out again until spec.version changes "
+            f"Held back:   {s.rolled_back_version} (not rolled out again until spec.version changes "
             f"or `kubectl modelfleet retry {view.name}`)"
         )
     requested = view.requested()
@@ -472,15 +472,15 @@ def describe_request(command: str, deployment: Obj) -> str:
                 f"{name}: a rollout of {s.canary_version} is under way; retry applies only to a rolled-back"
                 " version, so it changes nothing now."
             )
-        if not s.aborted_version:
+        if not s.rolled_back_version:
             return f"{name}: no version is held back after a rollback, so there is nothing to retry."
         wanted = view.spec.version if view.spec else ""
-        reason = next((h.reason for h in s.history if h.version == s.aborted_version and h.reason), "")
+        reason = next((h.reason for h in s.history if h.version == s.rolled_back_version and h.reason), "")
         why = f" (rolled back: {reason})" if reason else ""
-        if wanted and wanted != s.aborted_version:
+        if wanted and wanted != s.rolled_back_version:
             return (
-                f"{name}: {s.aborted_version}{why} will no longer be held back; spec.version is {wanted},"
+                f"{name}: {s.rolled_back_version}{why} will no longer be held back; spec.version is {wanted},"
                 f" so that is what rolls out."
             )
-        return f"{name}: {s.aborted_version}{why} will be rolled out again from the first step."
+        return f"{name}: {s.rolled_back_version}{why} will be rolled out again from the first step."
     raise ValueError(f"unknown request {command!r}: expected one of {', '.join(REQUESTS)}")

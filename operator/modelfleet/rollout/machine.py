@@ -78,7 +78,7 @@ def addressed_versions(spec: DeploymentSpec, status: DeploymentStatus) -> frozen
         status.stable_version,
         status.canary_version,
         status.previous_stable_version,
-        status.aborted_version,
+        status.rolled_back_version,
         *(entry.version for entry in status.history),
     }
     return frozenset(named - {""})
@@ -109,7 +109,7 @@ class _Rollout:
         self.step = status.current_step
         self.step_started_at = status.step_started_at
         self.rollout_hash = status.rollout_hash
-        self.aborted = status.aborted_version
+        self.rolled_back = status.rolled_back_version
         self.previous = status.previous_stable_version
         self.warm_until = status.previous_warm_until
         self.started_at = status.rollout_started_at
@@ -130,8 +130,8 @@ class _Rollout:
 
     def run(self) -> Decision:
         self._manual_control()
-        if self.aborted and self.spec.version != self.aborted:
-            self.aborted = ""  # spec.version moved on: the rolled-back version may be tried again later
+        if self.rolled_back and self.spec.version != self.rolled_back:
+            self.rolled_back = ""  # spec.version moved on: the rolled-back version may be tried again later
         if self.canary:
             self._check_rollout_still_wanted()
         if not self.stable:
@@ -142,7 +142,7 @@ class _Rollout:
             self._progress()
         if PROMOTE_ANNOTATION in self.pending and not self.canary:
             self._consume(PROMOTE_ANNOTATION)
-            hint = "; use modelfleet.io/retry for a rolled-back version" if self.aborted else ""
+            hint = "; use modelfleet.io/retry for a rolled-back version" if self.rolled_back else ""
             self._event("Normal", "PromoteIgnored", f"no rollout under way to promote{hint}")
         self._keep_previous_warm()
         return self._decision()
@@ -161,9 +161,9 @@ class _Rollout:
             return
         if RETRY_ANNOTATION in self.pending:
             self._consume(RETRY_ANNOTATION)
-            if self.aborted:
-                self._event("Normal", "Retry", f"{self.aborted} may be rolled out again")
-                self.aborted = ""
+            if self.rolled_back:
+                self._event("Normal", "Retry", f"{self.rolled_back} may be rolled out again")
+                self.rolled_back = ""
             else:
                 self._event("Normal", "RetryIgnored", "no rolled-back version to retry")
 
@@ -310,7 +310,7 @@ class _Rollout:
             self.ensured.pop(version, None)
             self.removed.append(version)
         if roll_back:
-            self.aborted = version
+            self.rolled_back = version
         self._reset_rollout()
         warning = result in {RolloutResult.ROLLED_BACK, RolloutResult.ABORTED}
         self._event("Warning" if warning else "Normal", result.value, f"{version}: {reason}")
@@ -369,7 +369,7 @@ class _Rollout:
         version = self.spec.version
         if version == self.stable:
             self.rollout_hash = self.hash
-        elif version == self.aborted:
+        elif version == self.rolled_back:
             pass  # rolled back: waits for a new spec.version or modelfleet.io/retry
         elif not self.obs.servability.servable:
             self.not_rolled_out = f"{version} not rolled out: {self.obs.servability.reason}"
@@ -402,7 +402,7 @@ class _Rollout:
         self._record(degraded, RolloutResult.ROLLED_BACK, f"degraded after promotion: {reason}", promoted)
         self.removed.append(degraded)
         self.stable = target
-        self.aborted = degraded
+        self.rolled_back = degraded
         self.previous = ""
         self.warm_until = None
         self.analysis = AnalysisStatus(last_measured_at=self.now)
@@ -539,7 +539,7 @@ class _Rollout:
         if self.spec.replicas > 0 and self.obs.ready_replicas.get(self.stable, 0) == 0:
             self.degraded = f"{self.stable} has no ready pods ({self._pods_text(self.stable)})"
             return DeploymentPhase.DEGRADED
-        if self.spec.version == self.aborted:
+        if self.spec.version == self.rolled_back:
             return DeploymentPhase.ROLLED_BACK
         return DeploymentPhase.HEALTHY
 
@@ -560,8 +560,8 @@ class _Rollout:
             parts = [self.degraded]
         else:
             if phase == DeploymentPhase.ROLLED_BACK:
-                reason = next((h.reason for h in self.history if h.version == self.aborted), "")
-                parts = [f"{self.aborted} rolled back: {reason}" if reason else f"{self.aborted} rolled back"]
+                reason = next((h.reason for h in self.history if h.version == self.rolled_back), "")
+                parts = [f"{self.rolled_back} rolled back: {reason}" if reason else f"{self.rolled_back} rolled back"]
             else:
                 parts = [self.not_rolled_out]
             parts.append(f"serving {self.stable}")
@@ -641,7 +641,7 @@ class _Rollout:
             current_step=self.step,
             step_started_at=self.step_started_at,
             rollout_hash=self.rollout_hash,
-            aborted_version=self.aborted,
+            rolled_back_version=self.rolled_back,
             previous_stable_version=self.previous,
             previous_warm_until=self.warm_until if self.previous else None,
             rollout_started_at=self.started_at,
