@@ -16,7 +16,9 @@ SHIFTED_CANARY = {"MODELFLEET_FAULT_SHIFT": "1"}
 
 def _rolled_back(version: str):  # type: ignore[no-untyped-def]
     return lambda s: (
-        s.get("phase") == "RolledBack" and s.get("canaryWeight") == 0 and s.get("rolledBackVersion") == version
+        s.get("phase") == "RolledBack"
+        and s.get("canaryWeight") == 0
+        and s.get("rolledBackVersion") == version
     )
 
 

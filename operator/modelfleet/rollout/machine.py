@@ -46,10 +46,12 @@ from modelfleet.api.deployment import (
 from modelfleet.api.monitor import Measurement, OnDegraded, Verdict
 from modelfleet.rollout.types import (
     Action,
+    ConditionReason,
     ConsumeAnnotation,
     Decision,
     EnsureVersion,
     Event,
+    EventReason,
     MonitorObservation,
     Observation,
     RemoveVersion,
@@ -143,7 +145,7 @@ class _Rollout:
         if PROMOTE_ANNOTATION in self.pending and not self.canary:
             self._consume(PROMOTE_ANNOTATION)
             hint = "; use modelfleet.io/retry for a rolled-back version" if self.rolled_back else ""
-            self._event("Normal", "PromoteIgnored", f"no rollout under way to promote{hint}")
+            self._event("Normal", EventReason.PROMOTE_IGNORED, f"no rollout under way to promote{hint}")
         self._keep_previous_warm()
         return self._decision()
 
@@ -157,15 +159,15 @@ class _Rollout:
             if self.canary and self.stable:
                 self._end(RolloutResult.ABORTED, "aborted by hand (modelfleet.io/abort)", roll_back=True)
             else:
-                self._event("Normal", "AbortIgnored", "no rollout under way to abort")
+                self._event("Normal", EventReason.ABORT_IGNORED, "no rollout under way to abort")
             return
         if RETRY_ANNOTATION in self.pending:
             self._consume(RETRY_ANNOTATION)
             if self.rolled_back:
-                self._event("Normal", "Retry", f"{self.rolled_back} may be rolled out again")
+                self._event("Normal", EventReason.RETRY, f"{self.rolled_back} may be rolled out again")
                 self.rolled_back = ""
             else:
-                self._event("Normal", "RetryIgnored", "no rolled-back version to retry")
+                self._event("Normal", EventReason.RETRY_IGNORED, "no rolled-back version to retry")
 
     def _consume(self, name: str) -> None:
         self.pending.discard(name)
@@ -196,7 +198,9 @@ class _Rollout:
         self.step_started_at = None
         self.analysis = AnalysisStatus(last_measured_at=self.now)
         how = "all at once when ready" if self._immediate else f"{len(self.steps)} steps"
-        self._event("Normal", "RolloutStarted", f"rolling out {self.canary} over {self.stable} ({how})")
+        self._event(
+            "Normal", EventReason.ROLLOUT_STARTED, f"rolling out {self.canary} over {self.stable} ({how})"
+        )
 
     def _progress(self) -> None:
         """Move the rollout under way one transition forward, if it can."""
@@ -273,7 +277,7 @@ class _Rollout:
                 self.wake.append(self.now)  # nothing gates this step: move on at the next decision
         elif step.pause is not None and step.pause.duration is not None:
             self.wake.append(self.now + timedelta(seconds=step.pause.duration))
-        self._event("Normal", "StepStarted", f"{self.canary}: {self._step_text()}")
+        self._event("Normal", EventReason.STEP_STARTED, f"{self.canary}: {self._step_text()}")
 
     def _await_canary_pods(self, since: datetime) -> None:
         deadline = since + timedelta(seconds=self.spec.progress_deadline)
@@ -298,7 +302,7 @@ class _Rollout:
         self._reset_rollout()
         self.step = 0 if self._immediate else len(self.steps)
         warm = f"; {old} stays warm until {format_time(self.warm_until)}"
-        self._event("Normal", "Promoted", f"{version} is stable ({reason}){warm}")
+        self._event("Normal", EventReason.PROMOTED, f"{version} is stable ({reason}){warm}")
 
     def _end(
         self, result: RolloutResult, reason: str, *, roll_back: bool = False, keep_pods: bool = False
@@ -313,7 +317,7 @@ class _Rollout:
             self.rolled_back = version
         self._reset_rollout()
         warning = result in {RolloutResult.ROLLED_BACK, RolloutResult.ABORTED}
-        self._event("Warning" if warning else "Normal", result.value, f"{version}: {reason}")
+        self._event("Warning" if warning else "Normal", EventReason(result.value), f"{version}: {reason}")
 
     def _reset_rollout(self) -> None:
         self.canary = ""
@@ -349,7 +353,7 @@ class _Rollout:
             self._record(version, RolloutResult.PROMOTED, "first version", self.started_at)
             self.stable = version
             self._reset_rollout()
-            self._event("Normal", "Promoted", f"{version} is stable (first version)")
+            self._event("Normal", EventReason.PROMOTED, f"{version} is stable (first version)")
             return
         deadline = self.started_at + timedelta(seconds=self.spec.progress_deadline)
         if self.now >= deadline:
@@ -406,7 +410,9 @@ class _Rollout:
         self.previous = ""
         self.warm_until = None
         self.analysis = AnalysisStatus(last_measured_at=self.now)
-        self._event("Warning", "RolledBack", f"{degraded} degraded ({reason}); {target} serves all traffic")
+        self._event(
+            "Warning", EventReason.ROLLED_BACK, f"{degraded} degraded ({reason}); {target} serves all traffic"
+        )
 
     def _previous_covers(self) -> bool:
         """Is the previous stable version warm, ready and apart from the split, so that the router may
@@ -457,7 +463,7 @@ class _Rollout:
                 why = summarize(measurement)
                 tripped = f"monitor {monitor.name} could not measure {errors} times in a row: {why}"
                 if errors == monitor.error_limit and not self.canary:
-                    self._event("Warning", "MonitorErrors", f"{version}: {tripped}")
+                    self._event("Warning", EventReason.MONITOR_ERRORS, f"{version}: {tripped}")
         if fresh:
             newest = fresh[-1]
             self.analysis = AnalysisStatus(
@@ -507,7 +513,7 @@ class _Rollout:
     def _pods_text(self, version: str) -> str:
         return f"{self.obs.ready_replicas.get(version, 0)}/{self.spec.replicas} ready"
 
-    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+    def _event(self, type_: Literal["Normal", "Warning"], reason: EventReason, message: str) -> None:
         self.actions.append(Event(type_, reason, message[:MESSAGE_LIMIT]))
 
     def _step_text(self) -> str:
@@ -561,7 +567,11 @@ class _Rollout:
         else:
             if phase == DeploymentPhase.ROLLED_BACK:
                 reason = next((h.reason for h in self.history if h.version == self.rolled_back), "")
-                parts = [f"{self.rolled_back} rolled back: {reason}" if reason else f"{self.rolled_back} rolled back"]
+                parts = [
+                    f"{self.rolled_back} rolled back: {reason}"
+                    if reason
+                    else f"{self.rolled_back} rolled back"
+                ]
             else:
                 parts = [self.not_rolled_out]
             parts.append(f"serving {self.stable}")
@@ -572,33 +582,46 @@ class _Rollout:
 
     def _conditions(self, phase: DeploymentPhase, message: str) -> tuple[Condition, ...]:
         serving_all = self.spec.version == self.stable and self._ready(self.stable)
+        # a condition's reason is a ConditionReason, or the phase itself (RolledBack, Degraded, Failed)
+        ready: tuple[bool, str]
         if phase == DeploymentPhase.HEALTHY and serving_all:
-            ready = (True, "Healthy")
+            ready = (True, ConditionReason.HEALTHY)
         elif phase == DeploymentPhase.HEALTHY:
-            ready = (False, "VersionNotServable" if self.not_rolled_out else "PodsNotReady")
+            ready = (
+                False,
+                ConditionReason.VERSION_NOT_SERVABLE
+                if self.not_rolled_out
+                else ConditionReason.PODS_NOT_READY,
+            )
         else:
             ready = (False, phase.value)
         in_progress = phase in {DeploymentPhase.PROGRESSING, DeploymentPhase.PAUSED}
         progressing = (
             in_progress,
             {
-                DeploymentPhase.PROGRESSING: "RolloutInProgress",
-                DeploymentPhase.PAUSED: "RolloutPaused",
-                DeploymentPhase.HEALTHY: "VersionNotServable" if self.not_rolled_out else "RolloutComplete",
+                DeploymentPhase.PROGRESSING: ConditionReason.ROLLOUT_IN_PROGRESS,
+                DeploymentPhase.PAUSED: ConditionReason.ROLLOUT_PAUSED,
+                DeploymentPhase.HEALTHY: ConditionReason.VERSION_NOT_SERVABLE
+                if self.not_rolled_out
+                else ConditionReason.ROLLOUT_COMPLETE,
             }.get(phase, phase.value),
         )
         if phase == DeploymentPhase.DEGRADED:
             degraded = (
                 True,
-                "MonitorFailing" if self.obs.monitor and self.analysis.failures else "PodsNotReady",
+                ConditionReason.MONITOR_FAILING
+                if self.obs.monitor and self.analysis.failures
+                else ConditionReason.PODS_NOT_READY,
             )
         elif phase == DeploymentPhase.FAILED:
             degraded = (
                 True,
-                "VersionNotServable" if not self.obs.servability.servable else "ProgressDeadlineExceeded",
+                ConditionReason.VERSION_NOT_SERVABLE
+                if not self.obs.servability.servable
+                else ConditionReason.PROGRESS_DEADLINE_EXCEEDED,
             )
         else:
-            degraded = (False, "AsExpected")
+            degraded = (False, ConditionReason.AS_EXPECTED)
         conditions = self.old.conditions
         for type_, (status, reason) in (
             ("Ready", ready),
@@ -620,9 +643,9 @@ class _Rollout:
         phase = self._phase()
         message = self._message(phase)
         if phase != self.old.phase and phase in {DeploymentPhase.DEGRADED, DeploymentPhase.FAILED}:
-            self._event("Warning", phase.value, message)
+            self._event("Warning", EventReason(phase.value), message)
         if self.not_rolled_out and self.not_rolled_out not in self.old.message:
-            self._event("Warning", "VersionNotServable", self.not_rolled_out)
+            self._event("Warning", EventReason.VERSION_NOT_SERVABLE, self.not_rolled_out)
         if self.stable:
             self.ensured = {self.stable: self.spec.replicas, **self.ensured}
         versions: list[Action] = [EnsureVersion(v, n) for v, n in self.ensured.items()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Literal, TypeVar
 
 from modelfleet.api.deployment import DeploymentStatus
@@ -106,12 +107,68 @@ class ConsumeAnnotation:
     name: str
 
 
+class EventReason(StrEnum):
+    """The reason of every Event the rollout posts on a Deployment."""
+
+    ROLLOUT_STARTED = "RolloutStarted"
+    """A new spec.version began rolling out over the stable version."""
+    STEP_STARTED = "StepStarted"
+    """The canary entered its next step."""
+    PROMOTED = "Promoted"
+    """A version became stable (after its steps, by hand, or as the first version)."""
+    ROLLED_BACK = "RolledBack"
+    """A canary, or a degraded stable version, was replaced by the version before it."""
+    ABORTED = "Aborted"
+    """A rollout was aborted by hand (modelfleet.io/abort)."""
+    SUPERSEDED = "Superseded"
+    """A rollout gave way to a newer spec.version."""
+    RETRY = "Retry"
+    """modelfleet.io/retry let a rolled-back version be rolled out again."""
+    PROMOTE_IGNORED = "PromoteIgnored"
+    """modelfleet.io/promote with no rollout under way."""
+    ABORT_IGNORED = "AbortIgnored"
+    """modelfleet.io/abort with no rollout under way."""
+    RETRY_IGNORED = "RetryIgnored"
+    """modelfleet.io/retry with no rolled-back version."""
+    MONITOR_ERRORS = "MonitorErrors"
+    """The Monitor could not measure errorLimit times in a row."""
+    VERSION_NOT_SERVABLE = "VersionNotServable"
+    """spec.version may not take traffic (its Model's rules); the stable version keeps serving."""
+    DEGRADED = "Degraded"
+    """The phase became Degraded: the serving version fails its Monitor or has no ready pods."""
+    FAILED = "Failed"
+    """The phase became Failed: nothing can serve."""
+
+
+class ConditionReason(StrEnum):
+    """The reasons of a Deployment's Ready, Progressing and Degraded conditions, besides its phases."""
+
+    HEALTHY = "Healthy"
+    """Ready: every request is served by ready pods of spec.version."""
+    PODS_NOT_READY = "PodsNotReady"
+    """The serving version lacks ready pods."""
+    VERSION_NOT_SERVABLE = "VersionNotServable"
+    """spec.version may not take traffic."""
+    ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+    """Progressing: a rollout is under way."""
+    ROLLOUT_PAUSED = "RolloutPaused"
+    """Progressing: a rollout holds its weight (spec.paused, or a pause step without duration)."""
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    """Progressing is False: the last rollout finished."""
+    MONITOR_FAILING = "MonitorFailing"
+    """Degraded: the serving version fails its Monitor."""
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    """Degraded: a version's pods were not ready within progressDeadline."""
+    AS_EXPECTED = "AsExpected"
+    """Degraded is False."""
+
+
 @dataclass(frozen=True)
 class Event:
     """A Kubernetes Event on the Deployment."""
 
     type: Literal["Normal", "Warning"]
-    reason: str
+    reason: EventReason
     message: str
 
 
