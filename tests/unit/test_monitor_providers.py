@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from modelfleet.analysis import ProviderError
-from modelfleet.controllers.deployment import ready_replicas
 from modelfleet.controllers.monitor import prometheus_value
+from modelfleet.rollout.observe import ready_replicas
 
 
 def _vector(*values: str) -> dict[str, Any]:

@@ -27,9 +27,6 @@ import kopf
 
 from modelfleet import metrics
 from modelfleet.api import (
-    ABORT_ANNOTATION,
-    PROMOTE_ANNOTATION,
-    RETRY_ANNOTATION,
     Deployment,
     InvalidResourceError,
     Model,
@@ -39,7 +36,6 @@ from modelfleet.api import (
 from modelfleet.builders import (
     COMPONENT_MODEL,
     DEFAULT_ROUTER_IMAGE,
-    VERSION_ANNOTATION,
     Owner,
     build_router_config,
     build_router_configmap,
@@ -67,11 +63,19 @@ from modelfleet.rollout import (
     addressed_versions,
     decide,
 )
+from modelfleet.rollout.observe import (
+    MANUAL_ANNOTATIONS,
+    deployment_signature,
+    gating_monitor,
+    object_mark,
+    owned_signature,
+    ready_replicas,
+    version_of,
+)
 
 log = logging.getLogger("modelfleet.deployment")
 
 MF = f"{kube.GROUP}/{kube.VERSION}"
-MANUAL_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
 ROUTER_IMAGE_VARIABLE = "MODELFLEET_ROUTER_IMAGE"
 RESYNC_SECONDS = 600.0
 """Without any change, a Deployment is reconciled again this often (a safety net, not the trigger)."""
@@ -103,15 +107,6 @@ def _manifest_key(manifest: kube.Obj) -> tuple[str, str, str]:
     return meta["namespace"], f"{manifest['apiVersion']}/{manifest['kind']}", meta["name"]
 
 
-def _mark(obj: Mapping[str, Any]) -> str:
-    """What changes when an object's desired state changes: the generation of objects that have one
-    (apps/v1 Deployments: status updates leave it alone), else the resourceVersion."""
-    meta = obj.get("metadata") or {}
-    if meta.get("generation"):
-        return f"g{meta['generation']}"
-    return f"r{meta.get('resourceVersion', '')}"
-
-
 _cluster_ips: dict[tuple[str, str, str], str] = {}
 """The cluster IP each owned Service got: a Service deleted by somebody else is created again with the
 same address, so that clients, routers and DNS caches holding it keep working."""
@@ -135,7 +130,7 @@ def _apply(manifest: kube.Obj) -> None:
             log.warning("%s %s: cluster IP %s not available again: %s", key[1], key[2], address, error)
     if applied is None:
         applied = kube.apply(manifest)
-    _applied[key] = (digest, _mark(applied or {}))
+    _applied[key] = (digest, object_mark(applied or {}))
     cluster_ip = ((applied or {}).get("spec") or {}).get("clusterIP")
     if manifest["kind"] == "Service" and cluster_ip and cluster_ip != "None":
         _cluster_ips[key] = str(cluster_ip)
@@ -161,7 +156,7 @@ def changed_by_others(
             _lost_services.add(key)
         return True
     known = _applied.get(key)
-    if known is None or known[1] == _mark(body):
+    if known is None or known[1] == object_mark(body):
         return False
     del _applied[key]
     return True
@@ -192,49 +187,25 @@ def _model(namespace: str, name: str) -> Model | None:
         return None
 
 
-def _version_of(obj: Mapping[str, Any]) -> str:
-    return str(obj["metadata"].get("annotations", {}).get(VERSION_ANNOTATION, ""))
-
-
-def ready_replicas(apps_deployment: Mapping[str, Any]) -> int:
-    """Ready pods of an apps/v1 Deployment that run its current template."""
-    status = apps_deployment.get("status") or {}
-    ready = int(status.get("readyReplicas") or 0)
-    if int(status.get("observedGeneration") or 0) >= int(apps_deployment["metadata"].get("generation") or 0):
-        ready = min(ready, int(status.get("updatedReplicas") or 0))
-    return ready
-
-
 def _monitor(namespace: str, deployment: Deployment) -> MonitorObservation | None:
-    """The Monitor gating the rollout (strategy.canary.monitor), else one watching the Deployment."""
-    name = deployment.spec.strategy.canary.monitor
-    bodies: list[kube.Obj]
-    if name:
-        body = kube.get(MF, "Monitor", namespace, name)
+    """Read the Monitor(s) that may gate the rollout; `gating_monitor` decides which one does."""
+    named = deployment.spec.strategy.canary.monitor
+    if named:
+        body = kube.get(MF, "Monitor", namespace, named)
         bodies = [body] if body is not None else []
     else:
-        bodies = sorted(
-            (
-                m
-                for m in kube.list_objects(MF, "Monitor", namespace)
-                if (m.get("spec") or {}).get("deployment") == deployment.metadata.name
-            ),
-            key=lambda m: str(m["metadata"]["name"]),
-        )
-    if not bodies:
-        return None
-    try:
-        monitor = Monitor.from_k8s(bodies[0])
-    except InvalidResourceError as error:
-        log.warning("%s", error)
-        return None
-    if monitor.spec.deployment != deployment.metadata.name:
-        # a gate that watches another Deployment never passes: the rollout holds, it never goes ungated
-        return MonitorObservation.of(monitor.metadata.name, monitor.spec, ())
-    measurements = monitor.status.measurements
-    if not measurements and monitor.status.last_measurement is not None:
-        measurements = (monitor.status.last_measurement,)
-    return MonitorObservation.of(monitor.metadata.name, monitor.spec, measurements)
+        bodies = [
+            m
+            for m in kube.list_objects(MF, "Monitor", namespace)
+            if (m.get("spec") or {}).get("deployment") == deployment.metadata.name
+        ]
+    monitors = []
+    for body in bodies:
+        try:
+            monitors.append(Monitor.from_k8s(body))
+        except InvalidResourceError as error:
+            log.warning("%s", error)
+    return gating_monitor(deployment.metadata.name, named or "", monitors)
 
 
 # --- the reconcile -----------------------------------------------------------------------------------
@@ -271,7 +242,7 @@ def reconcile_sync(namespace: str, name: str) -> float | None:
     check = servability(model, versions[spec.version], version_name=spec.version)
 
     owned = kube.list_objects("apps/v1", "Deployment", namespace, owned_selector(name, COMPONENT_MODEL))
-    ready = {_version_of(d): ready_replicas(d) for d in owned if _version_of(d)}
+    ready = {version_of(d): ready_replicas(d) for d in owned if version_of(d)}
     annotations = {a for a in MANUAL_ANNOTATIONS if deployment.metadata.annotations.get(a) == "true"}
     observation = Observation(
         generation=deployment.metadata.generation,
@@ -357,7 +328,7 @@ def _remove_out_of_play(
     the Deployment no longer names at all (`addressed_versions`): a version's address outlives its pods."""
     services = kube.list_objects("v1", "Service", namespace, owned_selector(name, COMPONENT_MODEL))
     for obj in [*owned, *services]:
-        version = _version_of(obj)
+        version = version_of(obj)
         keep = running | addressed if obj["kind"] == "Service" else running
         if version and version not in keep:
             meta = obj["metadata"]
@@ -401,14 +372,7 @@ async def _deployment_event(type: str, body: kopf.Body, name: str, namespace: st
         _seen.pop(key, None)
         _interest.pop(key, None)
         return
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    signature = (
-        meta.get("uid"),
-        meta.get("generation"),
-        tuple(annotations.get(a) for a in MANUAL_ANNOTATIONS),
-        meta.get("deletionTimestamp"),
-    )
+    signature = deployment_signature(body)
     if _seen.get(key) == signature and key in LOOPS:
         return  # only the status changed: that was this controller's own write
     _seen[key] = signature
@@ -432,7 +396,7 @@ async def _owned_deployment_event(
     if type == "DELETED":
         _owned_seen.pop((namespace, name), None)
     else:
-        seen = (_version_of(body), ready_replicas(body))
+        seen = owned_signature(body)
         if not edited and _owned_seen.get((namespace, name)) == seen:
             return  # nothing a reconcile reads changed: conditions, timestamps, pods not ready yet
         _owned_seen[(namespace, name)] = seen
