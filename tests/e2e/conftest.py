@@ -20,3 +20,5 @@ def fleet(cluster: Cluster, namespace: str, operator: Any) -> Iterator[Fleet]:
     finally:
         if fleet.load is not None:
             fleet.load.stop()
+        if fleet.watch is not None:
+            fleet.watch.stop()

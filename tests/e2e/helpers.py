@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -281,6 +282,84 @@ def record_result(name: str, values: dict[str, Any]) -> None:
     print(f"\n[e2e result] {name}: {json.dumps(values, sort_keys=True)}")
 
 
+class StatusWatch:
+    """Every status a Deployment goes through, from a watch (`kubectl get --watch`), not from polling:
+    a step or a weight held for less than a polling interval is seen too. Entries go into `timeline`
+    as (time seen, status). A watch that ends (the API server restarted) is started again."""
+
+    def __init__(
+        self, cluster: Cluster, namespace: str, name: str, timeline: list[tuple[float, dict[str, Any]]]
+    ) -> None:
+        self.timeline = timeline
+        kind = "deployments.modelfleet.io"
+        self._command = [cluster.kubectl_path, "get", kind, name, "-n", namespace, "--watch", "-o", "json"]
+        self._env = cluster.env
+        self._stopped = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._process = subprocess.Popen(
+                self._command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self._env
+            )
+            self._read(self._process)
+            self._process.wait()
+            self._stopped.wait(0.5)
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        for line in process.stdout:
+            buffer += line
+            while buffer.strip():
+                try:
+                    obj, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break  # an object not complete yet
+                buffer = buffer.lstrip()[end:]
+                self.timeline.append((time.time(), obj.get("status") or {}))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._process is not None:
+            self._process.terminate()
+        self._thread.join(timeout=10)
+
+
+def weight_never_exceeds_its_step(
+    timeline: list[tuple[float, dict[str, Any]]], canary: str, steps: list[dict[str, Any]]
+) -> list[str]:
+    """Statuses in which `canary`'s weight is above the weight its current step allows; [] when none.
+    After the last step the canary is promoted, so a canary never has a weight above the last setWeight."""
+    from modelfleet.api.deployment import CanaryStep
+    from modelfleet.rollout import step_weight
+
+    parsed = [CanaryStep.model_validate(step) for step in steps]
+    bad = []
+    for t, s in timeline:
+        if s.get("canaryVersion") != canary:
+            continue
+        step, weight = int(s.get("currentStep", 0)), int(s.get("canaryWeight", 0))
+        allowed = step_weight(parsed, min(step, len(parsed) - 1))
+        if weight > allowed:
+            bad.append(f"{t:.2f}: step {step} weight {weight} > {allowed}")
+    return bad
+
+
+def steps_never_go_back(timeline: list[tuple[float, dict[str, Any]]], canary: str) -> list[int]:
+    """The steps `canary` was seen at, in order, when they ever went back (a restarted rollout); []
+    when they only went forward."""
+    steps = [
+        int(s.get("currentStep", 0))
+        for _, s in sorted(timeline, key=lambda e: e[0])
+        if s.get("canaryVersion") == canary
+    ]
+    return steps if steps != sorted(steps) else []
+
+
 @dataclass
 class Fleet:
     cluster: Cluster
@@ -290,6 +369,7 @@ class Fleet:
     serving_since: float = 0.0
     """When the router first answered steadily: client errors are counted from then on."""
     timeline: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    watch: StatusWatch | None = None
 
     def apply(self, *objects: dict[str, Any]) -> None:
         self.cluster.apply(list(objects), self.namespace)
@@ -328,6 +408,7 @@ class Fleet:
         """Apply the objects and a Deployment of iris-v1; wait until it serves; start the load."""
         self.apply(model(), *objects)
         self.apply(deployment(version="iris-v1", **options))
+        self.watch = StatusWatch(self.cluster, self.namespace, "iris", self.timeline)
         self.wait_status(
             "iris-v1 Healthy", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v1"
         )

@@ -70,11 +70,11 @@ def promoted(version: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def assert_steps_never_go_back(fleet: Fleet, canary: str, since: float) -> None:
-    seen = [s for t, s in fleet.timeline if t >= since and s.get("canaryVersion") == canary]
-    steps = [int(s.get("currentStep", 0)) for s in seen]
-    assert steps == sorted(steps), steps
-    weights = [int(s.get("canaryWeight", 0)) for s in seen]
-    assert all(w <= 50 for w in weights), weights  # never beyond the last setWeight while a canary
+    """Every status the watch saw since `since`: steps only forward, weights never ahead of their step."""
+    seen = [(t, s) for t, s in fleet.timeline if t >= since]
+    assert any(s.get("canaryVersion") == canary for _, s in seen), "the watch saw no status of the rollout"
+    assert helpers.steps_never_go_back(seen, canary) == []
+    assert helpers.weight_never_exceeds_its_step(seen, canary, SLOW_STEPS) == []
 
 
 def serve_with_canary_ahead(fleet: Fleet, **options: Any) -> Load:
