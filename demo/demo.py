@@ -527,7 +527,7 @@ def apply_manifest(cluster: Cluster, name: str) -> list[dict[str, Any]]:
 
 
 def monitor_budget() -> tuple[float, str]:
-    """interval x failureLimit + 2 s (DESIGN.md's target for a failing canary) from monitor.yaml."""
+    """interval x failureLimit + 2 s (docs/design.md's target for a failing canary) from monitor.yaml."""
     from modelfleet.api import Monitor
 
     spec = Monitor.from_k8s(yaml.safe_load((MANIFESTS / "monitor.yaml").read_text())).spec

@@ -1,4 +1,4 @@
-"""The four kinds as users write them (API.md): parsing, defaults, validation errors, hashing."""
+"""The four kinds as users write them (docs/concepts.md): parsing, defaults, validation errors, hashing."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def spec(**fields: Any) -> DeploymentSpec:
     return DeploymentSpec.model_validate({"model": "iris", "version": "iris-v2", **fields})
 
 
-# --- the examples of API.md parse, and write back what they read ------------------------------------
+# --- the examples of the API contract parse, and write back what they read ------------------------------------
 
 
 def test_api_md_deployment_parses_with_its_values() -> None:
