@@ -150,7 +150,7 @@ def spec(**fields: Any) -> DeploymentSpec:
     return DeploymentSpec.model_validate({"model": "iris", "version": "iris-v2", **fields})
 
 
-# --- the examples of the API contract parse, and write back what they read ------------------------------------
+# --- the API contract's examples parse, and write back what they read ------------------------------------
 
 
 def test_api_md_deployment_parses_with_its_values() -> None:

@@ -1,4 +1,4 @@
-"""The generated CRDs: current on disk, structural, bounded, and carrying the rules the API contract promises."""
+"""The generated CRDs: current on disk, structural, bounded, and carrying the API's rules."""
 
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def test_printer_columns_by_default(kind: str, columns: list[str]) -> None:
         assert node["type"] in allowed, column
 
 
-# --- defaults and rules as the API contract promises -------------------------------------------------------------
+# --- defaults and rules the API promises -------------------------------------------------------------
 
 
 def test_deployment_defaults_in_the_schema() -> None:

@@ -19,7 +19,7 @@ from support.tools import promtool_binary
 
 DASHBOARD = REPO / "dashboards" / "modelfleet.json"
 METRIC_NAME = re.compile(r"\b(modelfleet_[a-z0-9_]+)\b")
-CONTRACT = (  # the API contract (docs/api-reference.md): the router's metrics and the operator's rollout counter
+CONTRACT = (  # the API (docs/api-reference.md): the router's metrics and the operator's rollout counter
     "modelfleet_requests_total",
     "modelfleet_request_duration_seconds_bucket",
     "modelfleet_fallbacks_total",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelfleet.analysis import ProviderError
-from modelfleet.controllers.monitor import prometheus_value
+from modelfleet.providers.prometheus import prometheus_value
 from modelfleet.rollout.observe import ready_replicas
 
 

@@ -1,5 +1,6 @@
-"""The Monitor's scrape of router pods, against real HTTP servers on loopback: every pod answers, some
-do not (a partial sample), none does (an Error), none runs yet (nothing to measure)."""
+"""The router-metrics provider against real HTTP servers on loopback: every pod answers, some do not (a
+partial sample), none does (an Error), none runs yet (nothing to measure); and two windows of a Monitor,
+the first one its baseline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from modelfleet.controllers import monitor
+from modelfleet.api.monitor import Metric
+from modelfleet.providers import Target, window
+from modelfleet.providers.http import Http
+from modelfleet.providers.router import NO_ROUTERS, RouterMetrics, scrape_routers
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 METRICS = (
@@ -46,10 +50,11 @@ def closed_port() -> int:
 
 
 async def scrape(pods: list[tuple[str, str]], port: int) -> tuple[object, dict[str, list[object]], str, str]:
+    http = Http()
     try:
-        return await monitor.scrape_routers(pods, NOW, port=port)
+        return await scrape_routers(http, pods, NOW, port=port)
     finally:
-        await monitor._http().close()
+        await http.close()
 
 
 def test_every_router_pod_answering_gives_a_whole_sample() -> None:
@@ -92,3 +97,43 @@ def test_no_router_pod_answering_is_an_error_naming_each() -> None:
 
 def test_no_router_pod_running_yet_is_neither_a_sample_nor_an_error() -> None:
     assert asyncio.run(scrape([], closed_port())) == (None, {}, "", "")
+
+
+ERRORS = Metric.model_validate({"name": "errors", "type": "errorRate", "max": 0.05})
+TARGET = Target(("ml", "iris-quality"), "ml", "iris", "iris-v1")
+
+
+def test_the_first_window_of_a_monitor_is_its_baseline_and_the_next_one_is_judged() -> None:
+    async def scenario() -> list[object]:
+        async with router_admin() as port:
+
+            async def pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+                assert (namespace, deployment) == ("ml", "iris")
+                return [("router-a", "127.0.0.1")]
+
+            provider = RouterMetrics(pods, Http(), port=port)
+            first = await provider.measure(TARGET, [ERRORS], NOW)
+            later = NOW.replace(second=10)
+            second = await provider.measure(TARGET, [ERRORS], later)
+            provider.forget(TARGET.monitor)
+            third = await provider.measure(TARGET, [ERRORS], later.replace(second=20))
+            await provider.close()
+            return [first, second, third]
+
+    first, second, third = asyncio.run(scenario())
+    assert first.baseline  # type: ignore[attr-defined]
+    assert not second.baseline  # type: ignore[attr-defined]
+    assert second.traffic is not None  # type: ignore[attr-defined]
+    assert second.traffic.requests == 0  # type: ignore[attr-defined]  # the counter did not move
+    assert third.baseline  # type: ignore[attr-defined]  # forgotten: a new baseline
+
+
+def test_a_deployment_without_router_pods_reads_as_nothing_to_measure_yet() -> None:
+    async def pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+        return []
+
+    reading = asyncio.run(RouterMetrics(pods, Http()).measure(TARGET, [ERRORS], NOW))
+
+    assert reading.traffic is None
+    assert reading.traffic_pending == NO_ROUTERS
+    assert window("iris-v1", [reading]).traffic_pending == NO_ROUTERS

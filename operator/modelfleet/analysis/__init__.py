@@ -6,10 +6,18 @@ No Kubernetes, no HTTP: the controller scrapes and queries, this package compute
 - `traffic`: two scrapes of all router pods -> per-version requests, 5xx, fallbacks, latency buckets.
 - `histogram`: Prometheus' histogram_quantile.
 - `drift`: population stability index of canary vs stable predictions.
-- `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts.
+- `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts, and the
+  Monitor's new status.
 """
 
-from modelfleet.analysis.assessment import ProviderError, Window, assess, overall_verdict, summarize
+from modelfleet.analysis.assessment import (
+    ProviderError,
+    Window,
+    assess,
+    monitor_status,
+    overall_verdict,
+    summarize,
+)
 from modelfleet.analysis.drift import population_stability_index
 from modelfleet.analysis.exposition import ExpositionError, Sample, parse_exposition
 from modelfleet.analysis.histogram import histogram_quantile
@@ -25,6 +33,7 @@ __all__ = [
     "assess",
     "counter_increase",
     "histogram_quantile",
+    "monitor_status",
     "overall_verdict",
     "parse_exposition",
     "population_stability_index",

@@ -15,7 +15,18 @@ from datetime import datetime
 
 from modelfleet.analysis.drift import Prediction, population_stability_index
 from modelfleet.analysis.traffic import VersionTraffic
-from modelfleet.api.monitor import Measurement, Metric, MetricResult, MetricType, MonitorSpec, Verdict
+from modelfleet.api import Monitor, set_condition
+from modelfleet.api.monitor import (
+    MEASUREMENT_HISTORY_LIMIT,
+    Measurement,
+    Metric,
+    MetricResult,
+    MetricType,
+    MonitorPhase,
+    MonitorSpec,
+    MonitorStatus,
+    Verdict,
+)
 
 TRAFFIC_METRICS = frozenset(
     {MetricType.ERROR_RATE, MetricType.LATENCY, MetricType.FALLBACK_RATE, MetricType.PREDICTION_DRIFT}
@@ -158,3 +169,48 @@ def summarize(measurement: Measurement) -> str:
     if not measurement.results:
         return "no metrics measured"
     return "; ".join(parts) if parts else "all metrics pass"
+
+
+PHASES = {
+    Verdict.PASS: MonitorPhase.PASSING,
+    Verdict.FAIL: MonitorPhase.FAILING,
+    Verdict.INCONCLUSIVE: MonitorPhase.INCONCLUSIVE,
+    Verdict.ERROR: MonitorPhase.INCONCLUSIVE,
+}
+"""The Monitor's phase after a measurement with this overall verdict."""
+
+
+def monitor_status(
+    monitor: Monitor,
+    now: datetime,
+    *,
+    measurement: Measurement | None,
+    message: str,
+    ready: bool,
+    reason: str,
+) -> MonitorStatus:
+    """The Monitor's whole new status: a new measurement (if any) at the head of the bounded list, the
+    phase of its verdict, and the Ready condition with `reason` and `message`."""
+    old = monitor.status
+    measurements = old.measurements
+    phase = old.phase
+    if measurement is not None:
+        measurements = (measurement, *measurements)[:MEASUREMENT_HISTORY_LIMIT]
+        phase = PHASES[overall_verdict(measurement)]
+    conditions = set_condition(
+        old.conditions,
+        "Ready",
+        ready,
+        reason,
+        message,
+        now=now,
+        observed_generation=monitor.metadata.generation,
+    )
+    return MonitorStatus(
+        observed_generation=monitor.metadata.generation,
+        phase=phase,
+        last_measurement=measurement or old.last_measurement,
+        measurements=measurements,
+        message=message[:1024],
+        conditions=conditions,
+    )

@@ -1,0 +1,138 @@
+"""Router metrics: errorRate, latency, fallbackRate and predictionDrift, from the router pods themselves.
+
+Every router pod's /metrics and /predictions (pod IP, admin port 9090) is scraped each window and
+compared with the previous scrape of the same Monitor, kept here; losing it (an operator restart) costs
+one window, taken as the new baseline. Pods that do not answer leave the window partial, judged on the
+pods that did; no pod answering is an Error; no router pod running yet is nothing to measure
+(Inconclusive), never an Error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from modelfleet.analysis import ExpositionError, Scrape, VersionTraffic, parse_exposition, window_traffic
+from modelfleet.api.monitor import Metric, MetricType
+from modelfleet.builders import ROUTER_ADMIN_PORT
+from modelfleet.providers import Key, Reading, Target
+from modelfleet.providers.http import Http
+
+SCRAPE_TIMEOUT = 2.0
+NO_ROUTERS = "no router pod is running yet: nothing to measure"
+
+Pods = Callable[[str, str], Awaitable[list[tuple[str, str]]]]
+"""(namespace, deployment) -> (name, IP) of its running router pods."""
+
+
+def running_pods(pods: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(name, IP) of the pods that are running, have an address and are not being deleted."""
+    out = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        if (
+            status.get("phase") == "Running"
+            and status.get("podIP")
+            and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        ):
+            out.append((str(pod["metadata"]["name"]), str(status["podIP"])))
+    return sorted(out)
+
+
+async def scrape_routers(
+    http: Http, pods: list[tuple[str, str]], now: datetime, port: int = ROUTER_ADMIN_PORT
+) -> tuple[Scrape | None, dict[str, list[Any]], str, str]:
+    """Every router pod's /metrics and /predictions: (scrape, predictions by version, error text, partial
+    text). The scrape holds the pods that answered; `partial` names those that did not. Only when no pod
+    answered is there no scrape, and the error says why. No pod to scrape gives neither: no scrape, no
+    error (nothing runs yet)."""
+    if not pods:
+        return None, {}, "", ""
+
+    async def one(pod: str, ip: str) -> tuple[str, str, Any]:
+        host = f"[{ip}]" if ":" in ip else ip
+        text = (await http.get_bytes(f"http://{host}:{port}/metrics", SCRAPE_TIMEOUT)).decode()
+        try:
+            predictions = (await http.get_bytes(f"http://{host}:{port}/predictions", SCRAPE_TIMEOUT)).decode()
+        except (aiohttp.ClientError, TimeoutError, RuntimeError):
+            predictions = "{}"  # drift only: its metric says so when samples are missing
+        return pod, text, predictions
+
+    results = await asyncio.gather(*(one(pod, ip) for pod, ip in pods), return_exceptions=True)
+    samples = {}
+    predictions: dict[str, list[Any]] = {}
+    failures: list[str] = []
+    for (pod, ip), result in zip(pods, results, strict=True):
+        if isinstance(result, BaseException):
+            why = str(result) or type(result).__name__
+            failures.append(f"scrape of router pod {pod} ({ip}:{port}) failed: {why}")
+            continue
+        _, text, prediction_text = result
+        try:
+            samples[pod] = parse_exposition(text)
+        except ExpositionError as error:
+            failures.append(f"router pod {pod}: bad metrics: {error}")
+            continue
+        try:
+            document = json.loads(prediction_text)
+        except ValueError:
+            document = {}
+        if isinstance(document, dict):
+            for version, values in document.items():
+                if isinstance(values, list):
+                    predictions.setdefault(str(version), []).extend(values)
+    if not samples:
+        return None, {}, "; ".join(failures)[:512], ""
+    partial = ""
+    if failures:
+        partial = f"{len(samples)} of {len(pods)} router pods answered; " + "; ".join(failures)
+    return Scrape(now, samples), predictions, "", partial[:1024]
+
+
+class RouterMetrics:
+    """The provider of the router-based metric types."""
+
+    def __init__(self, pods: Pods, http: Http, port: int = ROUTER_ADMIN_PORT) -> None:
+        self.pods = pods
+        self.http = http
+        self.port = port
+        self._previous: dict[Key, Scrape] = {}
+        """The last scrape of each Monitor's router pods: the start of its next window."""
+
+    def handles(self, metric: Metric) -> bool:
+        return metric.type != MetricType.PROMETHEUS
+
+    async def measure(self, target: Target, metrics: Sequence[Metric], now: datetime) -> Reading:
+        pods = await self.pods(target.namespace, target.deployment)
+        scrape, predictions, error, partial = await scrape_routers(self.http, pods, now, self.port)
+        pending = NO_ROUTERS if not pods else ""
+        traffic: VersionTraffic | None = None
+        if scrape is not None:
+            previous = self._previous.get(target.monitor)
+            self._previous[target.monitor] = scrape
+            if previous is None:
+                return Reading(baseline=True)  # the first scrape is the baseline of the first window
+            per_version = window_traffic(previous, scrape, deployment=target.deployment)
+            seconds = (scrape.time - previous.time).total_seconds()
+            traffic = per_version.get(target.version) or VersionTraffic(
+                version=target.version, seconds=seconds
+            )
+        return Reading(
+            traffic=traffic,
+            traffic_error=error,
+            traffic_pending=pending,
+            partial=partial,
+            predictions=predictions.get(target.version, ()),
+            reference_predictions=predictions.get(target.reference, ()) if target.reference else None,
+        )
+
+    def forget(self, monitor: Key) -> None:
+        self._previous.pop(monitor, None)
+
+    async def close(self) -> None:
+        await self.http.close()
