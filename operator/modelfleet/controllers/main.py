@@ -63,7 +63,13 @@ def load_handlers() -> list[str]:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # the controllers, built once with what they need; kopf's handlers find them in the memo
+    from modelfleet.controllers.deployment import DeploymentController
+    from modelfleet.controllers.monitor import MonitorController
+
+    memo.deployments = DeploymentController()
+    memo.monitors = MonitorController.default(wake_deployment=memo.deployments.wake)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.modelfleet.io", key="last-handled-configuration"

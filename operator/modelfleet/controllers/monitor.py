@@ -9,8 +9,9 @@ bounded `measurements` list, which the Deployment controller feeds to the rollou
 that cannot answer gives an Error verdict for its metrics, never a Pass; fewer than `minRequests`
 requests give Inconclusive, never a Pass or a Fail.
 
-`MonitorController` is constructed with its providers and its clock; the kopf handlers below find the
-one the operator runs in kopf's `memo`.
+`MonitorController` is constructed with its providers, a way to wake a Deployment and its clock; the
+operator builds it at start-up (`modelfleet.controllers.main`) and the kopf handlers below find it in
+kopf's `memo`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from modelfleet.analysis import assess, monitor_status, overall_verdict, summari
 from modelfleet.api import Deployment, InvalidResourceError, Monitor
 from modelfleet.api.monitor import MonitorStatus, Verdict
 from modelfleet.builders import COMPONENT_ROUTER, owned_selector
-from modelfleet.controllers import deployment as deployment_controller
 from modelfleet.controllers import kube
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.providers import Provider, Reading, Target, window
@@ -69,19 +69,22 @@ class MonitorController:
     def __init__(
         self,
         providers: Sequence[Provider],
+        wake_deployment: Callable[[str, str], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.providers = list(providers)
+        self.wake_deployment = wake_deployment
+        """Reconcile a Deployment soon: after a new measurement, or when its gate came or went."""
         self.clock = clock
         self.loops = Loops("monitor", self.measure, resync=60.0)
         self.seen: dict[Key, tuple[Any, ...]] = {}
         """What of each Monitor last woke its loop (uid, generation): its own status writes do not."""
 
     @classmethod
-    def default(cls) -> MonitorController:
+    def default(cls, wake_deployment: Callable[[str, str], None]) -> MonitorController:
         """The router-metrics and Prometheus providers, sharing one HTTP client."""
         http = Http()
-        return cls([RouterMetrics(router_pods, http), Prometheus(http)])
+        return cls([RouterMetrics(router_pods, http), Prometheus(http)], wake_deployment)
 
     async def stop(self) -> None:
         await self.loops.stop_all()
@@ -162,7 +165,7 @@ class MonitorController:
         await kube.run(_write_status, namespace, name, monitor, status)
         if verdict != Verdict.PASS:
             log.info("%s/%s: %s", namespace, name, message)
-        deployment_controller.wake(namespace, spec.deployment)
+        self.wake_deployment(namespace, spec.deployment)
         return spec.interval
 
     def on_event(self, type: str, body: kopf.Body, namespace: str, name: str) -> None:
@@ -174,24 +177,19 @@ class MonitorController:
             self.forget(key)
             self.seen.pop(key, None)
             if target:
-                deployment_controller.wake(namespace, target)
+                self.wake_deployment(namespace, target)
             return
         meta = body.get("metadata", {})
         signature = (meta.get("uid"), meta.get("generation"))
         if self.seen.get(key) == signature and key in self.loops:
             return  # a status write of this controller
         if self.seen.get(key, (None,))[0] != signature[0] and target and type:
-            deployment_controller.wake(namespace, target)  # a new gate for the Deployment
+            self.wake_deployment(namespace, target)  # a new gate for the Deployment
         self.seen[key] = signature
         self.loops.wake(namespace, name)
 
 
 # --- kopf --------------------------------------------------------------------------------------------
-
-
-@kopf.on.startup()
-async def _start(memo: kopf.Memo, **_: Any) -> None:
-    memo.monitors = MonitorController.default()
 
 
 @kopf.on.cleanup()
