@@ -209,7 +209,7 @@ def test_install_upgrade_and_uninstall_leave_nothing_behind(cluster: Cluster, re
     first = {p["metadata"]["name"] for p in release.operator_pods()}
     assert len(first) == 2
     holder = cluster.wait_for("an operator to lead", release.lease_holder, timeout=60)
-    (leader,) = [name for name in first if holder.startswith(f"{name}_")]
+    (leader,) = [name for name in first if holder.startswith(f"{name}.")]
     (standby,) = first - {leader}
     cluster.wait_for(
         "the standby to wait",
@@ -229,7 +229,7 @@ def test_install_upgrade_and_uninstall_leave_nothing_behind(cluster: Cluster, re
             if not p["metadata"].get("deletionTimestamp")
         }
         current = release.lease_holder()
-        leading = [name for name in pods - first if current.startswith(f"{name}_")]
+        leading = [name for name in pods - first if current.startswith(f"{name}.")]
         return current if len(pods) == 2 and not pods & first and leading else None
 
     cluster.wait_for("an upgraded pod to lead", new_leader, timeout=120)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from modelfleet.builders import VERSION_ANNOTATION
+from modelfleet.controllers.cache import INDEXES, Cache
 from modelfleet.controllers.deployment import DeploymentController
 
 Key = tuple[str, str]
@@ -42,7 +43,8 @@ class Loops:
 def controller(running: set[Key] | None = None) -> tuple[DeploymentController, Loops]:
     """A Deployment controller whose loops only record what would wake them."""
     loops = Loops(running)
-    return DeploymentController(router_image="localhost/modelfleet:test", loops=loops), loops
+    empty = Cache({index: {} for index in INDEXES})
+    return DeploymentController(empty, router_image="localhost/modelfleet:test", loops=loops), loops
 
 
 def apps(version: str = "iris-v1", ready: int = 0, generation: int = 1, **status: Any) -> dict[str, Any]:

@@ -53,9 +53,9 @@ from modelfleet.builders import (
     build_version_deployment,
     build_version_service,
     endpoint,
-    owned_selector,
 )
 from modelfleet.controllers import events, kube
+from modelfleet.controllers.cache import Cache
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
 from modelfleet.rollout import (
@@ -167,49 +167,28 @@ class Applier:
         return True
 
 
-# --- reading -----------------------------------------------------------------------------------------
+# --- reading, from the watch caches ----------------------------------------------------------------
 
 
-def _model_version(namespace: str, name: str) -> ModelVersion | None:
-    body = kube.get(MF, "ModelVersion", namespace, name)
+def _parse(kind: Any, body: kube.Obj | None) -> Any:
     if body is None:
         return None
     try:
-        return ModelVersion.from_k8s(body)
+        return kind.from_k8s(body)
     except InvalidResourceError as error:
         log.warning("%s", error)
         return None
 
 
-def _model(namespace: str, name: str) -> Model | None:
-    body = kube.get(MF, "Model", namespace, name)
-    if body is None:
-        return None
-    try:
-        return Model.from_k8s(body)
-    except InvalidResourceError as error:
-        log.warning("%s", error)
-        return None
-
-
-def _monitor(namespace: str, deployment: Deployment) -> MonitorObservation | None:
-    """Read the Monitor(s) that may gate the rollout; `gating_monitor` decides which one does."""
+def _monitor(cache: Cache, namespace: str, deployment: Deployment) -> MonitorObservation | None:
+    """The Monitor(s) that may gate the rollout; `gating_monitor` decides which one does."""
     named = deployment.spec.strategy.canary.monitor
     if named:
-        body = kube.get(MF, "Monitor", namespace, named)
-        bodies = [body] if body is not None else []
+        found = cache.monitor(namespace, named)
+        bodies = [found] if found is not None else []
     else:
-        bodies = [
-            m
-            for m in kube.list_objects(MF, "Monitor", namespace)
-            if (m.get("spec") or {}).get("deployment") == deployment.metadata.name
-        ]
-    monitors = []
-    for body in bodies:
-        try:
-            monitors.append(Monitor.from_k8s(body))
-        except InvalidResourceError as error:
-            log.warning("%s", error)
+        bodies = cache.monitors_of(namespace, deployment.metadata.name)
+    monitors = [m for m in (_parse(Monitor, body) for body in bodies) if m is not None]
     return gating_monitor(deployment.metadata.name, named or "", monitors)
 
 
@@ -236,10 +215,13 @@ class DeploymentController:
 
     def __init__(
         self,
+        cache: Cache,
         router_image: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         loops: LoopsLike | None = None,
     ) -> None:
+        self.cache = cache
+        """Where every read comes from: the watch caches; the API server sees only writes."""
         self.router_image = router_image or default_router_image()
         self.clock = clock
         self.loops: LoopsLike = loops or Loops("deployment", self.reconcile, resync=RESYNC_SECONDS)
@@ -269,7 +251,7 @@ class DeploymentController:
     def reconcile_sync(self, namespace: str, name: str) -> float | None:
         """One observe-decide-apply cycle. Returns when to come back if nothing changes (seconds)."""
         # observe
-        body = kube.get(MF, "Deployment", namespace, name)
+        body = self.cache.deployment(namespace, name)
         if body is None:
             raise Gone(f"{namespace}/{name}")
         try:
@@ -283,12 +265,14 @@ class DeploymentController:
         owner = Owner(name=name, namespace=namespace, uid=deployment.metadata.uid)
 
         wanted = {spec.version, status.stable_version, status.canary_version, status.previous_stable_version}
-        versions = {v: _model_version(namespace, v) for v in sorted(wanted - {""})}
-        model = _model(namespace, spec.model)
+        versions: dict[str, ModelVersion | None] = {
+            v: _parse(ModelVersion, self.cache.model_version(namespace, v)) for v in sorted(wanted - {""})
+        }
+        model: Model | None = _parse(Model, self.cache.model(namespace, spec.model))
         self.interest[(namespace, name)] = frozenset({*versions, f"model:{spec.model}"})
         check = servability(model, versions[spec.version], version_name=spec.version)
 
-        owned = kube.list_objects("apps/v1", "Deployment", namespace, owned_selector(name, COMPONENT_MODEL))
+        owned = self.cache.owned_deployments(namespace, name, COMPONENT_MODEL)
         ready = {version_of(d): ready_replicas(d) for d in owned if version_of(d)}
         annotations = {a for a in MANUAL_ANNOTATIONS if deployment.metadata.annotations.get(a) == "true"}
         observation = Observation(
@@ -296,7 +280,7 @@ class DeploymentController:
             servability=Servability(check.servable, "" if check.servable else check.message),
             ready_replicas=ready,
             annotations=annotations,
-            monitor=_monitor(namespace, deployment),
+            monitor=_monitor(self.cache, namespace, deployment),
             endpoint=endpoint(name, namespace),
         )
 
@@ -314,7 +298,7 @@ class DeploymentController:
             self.applier.apply(manifest)
         ensured = {action.version: action.replicas for action in decision.of_type(EnsureVersion)}
         for version, replicas in ensured.items():
-            mv = versions.get(version) or _model_version(namespace, version)
+            mv = versions.get(version) or _parse(ModelVersion, self.cache.model_version(namespace, version))
             if mv is None:
                 log.warning(
                     "%s/%s: ModelVersion %s not found, its pods are left as they are",
@@ -380,7 +364,7 @@ class DeploymentController:
         """Delete the apps/v1 Deployments of versions no EnsureVersion names, and the Services of versions
         the Deployment no longer names at all (`addressed_versions`): a version's address outlives its
         pods."""
-        services = kube.list_objects("v1", "Service", namespace, owned_selector(name, COMPONENT_MODEL))
+        services = self.cache.owned_services(namespace, name, COMPONENT_MODEL)
         for obj in [*owned, *services]:
             version = version_of(obj)
             keep = running | addressed if obj["kind"] == "Service" else running

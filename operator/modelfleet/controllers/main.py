@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import importlib
 import logging
+import sys
 from typing import Any
 
 import kopf
 
 # Modules whose import registers kopf handlers. Each kind's controller lives in its own module.
 HANDLER_MODULES = (
+    "modelfleet.controllers.cache",
     "modelfleet.controllers.registry",
     "modelfleet.controllers.deployment",
     "modelfleet.controllers.monitor",
@@ -63,13 +65,18 @@ def load_handlers() -> list[str]:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # the controllers, built once with what they need; kopf's handlers find them in the memo
-    from modelfleet.controllers.deployment import DeploymentController
-    from modelfleet.controllers.monitor import MonitorController
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    # The controllers, built once with what they need; kopf's handlers find them in the memo. Their
+    # reads come from kopf's indexes (the watch caches), which kopf passes to every handler by name.
+    # (A kopf run of some handler modules alone, the registry's say, builds none.)
+    if set(HANDLER_MODULES) <= set(sys.modules):
+        from modelfleet.controllers.cache import Cache
+        from modelfleet.controllers.deployment import DeploymentController
+        from modelfleet.controllers.monitor import MonitorController
 
-    memo.deployments = DeploymentController()
-    memo.monitors = MonitorController.default(wake_deployment=memo.deployments.wake)
+        cache = Cache(kwargs)
+        memo.deployments = DeploymentController(cache)
+        memo.monitors = MonitorController.default(cache, wake_deployment=memo.deployments.wake)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.modelfleet.io", key="last-handled-configuration"

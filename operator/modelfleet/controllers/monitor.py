@@ -29,8 +29,8 @@ from modelfleet import metrics
 from modelfleet.analysis import assess, monitor_status, overall_verdict, summarize
 from modelfleet.api import Deployment, InvalidResourceError, Monitor
 from modelfleet.api.monitor import MonitorStatus, Verdict
-from modelfleet.builders import COMPONENT_ROUTER, owned_selector
 from modelfleet.controllers import kube
+from modelfleet.controllers.cache import Cache
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.providers import Provider, Reading, Target, window
 from modelfleet.providers.http import Http
@@ -40,14 +40,6 @@ from modelfleet.providers.router import RouterMetrics, running_pods
 log = logging.getLogger("modelfleet.monitor")
 
 MF = f"{kube.GROUP}/{kube.VERSION}"
-
-
-async def router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
-    """(name, IP) of a Deployment's running router pods."""
-    pods = await kube.run(
-        kube.list_objects, "v1", "Pod", namespace, owned_selector(deployment, COMPONENT_ROUTER)
-    )
-    return running_pods(pods)
 
 
 def _write_status(namespace: str, name: str, monitor: Monitor, status: MonitorStatus) -> None:
@@ -68,10 +60,13 @@ class MonitorController:
 
     def __init__(
         self,
+        cache: Cache,
         providers: Sequence[Provider],
         wake_deployment: Callable[[str, str], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.cache = cache
+        """Where every read comes from: the watch caches; the API server sees only status writes."""
         self.providers = list(providers)
         self.wake_deployment = wake_deployment
         """Reconcile a Deployment soon: after a new measurement, or when its gate came or went."""
@@ -81,10 +76,14 @@ class MonitorController:
         """What of each Monitor last woke its loop (uid, generation): its own status writes do not."""
 
     @classmethod
-    def default(cls, wake_deployment: Callable[[str, str], None]) -> MonitorController:
+    def default(cls, cache: Cache, wake_deployment: Callable[[str, str], None]) -> MonitorController:
         """The router-metrics and Prometheus providers, sharing one HTTP client."""
+
+        async def router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+            return running_pods(cache.router_pods(namespace, deployment))
+
         http = Http()
-        return cls([RouterMetrics(router_pods, http), Prometheus(http)], wake_deployment)
+        return cls(cache, [RouterMetrics(router_pods, http), Prometheus(http)], wake_deployment)
 
     async def stop(self) -> None:
         await self.loops.stop_all()
@@ -108,7 +107,7 @@ class MonitorController:
     async def _measure(self, namespace: str, name: str) -> float | None:
         key = (namespace, name)
         # observe
-        body = await kube.run(kube.get, MF, "Monitor", namespace, name)
+        body = self.cache.monitor(namespace, name)
         if body is None:
             self.forget(key)
             raise Gone(f"{namespace}/{name}")
@@ -118,7 +117,7 @@ class MonitorController:
             log.warning("%s", error)
             return None
         spec = monitor.spec
-        found = await kube.run(kube.get, MF, "Deployment", namespace, spec.deployment)
+        found = self.cache.deployment(namespace, spec.deployment)
         now = self.clock()
 
         async def idle(message: str, reason: str) -> float:

@@ -1,0 +1,156 @@
+"""The read side of the operator's Kubernetes access: watch caches, not a GET or LIST per reconcile.
+
+kopf watches every kind the controllers read and keeps the objects in its indexes (`kopf.index`), which
+it fills from the watch streams before any handler runs, so a reconcile reads memory. Writes stay with
+`modelfleet.controllers.kube` (server-side apply, the status subresource, Events). A cached object may
+be a few milliseconds behind a write; every status write is guarded by the resourceVersion it read, so a
+decision taken on a stale object is refused by the API server and taken again.
+
+What is cached: the four modelfleet kinds; the apps/v1 Deployments and Services the operator owns; the
+router pods (for scraping). Objects are kept without their managedFields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modelfleet.builders import COMPONENT_ROUTER, DEPLOYMENT_LABEL, MANAGED_BY, labels
+
+GROUP, VERSION = "modelfleet.io", "v1alpha1"
+Key = tuple[str, str]
+Obj = dict[str, Any]
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+INDEXES = (
+    "cached_deployments",
+    "cached_model_versions",
+    "cached_models",
+    "cached_monitors",
+    "cached_monitors_by_deployment",
+    "cached_owned_deployments",
+    "cached_owned_services",
+    "cached_router_pods",
+)
+
+
+def _plain(body: Mapping[str, Any], api_version: str, kind: str) -> Obj:
+    """The object as the API server sent it, without managedFields, with its apiVersion and kind."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {**body, "apiVersion": api_version, "kind": kind, "metadata": meta}
+
+
+def _owner(body: Mapping[str, Any]) -> str:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Deployment" and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            return str(ref.get("name", ""))
+    return ""
+
+
+# --- the indexes kopf keeps -------------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "deployments")
+def cached_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): _plain(body, f"{GROUP}/{VERSION}", "Deployment")}
+
+
+@kopf.index(GROUP, VERSION, "modelversions")
+def cached_model_versions(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): _plain(body, f"{GROUP}/{VERSION}", "ModelVersion")}
+
+
+@kopf.index(GROUP, VERSION, "models")
+def cached_models(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): _plain(body, f"{GROUP}/{VERSION}", "Model")}
+
+
+@kopf.index(GROUP, VERSION, "monitors")
+def cached_monitors(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): _plain(body, f"{GROUP}/{VERSION}", "Monitor")}
+
+
+@kopf.index(GROUP, VERSION, "monitors")
+def cached_monitors_by_deployment(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    """(namespace, the Deployment it watches) -> Monitors."""
+    deployment = (body.get("spec") or {}).get("deployment")
+    if not isinstance(deployment, str) or not deployment:
+        return {}
+    return {(namespace or "", deployment): _plain(body, f"{GROUP}/{VERSION}", "Monitor")}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def cached_owned_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    """(namespace, owning modelfleet Deployment) -> its apps/v1 Deployments."""
+    owner = _owner(body)
+    return {(namespace or "", owner): _plain(body, "apps/v1", "Deployment")} if owner else {}
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def cached_owned_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    """(namespace, owning modelfleet Deployment) -> its Services."""
+    owner = _owner(body)
+    return {(namespace or "", owner): _plain(body, "v1", "Service")} if owner else {}
+
+
+@kopf.index("", "v1", "pods", labels={**MANAGED, "app.kubernetes.io/component": COMPONENT_ROUTER})
+def cached_router_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    """(namespace, the modelfleet.io/deployment label) -> router pods."""
+    deployment = str((body.get("metadata") or {}).get("labels", {}).get(DEPLOYMENT_LABEL, ""))
+    return {(namespace or "", deployment): _plain(body, "v1", "Pod")} if deployment else {}
+
+
+# --- reading them ---------------------------------------------------------------------------------------
+
+
+class Cache:
+    """What the controllers read, from kopf's indexes (as a startup handler receives them)."""
+
+    def __init__(self, indexes: Mapping[str, Any]) -> None:
+        missing = [name for name in INDEXES if name not in indexes]
+        if missing:
+            raise ValueError(f"kopf did not pass the indexes {', '.join(missing)}")
+        self._indexes = {name: indexes[name] for name in INDEXES}
+
+    def _all(self, index: str, key: Key) -> list[Obj]:
+        store = self._indexes[index].get(key)
+        return list(store) if store is not None else []
+
+    def _one(self, index: str, key: Key) -> Obj | None:
+        found = self._all(index, key)
+        return found[0] if found else None
+
+    def deployment(self, namespace: str, name: str) -> Obj | None:
+        return self._one("cached_deployments", (namespace, name))
+
+    def model_version(self, namespace: str, name: str) -> Obj | None:
+        return self._one("cached_model_versions", (namespace, name))
+
+    def model(self, namespace: str, name: str) -> Obj | None:
+        return self._one("cached_models", (namespace, name))
+
+    def monitor(self, namespace: str, name: str) -> Obj | None:
+        return self._one("cached_monitors", (namespace, name))
+
+    def monitors_of(self, namespace: str, deployment: str) -> list[Obj]:
+        """The Monitors in `namespace` that watch `deployment`."""
+        return self._all("cached_monitors_by_deployment", (namespace, deployment))
+
+    def owned_deployments(self, namespace: str, owner: str, component: str) -> list[Obj]:
+        return [
+            d
+            for d in self._all("cached_owned_deployments", (namespace, owner))
+            if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == component
+        ]
+
+    def owned_services(self, namespace: str, owner: str, component: str) -> list[Obj]:
+        return [
+            s
+            for s in self._all("cached_owned_services", (namespace, owner))
+            if (s["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == component
+        ]
+
+    def router_pods(self, namespace: str, deployment: str) -> list[Obj]:
+        label = labels(deployment, COMPONENT_ROUTER)[DEPLOYMENT_LABEL]
+        return self._all("cached_router_pods", (namespace, label))
