@@ -118,6 +118,21 @@ def request(
     return json.loads(data) if data else None
 
 
+def api_ready() -> bool:
+    """Does the API server answer /readyz with 200? Only then is its discovery complete: kopf resolves
+    the kinds it watches once, at start, and one it could not resolve would never be watched."""
+    api = api_client()
+    _, url, headers, _, _ = api.param_serialize(
+        method="GET", resource_path="/readyz", header_params={}, auth_settings=["BearerToken"]
+    )
+    try:
+        response = api.call_api("GET", url, header_params=headers, _request_timeout=(3.0, 5.0))
+        response.read()  # type: ignore[no-untyped-call]
+    except Exception:  # refused, reset, timed out: not ready
+        return False
+    return bool(response.status == 200)
+
+
 def _reason(data: bytes | None, default: str) -> str:
     try:
         return str(json.loads(data or b"").get("message", default))

@@ -89,6 +89,22 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     settings.batching.worker_limit = 64
 
 
+async def wait_for_the_api_server(stop_flag: asyncio.Event | None = None, poll: float = 0.5) -> None:
+    """Until the API server is ready (an operator started during an API server outage waits it out,
+    rather than let kopf resolve the kinds it watches against a half-started server)."""
+    from modelfleet.controllers import kube
+
+    log = logging.getLogger("modelfleet")
+    waited = 0.0
+    while not await asyncio.to_thread(kube.api_ready):
+        if stop_flag is not None and stop_flag.is_set():
+            return
+        if waited % 5.0 < poll:
+            log.info("waiting for the API server to be ready (%.0fs so far)", waited)
+        await asyncio.sleep(poll)
+        waited += poll
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -100,6 +116,7 @@ def main(argv: list[str]) -> int:
     namespaces = args.namespace or None
 
     async def run_operator(stop_flag: asyncio.Event | None = None) -> None:
+        await wait_for_the_api_server(stop_flag)
         await kopf.operator(
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
