@@ -156,9 +156,12 @@ def canary_weight_in_router(cluster: Cluster, namespace: str, name: str = "iris"
 @dataclass
 class Response:
     time: float
+    """When the answer (or the error) came."""
     code: int
     served_by: str
     fallback: str
+    sent: float = 0.0
+    """When the request was sent."""
 
 
 @dataclass
@@ -214,6 +217,7 @@ class Load:
                 time.sleep(delay)
             else:
                 next_at = time.monotonic()
+            sent = time.time()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -231,13 +235,14 @@ class Load:
                         answer.status,
                         answer.getheader("X-Modelfleet-Served-By", ""),
                         answer.getheader("X-Modelfleet-Fallback", ""),
+                        sent,
                     )
                 )
                 if answer.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as error:
-                self._record(Response(time.time(), 0, f"error: {type(error).__name__}: {error}", ""))
+                self._record(Response(time.time(), 0, f"error: {type(error).__name__}: {error}", "", sent))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -376,7 +381,10 @@ class Fleet:
 
     def status(self, name: str = "iris") -> dict[str, Any]:
         out: dict[str, Any] = status(self.cluster, self.namespace, name)
-        self.timeline.append((time.time(), out))
+        if self.watch is None:
+            # Without a watch, the polled statuses are the timeline. With one, the watch alone writes
+            # it: a polled status is older than the moment it is appended, and would come out of order.
+            self.timeline.append((time.time(), out))
         return out
 
     def monitor_status(self, name: str = "iris-quality") -> dict[str, Any]:
@@ -432,8 +440,18 @@ class Fleet:
         raise AssertionError(f"no {verdict} of {metric} on {version} in {self.monitor_status(monitor)}")
 
     def client_errors(self) -> list[Response]:
+        """Errors of the requests sent once the router answered steadily (`serving_since`), as the demo
+        counts them. A request already on its way before that moment belongs to the warm-up: its error
+        is not counted here but recorded in the results file (`warm_up_errors`), so it stays visible."""
         assert self.load is not None
-        return self.load.errors(since=self.serving_since)
+        errors = self.load.errors(since=self.serving_since)
+        warm_up = [r for r in errors if r.sent < self.serving_since]
+        if warm_up:
+            record_result(
+                "warm_up_errors",
+                {"namespace": self.namespace, "errors": [f"{r.code} {r.served_by}"[:200] for r in warm_up]},
+            )
+        return [r for r in errors if r.sent >= self.serving_since]
 
     def weights_seen(self, canary: str) -> list[int]:
         """canaryWeight values while `canary` was the canary, in the order seen (repeats collapsed)."""
