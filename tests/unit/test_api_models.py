@@ -197,7 +197,7 @@ def test_api_md_monitor_modelversion_and_model_parse() -> None:
     assert monitor.status.last_measurement.results[0].verdict == Verdict.PASS
 
     version = ModelVersion.from_k8s(load(API_MD_MODELVERSION))
-    assert version.spec.readiness_path == "/v2/health/ready"
+    assert version.spec.serving_readiness_path == "/v2/health/ready"
     assert version.spec.lineage is not None
     assert version.spec.lineage.metrics == {"accuracy": 0.973, "f1": 0.968}
     assert version.spec.resources is not None
@@ -255,9 +255,9 @@ def test_readiness_path_follows_protocol(protocol: str | None, path: str) -> Non
     if protocol:
         data["protocol"] = protocol
     parsed = ModelVersionSpec.model_validate(data)
-    assert parsed.port == 8080
-    assert parsed.readiness_path == path
-    assert parsed.protocol == Protocol(protocol or "v2")
+    assert parsed.serving_port == 8080
+    assert parsed.serving_readiness_path == path
+    assert parsed.serving_protocol == Protocol(protocol or "v2")
 
 
 def test_explicit_readiness_path_wins() -> None:

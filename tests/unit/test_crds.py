@@ -68,7 +68,7 @@ def test_check_mode_reports_drift_and_writes_nothing(tmp_path: Path) -> None:
     assert crdgen.main(["--out", str(out), "--docs", str(docs)], echo=printed.append) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(crdgen.render_crds())
     assert crdgen.main(["--out", str(out), "--docs", str(docs), "--check"], echo=printed.append) == 0
-    assert printed[-1] == "5 generated files up to date"
+    assert printed[-1] == "7 generated files up to date"
 
     target = out / "modelfleet.io_deployments.yaml"
     target.write_text(target.read_text().replace("default: 20", "default: 25"))
@@ -136,7 +136,11 @@ def test_only_free_form_core_shapes_preserve_unknown_fields() -> None:
         for path, node in walk(schema_of(kind), kind)
         if node.get("x-kubernetes-preserve-unknown-fields")
     ]
-    assert free == [("ModelVersion", "ModelVersion.spec.env[].valueFrom")]
+    assert free == [
+        ("ModelVersion", "ModelVersion.spec.env[].valueFrom"),
+        ("ClusterRuntime", "ClusterRuntime.spec.env[].valueFrom"),
+        ("Runtime", "Runtime.spec.env[].valueFrom"),
+    ]
 
 
 def test_nullable_only_in_status() -> None:
@@ -180,19 +184,21 @@ def test_the_generator_refuses_unions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "plural", "short"),
+    ("kind", "plural", "short", "scope"),
     [
-        ("Model", "models", "mdl"),
-        ("ModelVersion", "modelversions", "mv"),
-        ("Deployment", "deployments", "mdeploy"),
-        ("Monitor", "monitors", "mon"),
+        ("Model", "models", "mdl", "Namespaced"),
+        ("ModelVersion", "modelversions", "mv", "Namespaced"),
+        ("Deployment", "deployments", "mdeploy", "Namespaced"),
+        ("Monitor", "monitors", "mon", "Namespaced"),
+        ("ClusterRuntime", "clusterruntimes", "crt", "Cluster"),
+        ("Runtime", "runtimes", "rt", "Namespaced"),
     ],
 )
-def test_names_scope_and_subresources(kind: str, plural: str, short: str) -> None:
+def test_names_scope_and_subresources(kind: str, plural: str, short: str, scope: str) -> None:
     crd = CRDS[kind]
     assert crd["metadata"]["name"] == f"{plural}.modelfleet.io"
     assert crd["spec"]["group"] == "modelfleet.io"
-    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["scope"] == scope
     assert crd["spec"]["names"] == {
         "kind": kind,
         "listKind": f"{kind}List",
@@ -219,7 +225,9 @@ def test_names_scope_and_subresources(kind: str, plural: str, short: str) -> Non
     ("kind", "columns"),
     [
         ("Deployment", ["Stable", "Canary", "Weight", "Phase", "Age"]),
-        ("ModelVersion", ["Model", "Version", "Image", "Phase", "Approved", "Age"]),
+        ("ModelVersion", ["Model", "Version", "Image", "Artifact", "Phase", "Approved", "Age"]),
+        ("ClusterRuntime", ["Formats", "Image", "Ready", "Age"]),
+        ("Runtime", ["Formats", "Image", "Ready", "Age"]),
         ("Model", ["Versions", "Serving", "Ready", "Age"]),
         ("Monitor", ["Deployment", "Phase", "Last", "Age"]),
     ],
@@ -275,12 +283,20 @@ def test_deployment_defaults_in_the_schema() -> None:
 
 def test_model_version_defaults_and_immutability() -> None:
     spec = at(schema_of("ModelVersion"), "spec")
-    assert at(spec, "port")["default"] == 8080
-    assert at(spec, "protocol")["default"] == "v2"
-    assert "default" not in at(spec, "readinessPath")  # follows protocol, filled in by the operator's model
-    for field in ("model", "version", "image", "port", "protocol"):
+    # port, protocol and readinessPath follow the image (8080, v2, by protocol) or the artifact's runtime
+    for field in ("port", "protocol", "readinessPath"):
+        assert "default" not in at(spec, field)
+    for field in ("model", "version"):
         assert rules(at(spec, field)) == {f"{field} is immutable": "self == oldSelf"}
-    assert "lineage is immutable" in rules(spec)
+    # optional fields: the rule on spec also refuses adding or removing them
+    for field in ("image", "artifact", "runtime", "reference", "lineage", "port", "protocol"):
+        assert f"{field} is immutable" in rules(spec)
+    assert (
+        rules(spec)["exactly one of image and artifact must be set"]
+        == "has(self.image) != has(self.artifact)"
+    )
+    assert at(spec, "artifact.digest")["pattern"] == "^sha256:[0-9a-f]{64}$"
+    assert spec["required"] == ["model", "version"]
     assert at(spec, "lineage.metrics")["additionalProperties"] == {"type": "number"}
 
 

@@ -186,7 +186,7 @@ def test_status_lists_the_versions_in_play_with_image_and_phase() -> None:
 def test_status_says_when_a_version_or_the_monitor_is_missing() -> None:
     text = render.render_status(deployment(canary_status()), [], {}, NOW)
 
-    assert "iris-v1  stable  -              -      not found" in text
+    assert "iris-v1  stable  -              -                 not found" in text
     assert "Monitor iris-quality: not found" in text
 
 

@@ -44,12 +44,16 @@ from modelfleet.api.deployment import (
 from modelfleet.api.model import Governance, Model, ModelSpec, ModelStatus
 from modelfleet.api.modelversion import (
     Approval,
+    Artifact,
+    ArtifactCredentials,
+    ArtifactStatus,
     Lineage,
     ModelVersion,
     ModelVersionPhase,
     ModelVersionSpec,
     ModelVersionStatus,
     Protocol,
+    ReferenceData,
 )
 from modelfleet.api.monitor import (
     Measurement,
@@ -64,19 +68,25 @@ from modelfleet.api.monitor import (
     PrometheusQuery,
     Verdict,
 )
+from modelfleet.api.runtime import MODEL_DIR, ClusterRuntime, Runtime, RuntimeSpec, RuntimeStatus
 
 __all__ = [
     "ABORT_ANNOTATION",
     "API_VERSION",
     "GROUP",
+    "MODEL_DIR",
     "PROMOTE_ANNOTATION",
     "RETRY_ANNOTATION",
     "VERSION",
     "AnalysisStatus",
     "Approval",
+    "Artifact",
+    "ArtifactCredentials",
+    "ArtifactStatus",
     "CanaryStep",
     "CanaryStrategy",
     "CircuitBreaker",
+    "ClusterRuntime",
     "Condition",
     "ConditionStatus",
     "Deployment",
@@ -110,8 +120,12 @@ __all__ = [
     "Pause",
     "PrometheusQuery",
     "Protocol",
+    "ReferenceData",
     "RolloutResult",
     "RouterSpec",
+    "Runtime",
+    "RuntimeSpec",
+    "RuntimeStatus",
     "Strategy",
     "StrategyType",
     "Time",

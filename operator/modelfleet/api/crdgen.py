@@ -35,6 +35,7 @@ from modelfleet.api.deployment import Deployment, DeploymentSpec, DeploymentStat
 from modelfleet.api.model import Model, ModelSpec, ModelStatus
 from modelfleet.api.modelversion import ModelVersion, ModelVersionSpec, ModelVersionStatus
 from modelfleet.api.monitor import Monitor, MonitorSpec, MonitorStatus
+from modelfleet.api.runtime import ClusterRuntime, Runtime, RuntimeSpec, RuntimeStatus
 
 CATEGORY = "modelfleet"
 HEADER = "# Generated from the models in operator/modelfleet/api by `make crds`. Do not edit.\n"
@@ -77,6 +78,8 @@ class Kind:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[PrinterColumn, ...] = field(default=())
+    scope: str = "Namespaced"
+    """Namespaced, or Cluster for a cluster-scoped kind."""
 
     @property
     def singular(self) -> str:
@@ -117,10 +120,13 @@ KINDS: tuple[Kind, ...] = (
         (
             PrinterColumn("Model", ".spec.model"),
             PrinterColumn("Version", ".spec.version"),
-            PrinterColumn("Image", ".spec.image"),
+            PrinterColumn("Image", ".spec.image", description="Image of an image version"),
+            PrinterColumn("Artifact", ".spec.artifact.uri", description="Artifact of an artifact version"),
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Approved", _condition("Approved")),
             PrinterColumn("Served-By", ".status.servedBy", priority=1),
+            PrinterColumn("Runtime", ".status.artifact.runtime", priority=1),
+            PrinterColumn("Format", ".spec.artifact.format", priority=1),
             AGE,
         ),
     ),
@@ -156,6 +162,28 @@ KINDS: tuple[Kind, ...] = (
             PrinterColumn("Version", ".status.lastMeasurement.version", priority=1),
             AGE,
         ),
+    ),
+    *(
+        Kind(
+            kind,
+            plural,
+            (short,),
+            resource,
+            RuntimeSpec,
+            RuntimeStatus,
+            (
+                PrinterColumn("Formats", ".spec.formats", description="Artifact formats it serves"),
+                PrinterColumn("Image", ".spec.image"),
+                PrinterColumn("Protocol", ".spec.protocol", priority=1),
+                PrinterColumn("Ready", _condition("Ready")),
+                AGE,
+            ),
+            scope,
+        )
+        for kind, plural, short, resource, scope in (
+            ("ClusterRuntime", "clusterruntimes", "crt", ClusterRuntime, "Cluster"),
+            ("Runtime", "runtimes", "rt", Runtime, "Namespaced"),
+        )
     ),
 )
 
@@ -376,7 +404,7 @@ def crd(kind: Kind) -> Json:
                 "shortNames": list(kind.short_names),
                 "categories": [CATEGORY],
             },
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "versions": [
                 {
                     "name": VERSION,

@@ -27,7 +27,10 @@ class Governance(ApiModel):
     require_approval: bool = False
     """Versions must carry `approval.approved: true` before any Deployment rolls them out."""
     allowed_images: tuple[ImagePrefix, ...] = Field(default=(), max_length=64)
-    """Image prefixes a version's image must start with, e.g. `registry.example.com/ml/`. Empty allows any."""
+    """Image prefixes a version's image (or its runtime's image) must start with, e.g.
+    `registry.example.com/ml/`. Empty allows any."""
+    require_digest: bool = False
+    """Artifact versions must give artifact.digest, so what is served is exactly what was registered."""
 
     def image_allowed(self, image: str) -> bool:
         """Whether `image` starts with one of the allowed prefixes (always, when there are none)."""

@@ -19,6 +19,9 @@ from modelfleet.api.deployment import DeploymentSpec
 from modelfleet.api.modelversion import ModelVersionSpec
 from modelfleet.api.routerconfig import CONFIG_KEY, Role, RouterConfig, Version
 from modelfleet.api.routerconfig import Fallback as RouterFallback
+from modelfleet.api.runtime import MODEL_DIR
+from modelfleet.builders.artifacts import MODELS_VOLUME, FetchSettings, fetch_init_container
+from modelfleet.registry.artifacts import Server, image_server
 
 Manifest = dict[str, Any]
 
@@ -161,29 +164,70 @@ _TMP_VOLUME: Manifest = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 _TMP_MOUNT: Manifest = {"name": "tmp", "mountPath": "/tmp"}
 
 
-def build_version_deployment(owner: Owner, version: str, spec: ModelVersionSpec, replicas: int) -> Manifest:
-    """The apps/v1 Deployment that runs one ModelVersion's model server."""
+def _server(spec: ModelVersionSpec | Server) -> Server:
+    return spec if isinstance(spec, Server) else image_server(spec)
+
+
+#: The emptyDir that holds an artifact: sized for the largest artifact the operator lets a pod fetch.
+def _models_volume(settings: FetchSettings) -> Manifest:
+    return {"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": str(settings.max_bytes)}}
+
+
+def build_version_deployment(
+    owner: Owner,
+    version: str,
+    spec: ModelVersionSpec | Server,
+    replicas: int,
+    fetch: FetchSettings | None = None,
+) -> Manifest:
+    """The apps/v1 Deployment that runs one version's model server: the version's image, or for an
+    artifact version its runtime, with an init container (`fetch`) that puts the artifact at
+    /mnt/models first and refuses to start the server when the digest does not match."""
+    server = _server(spec)
     object_labels = labels(owner.name, COMPONENT_MODEL, version)
+    mounts: list[Manifest] = [_TMP_MOUNT]
+    volumes: list[Manifest] = [_TMP_VOLUME]
+    init_containers: list[Manifest] = []
+    if server.artifact is not None:
+        if fetch is None:
+            raise ValueError(f"version {version} is an artifact version: the fetch settings are needed")
+        init, extra = fetch_init_container(server.artifact, fetch)
+        init_containers.append(init)
+        volumes += [_models_volume(fetch), *extra]
+        mounts.append({"name": MODELS_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
     container: Manifest = {
         "name": "model",
-        "image": spec.image,
+        "image": server.image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": server.port, "protocol": "TCP"}],
         "readinessProbe": {
-            "httpGet": {"path": spec.readiness_path, "port": spec.port},
+            "httpGet": {"path": server.readiness_path, "port": server.port},
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [_TMP_MOUNT],
+        "volumeMounts": mounts,
     }
-    if spec.args:
-        container["args"] = list(spec.args)
-    if spec.env:
-        container["env"] = [env.to_k8s() for env in spec.env]
-    if spec.resources is not None:
-        container["resources"] = spec.resources.to_k8s()
+    if server.args:
+        container["args"] = list(server.args)
+    if server.env:
+        container["env"] = [env.to_k8s() for env in server.env]
+    if server.resources is not None:
+        container["resources"] = server.resources.to_k8s()
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "terminationGracePeriodSeconds": 10,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    template_meta: Manifest = {"labels": object_labels}
+    if server.runtime:
+        template_meta["annotations"] = {"modelfleet.io/runtime": server.runtime}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -192,23 +236,14 @@ def build_version_deployment(owner: Owner, version: str, spec: ModelVersionSpec,
             "replicas": replicas,
             "revisionHistoryLimit": 2,
             "selector": {"matchLabels": _selector(owner.name, COMPONENT_MODEL, version)},
-            "template": {
-                "metadata": {"labels": object_labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": POD_SECURITY_CONTEXT,
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [container],
-                    "volumes": [_TMP_VOLUME],
-                },
-            },
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 
 
-def build_version_service(owner: Owner, version: str, spec: ModelVersionSpec) -> Manifest:
+def build_version_service(owner: Owner, version: str, spec: ModelVersionSpec | Server) -> Manifest:
     """The Service in front of one version's pods; the router sends its traffic there."""
+    port = _server(spec).port
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -221,7 +256,7 @@ def build_version_service(owner: Owner, version: str, spec: ModelVersionSpec) ->
         "spec": {
             "type": "ClusterIP",
             "selector": _selector(owner.name, COMPONENT_MODEL, version),
-            "ports": [{"name": "http", "port": spec.port, "targetPort": spec.port, "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
 
@@ -229,7 +264,7 @@ def build_version_service(owner: Owner, version: str, spec: ModelVersionSpec) ->
 def build_router_config(
     owner: Owner,
     spec: DeploymentSpec,
-    versions: Mapping[str, ModelVersionSpec],
+    versions: Mapping[str, ModelVersionSpec | Server],
     *,
     stable: str,
     canary: str,
@@ -249,14 +284,14 @@ def build_router_config(
         raise ValueError(f"canary weight {canary_weight} is not within 0..100")
 
     def version(name: str, weight: int, role: Role) -> Version:
-        mv = versions[name]
+        server = _server(versions[name])
         return Version.model_validate(
             {
                 "name": name,
-                "url": version_url(owner.name, owner.namespace, name, mv.port),
+                "url": version_url(owner.name, owner.namespace, name, server.port),
                 "weight": weight,
                 "role": role,
-                "protocol": mv.protocol.value,
+                "protocol": server.protocol.value,
             }
         )
 

@@ -27,6 +27,7 @@ from modelfleet.api import (
     InvalidResourceError,
     Measurement,
     ModelVersion,
+    ModelVersionSpec,
     Monitor,
     MonitorSpec,
     MonitorStatus,
@@ -303,8 +304,15 @@ def version_rows(view: DeploymentView, versions: Mapping[str, Obj]) -> list[list
             rows.append([name, role, "-", "-", f"invalid: {error}"])
             continue
         phase = mv.status.phase.value if mv.status.phase else "Unknown"
-        rows.append([name, role, mv.spec.version, mv.spec.image, phase])
+        rows.append([name, role, mv.spec.version, mv.spec.image or _artifact_text(mv.spec), phase])
     return rows
+
+
+def _artifact_text(spec: ModelVersionSpec) -> str:
+    """`s3://models/iris/4/ (sklearn)` for an artifact version."""
+    if spec.artifact is None:
+        return "-"
+    return f"{spec.artifact.uri} ({spec.artifact.format})"
 
 
 def render_status(
@@ -342,7 +350,8 @@ def render_status(
         )
     rows = version_rows(view, versions)
     if rows:
-        lines += ["", "Versions:", table(("VERSION", "ROLE", "MODEL VERSION", "IMAGE", "PHASE"), rows, "  ")]
+        header = ("VERSION", "ROLE", "MODEL VERSION", "IMAGE / ARTIFACT", "PHASE")
+        lines += ["", "Versions:", table(header, rows, "  ")]
     judged = monitors_of(view, monitors)
     if view.monitor_name and all(m.name != view.monitor_name for m in judged):
         lines += ["", f"Monitor {view.monitor_name}: not found"]

@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Literal, NamedTuple
 
 from modelfleet.api import (
+    ArtifactStatus,
+    Condition,
     ConditionStatus,
     DeploymentStatus,
     Model,
@@ -24,6 +26,10 @@ from modelfleet.api import (
     get_condition,
     set_condition,
 )
+from modelfleet.registry.artifacts import CheckOutcome, Runtimes, choose_runtime
+
+#: The condition of an artifact version that records the operator's check of its artifact.
+ARTIFACT_VERIFIED = "ArtifactVerified"
 
 #: Status lists (`versions`, `servingVersions`, `servedBy`) hold at most this many names (CRD maxItems).
 STATUS_LIST_LIMIT = 1000
@@ -46,6 +52,28 @@ class Reason(StrEnum):
     """Its image starts with none of the Model's `allowedImages`."""
     APPROVAL_REQUIRED = "ApprovalRequired"
     """The Model requires approval and the version is not approved."""
+    DIGEST_REQUIRED = "DigestRequired"
+    """The Model requires artifact digests and the version gives none."""
+    NO_RUNTIME = "NoRuntime"
+    """No runtime serves the artifact's format (or the named runtime does not exist or serve it)."""
+    ARTIFACT_VERIFYING = "ArtifactVerifying"
+    """The artifact has not been checked yet: the version waits, it is not refused."""
+    ARTIFACT_UNREACHABLE = "ArtifactUnreachable"
+    """The check could not read the artifact (store down, wrong credentials, no such object)."""
+    DIGEST_MISMATCH = "DigestMismatch"
+    """The artifact's content does not match artifact.digest."""
+    ARTIFACT_TOO_LARGE = "ArtifactTooLarge"
+    """The artifact is over the size limit."""
+    FETCH_TIMEOUT = "FetchTimeout"
+    """The check did not finish reading the artifact in time."""
+    UNSUPPORTED_SCHEME = "UnsupportedScheme"
+    """The artifact's URI scheme is not one the fetcher reads (yet)."""
+    INVALID_ARTIFACT = "InvalidArtifact"
+    """The artifact is not what its URI says (an empty prefix, say)."""
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+    """The Secret named by artifact.credentials does not exist or lacks a key."""
+    ARTIFACT_CHECK_FAILED = "ArtifactCheckFailed"
+    """The check itself failed (its pod did not run or said nothing)."""
 
 
 class Servability(NamedTuple):
@@ -56,6 +84,11 @@ class Servability(NamedTuple):
     """CamelCase, for conditions and events."""
     message: str
     """One short sentence for people, naming the objects and the rule."""
+
+    @property
+    def pending(self) -> bool:
+        """Not servable yet, but not refused: the version waits for something (its artifact check)."""
+        return self.reason in (Reason.ARTIFACT_VERIFYING, Reason.MODEL_NOT_FOUND)
 
 
 def _names(items: Sequence[str], limit: int = 5) -> str:
@@ -72,13 +105,23 @@ def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def servability(model: Model | None, version: ModelVersion | None, *, version_name: str = "") -> Servability:
+def servability(
+    model: Model | None,
+    version: ModelVersion | None,
+    *,
+    version_name: str = "",
+    runtimes: Runtimes | None = None,
+    conditions: Sequence[Condition] | None = None,
+) -> Servability:
     """May `version` take traffic under `model`'s governance?
 
     Pass the Model the caller serves (a Deployment's `spec.model`) or, for the version's own status,
     the Model the version names; None when it does not exist. `version_name` names a version that
-    could not be found, for the message. When several rules are broken, `reason` is the first of
-    ModelNotFound, ModelMismatch, ImageNotAllowed, ApprovalRequired and `message` lists them all.
+    could not be found, for the message. For an artifact version, `runtimes` are those it may use
+    (none when not given) and its artifact check is read from `conditions` (default: its status's).
+    When several rules are broken, `reason` is the first of ModelNotFound, ModelMismatch,
+    DigestRequired, NoRuntime, ImageNotAllowed, the artifact check's, ApprovalRequired and `message`
+    lists them all.
     """
     if version is None:
         name = version_name or "(unnamed)"
@@ -96,14 +139,39 @@ def servability(model: Model | None, version: ModelVersion | None, *, version_na
         )
     problems: list[tuple[Reason, str]] = []
     governance = model.spec.governance
-    if not governance.image_allowed(version.spec.image):
+    spec = version.spec
+    image, whose = spec.image or "", "image"
+    if spec.artifact is not None:
+        if governance.require_digest and not spec.artifact.digest:
+            problems.append(
+                (
+                    Reason.DIGEST_REQUIRED,
+                    f"Model {model.metadata.name} requires artifact digests"
+                    " and spec.artifact.digest is empty",
+                )
+            )
+        choice = choose_runtime(spec, runtimes or Runtimes())
+        if isinstance(choice, str):
+            problems.append((Reason.NO_RUNTIME, choice))
+        else:
+            image, whose = choice.spec.image, f"the image of {choice.ref}"
+    if image and not governance.image_allowed(image):
         problems.append(
             (
                 Reason.IMAGE_NOT_ALLOWED,
-                f"image {version.spec.image} is not in allowedImages of Model {model.metadata.name}"
+                f"{whose} {image} is not in allowedImages of Model {model.metadata.name}"
                 f" ({_names(governance.allowed_images, 3)})",
             )
         )
+    if spec.artifact is not None:
+        checks = version.status.conditions if conditions is None else conditions
+        checked = get_condition(checks, ARTIFACT_VERIFIED)
+        if checked is not None and checked.status == ConditionStatus.FALSE:
+            known = {r.value for r in Reason}
+            reason = Reason(checked.reason) if checked.reason in known else Reason.ARTIFACT_CHECK_FAILED
+            problems.append((reason, checked.message or f"artifact check failed: {checked.reason}"))
+        elif (checked is None or checked.status != ConditionStatus.TRUE) and not problems:
+            problems.append((Reason.ARTIFACT_VERIFYING, f"artifact {spec.artifact.uri} not checked yet"))
     approval_problem = _approval_problem(model, version)
     if approval_problem:
         problems.append((Reason.APPROVAL_REQUIRED, approval_problem))
@@ -166,26 +234,46 @@ def serving_deployments(version: str, serving: Mapping[str, Iterable[str]]) -> t
 
 
 def version_status(
-    model: Model | None, version: ModelVersion, served_by: Iterable[str], *, now: datetime
+    model: Model | None,
+    version: ModelVersion,
+    served_by: Iterable[str],
+    *,
+    now: datetime,
+    runtimes: Runtimes | None = None,
+    check_started: bool = False,
+    outcome: CheckOutcome | None = None,
 ) -> ModelVersionStatus:
     """The whole new status of `version`, given its Model (None: not found) and the Deployments serving it.
 
-    Phase: Pending while the Model does not exist; Rejected when it breaks the Model's rules; else
+    For an artifact version, `check_started` says a check of its artifact started now and `outcome` is
+    what a finished check found (None: nothing new); the `ArtifactVerified` condition and
+    `status.artifact` keep what the checks found.
+
+    Phase: Pending while the Model does not exist or the artifact is not checked yet; Rejected when
+    it breaks the Model's rules or its artifact failed its check; else
     Serving when some Deployment serves it, Retired when it was Serving at the last evaluation and no
     longer is (a Retired version stays Retired until served again), Ready otherwise. Conditions keep
     their lastTransitionTime unless their status changes.
     """
     old = version.status
     generation = version.metadata.generation
-    check = servability(model, version)
+    conditions: tuple[Condition, ...] = tuple(old.conditions)
+    artifact = _artifact_status(version, runtimes, check_started, outcome, now)
+    if outcome is not None:
+        conditions = set_condition(
+            conditions,
+            ARTIFACT_VERIFIED,
+            outcome.ok,
+            outcome.reason.value,
+            _clip(outcome.message or ("artifact verified" if outcome.ok else outcome.reason.value)),
+            now=now,
+            observed_generation=generation,
+        )
+    check = servability(model, version, runtimes=runtimes, conditions=conditions)
     serving = tuple(sorted(set(served_by)))[:STATUS_LIST_LIMIT]
 
     if not check.servable:
-        phase = (
-            ModelVersionPhase.PENDING
-            if check.reason == Reason.MODEL_NOT_FOUND
-            else ModelVersionPhase.REJECTED
-        )
+        phase = ModelVersionPhase.PENDING if check.pending else ModelVersionPhase.REJECTED
         ready = (ConditionStatus.FALSE, check.reason.value, check.message)
     elif serving:
         phase = ModelVersionPhase.SERVING
@@ -203,7 +291,7 @@ def version_status(
 
     approved = _approved_condition(model, version)
     conditions = set_condition(
-        old.conditions, "Ready", ready[0], ready[1], _clip(ready[2]), now=now, observed_generation=generation
+        conditions, "Ready", ready[0], ready[1], _clip(ready[2]), now=now, observed_generation=generation
     )
     conditions = set_condition(
         conditions,
@@ -219,8 +307,31 @@ def version_status(
         phase=phase,
         served_by=serving,
         message=_clip(ready[2]),
+        artifact=artifact,
         conditions=conditions,
     )
+
+
+def _artifact_status(
+    version: ModelVersion,
+    runtimes: Runtimes | None,
+    check_started: bool,
+    outcome: CheckOutcome | None,
+    now: datetime,
+) -> ArtifactStatus | None:
+    spec = version.spec
+    if spec.artifact is None:
+        return None
+    old = version.status.artifact or ArtifactStatus()
+    choice = choose_runtime(spec, runtimes or Runtimes())
+    values = old.model_dump()
+    values["runtime"] = "" if isinstance(choice, str) else choice.ref
+    if check_started:
+        values["checks"] = old.checks + 1
+        values["last_check_at"] = now
+    if outcome is not None and outcome.ok:
+        values.update(size=outcome.size, files=outcome.files, digest=outcome.digest, verified_at=now)
+    return ArtifactStatus.model_validate(values)
 
 
 def _approved_condition(model: Model | None, version: ModelVersion) -> tuple[ConditionStatus, str, str]:
