@@ -77,23 +77,30 @@ EXPECTED_NAMESPACED_RULES = {
     ("modelfleet.io", "modelversions"): {"get", "list", "watch", "patch"},
     ("modelfleet.io", "deployments"): {"get", "list", "watch", "patch"},
     ("modelfleet.io", "monitors"): {"get", "list", "watch", "patch"},
+    ("modelfleet.io", "runtimes"): {"get", "list", "watch", "patch"},
     ("modelfleet.io", "models/status"): {"patch"},
     ("modelfleet.io", "modelversions/status"): {"patch"},
     ("modelfleet.io", "deployments/status"): {"patch"},
     ("modelfleet.io", "monitors/status"): {"patch"},
+    ("modelfleet.io", "runtimes/status"): {"patch"},
     ("modelfleet.io", "deployments/finalizers"): {"update"},
+    ("modelfleet.io", "modelversions/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "serviceaccounts"): {"list", "watch", "create", "patch"},
     ("rbac.authorization.k8s.io", "roles"): {"list", "watch", "create", "patch"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"list", "watch", "create", "patch"},
-    ("", "pods"): {"get", "list", "watch"},
+    # router pods are read; artifact check pods are also made and removed (never Secrets: a check
+    # gets the credentials in its own pod)
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
 }
 EXPECTED_DISCOVERY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"list", "watch"},
+    ("modelfleet.io", "clusterruntimes"): {"get", "list", "watch", "patch"},
+    ("modelfleet.io", "clusterruntimes/status"): {"patch"},
 }
 
 
@@ -125,6 +132,11 @@ def test_default_render_has_the_operator_and_no_optional_monitoring() -> None:
             "Service",
             "Deployment",
             "Lease",
+            # the default ClusterRuntimes of the MLServer-based runtime image
+            "ClusterRuntime",
+            "ClusterRuntime",
+            "ClusterRuntime",
+            "ClusterRuntime",
         ]
     )
 

@@ -43,14 +43,18 @@ What the operator does in each namespace it watches; bound cluster-wide (Cluster
 all namespaces, else by one Role per watched namespace. No wildcards, no Secrets.
 */}}
 {{- define "modelfleet.namespacedRules" -}}
-# The four kinds: kopf watches them and keeps its bookkeeping in their annotations.
+# The namespaced kinds: kopf watches them and keeps its bookkeeping in their annotations.
 - apiGroups: [modelfleet.io]
-  resources: [models, modelversions, deployments, monitors]
+  resources: [models, modelversions, deployments, monitors, runtimes]
   verbs: [get, list, watch, patch]
 # One status writer per kind.
 - apiGroups: [modelfleet.io]
-  resources: [models/status, modelversions/status, deployments/status, monitors/status]
+  resources: [models/status, modelversions/status, deployments/status, monitors/status, runtimes/status]
   verbs: [patch]
+# Artifact check pods are owned by their ModelVersion.
+- apiGroups: [modelfleet.io]
+  resources: [modelversions/finalizers]
+  verbs: [update]
 # Owned objects carry blockOwnerDeletion, which clusters with OwnerReferencesPermissionEnforcement
 # allow only to whoever may update the owner's finalizers.
 - apiGroups: [modelfleet.io]
@@ -75,10 +79,12 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [list, watch, create, patch]
-# Router pods, to scrape their /metrics and /predictions.
+# Router pods, to scrape their /metrics and /predictions; artifact check pods, made before a version
+# rolls out and removed once they have reported. The operator never reads Secrets: a check that needs
+# credentials gets the Secret in its own pod.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

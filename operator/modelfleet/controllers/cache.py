@@ -6,8 +6,9 @@ it fills from the watch streams before any handler runs, so a reconcile reads me
 be a few milliseconds behind a write; every status write is guarded by the resourceVersion it read, so a
 decision taken on a stale object is refused by the API server and taken again.
 
-What is cached: the four modelfleet kinds; the apps/v1 Deployments and Services the operator owns; the
-router pods (for scraping). Objects are kept without their managedFields.
+What is cached: the modelfleet kinds (ClusterRuntimes and Runtimes too); the apps/v1 Deployments and
+Services the operator owns; the router pods (for scraping) and the artifact check pods. Objects are kept
+without their managedFields.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 
 import kopf
 
+from modelfleet.api import InvalidResourceError, Runtime, RuntimeSpec
 from modelfleet.builders import COMPONENT_ROUTER, DEPLOYMENT_LABEL, MANAGED_BY, labels
+from modelfleet.builders.artifacts import COMPONENT_ARTIFACT_CHECK, MODEL_VERSION_ANNOTATION
+from modelfleet.registry.artifacts import Runtimes
 
 GROUP, VERSION = "modelfleet.io", "v1alpha1"
 Key = tuple[str, str]
@@ -32,6 +36,9 @@ INDEXES = (
     "cached_owned_deployments",
     "cached_owned_services",
     "cached_router_pods",
+    "cached_runtimes",
+    "cached_cluster_runtimes",
+    "cached_check_pods",
 )
 
 
@@ -101,6 +108,34 @@ def cached_router_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict
     return {(namespace or "", deployment): _plain(body, "v1", "Pod")} if deployment else {}
 
 
+def _runtime_spec(body: Mapping[str, Any]) -> RuntimeSpec | None:
+    try:
+        return Runtime.from_k8s(body).spec
+    except InvalidResourceError:  # the API server validates; only a CRD older than us gets here
+        return None
+
+
+@kopf.index(GROUP, VERSION, "runtimes")
+def cached_runtimes(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """namespace -> (name, spec) of its Runtimes."""
+    spec = _runtime_spec(body)
+    return {namespace or "": (name, spec)} if spec is not None else {}
+
+
+@kopf.index(GROUP, VERSION, "clusterruntimes")
+def cached_cluster_runtimes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """ "" -> (name, spec) of every ClusterRuntime."""
+    spec = _runtime_spec(body)
+    return {"": (name, spec)} if spec is not None else {}
+
+
+@kopf.index("", "v1", "pods", labels={**MANAGED, "app.kubernetes.io/component": COMPONENT_ARTIFACT_CHECK})
+def cached_check_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    """(namespace, ModelVersion) -> its artifact check pod."""
+    version = str(((body.get("metadata") or {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION, ""))
+    return {(namespace or "", version): _plain(body, "v1", "Pod")} if version else {}
+
+
 # --- reading them ---------------------------------------------------------------------------------------
 
 
@@ -150,6 +185,19 @@ class Cache:
             for s in self._all("cached_owned_services", (namespace, owner))
             if (s["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == component
         ]
+
+    def runtimes(self, namespace: str) -> Runtimes:
+        """The runtimes a version in `namespace` may use: its Runtimes and every ClusterRuntime."""
+        namespaced = self._indexes["cached_runtimes"].get(namespace)
+        cluster = self._indexes["cached_cluster_runtimes"].get("")
+        return Runtimes(
+            namespaced=dict(namespaced) if namespaced is not None else {},
+            cluster=dict(cluster) if cluster is not None else {},
+        )
+
+    def check_pod(self, namespace: str, version: str) -> Obj | None:
+        """The artifact check pod of a ModelVersion, if one exists."""
+        return self._one("cached_check_pods", (namespace, version))
 
     def router_pods(self, namespace: str, deployment: str) -> list[Obj]:
         label = labels(deployment, COMPONENT_ROUTER)[DEPLOYMENT_LABEL]

@@ -54,10 +54,12 @@ from modelfleet.builders import (
     build_version_service,
     endpoint,
 )
+from modelfleet.builders.artifacts import FetchSettings
 from modelfleet.controllers import events, kube
 from modelfleet.controllers.cache import Cache
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
+from modelfleet.registry.artifacts import Server, server_of
 from modelfleet.rollout import (
     ConsumeAnnotation,
     EnsureVersion,
@@ -86,6 +88,34 @@ ROUTER_IMAGE_VARIABLE = "MODELFLEET_ROUTER_IMAGE"
 RESYNC_SECONDS = 600.0
 """Without any change, a Deployment is reconciled again this often (a safety net, not the trigger)."""
 CONFLICT_RETRY_SECONDS = 0.2
+
+
+def fetch_settings_from_environment(image: str) -> FetchSettings:
+    """How artifacts are fetched, from the operator's environment (the chart sets it): the fetcher
+    image (MODELFLEET_FETCH_IMAGE, else `image`), MODELFLEET_ARTIFACT_MAX_BYTES,
+    MODELFLEET_ARTIFACT_TIMEOUT (seconds) and MODELFLEET_ARTIFACT_NODE_CACHE (a host path; unset: off)."""
+    defaults = FetchSettings(image=image)
+
+    def number(variable: str, default: int) -> int:
+        text = os.environ.get(variable, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{variable}={text!r} is not a whole number") from None
+        if value < 1:
+            raise ValueError(f"{variable}={text!r} must be at least 1")
+        return value
+
+    max_bytes = number("MODELFLEET_ARTIFACT_MAX_BYTES", defaults.max_bytes)
+    return FetchSettings(
+        image=os.environ.get("MODELFLEET_FETCH_IMAGE", "").strip() or image,
+        max_bytes=max_bytes,
+        check_max_bytes=max_bytes,
+        timeout_seconds=number("MODELFLEET_ARTIFACT_TIMEOUT", defaults.timeout_seconds),
+        node_cache=os.environ.get("MODELFLEET_ARTIFACT_NODE_CACHE", "").strip(),
+    )
 
 
 def default_router_image() -> str:
@@ -219,10 +249,13 @@ class DeploymentController:
         router_image: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         loops: LoopsLike | None = None,
+        fetch: FetchSettings | None = None,
     ) -> None:
         self.cache = cache
         """Where every read comes from: the watch caches; the API server sees only writes."""
         self.router_image = router_image or default_router_image()
+        self.fetch = fetch or fetch_settings_from_environment(self.router_image)
+        """How artifact versions get their artifact (the fetch init container)."""
         self.clock = clock
         self.loops: LoopsLike = loops or Loops("deployment", self.reconcile, resync=RESYNC_SECONDS)
         self.applier = Applier()
@@ -270,14 +303,26 @@ class DeploymentController:
         }
         model: Model | None = _parse(Model, self.cache.model(namespace, spec.model))
         self.interest[(namespace, name)] = frozenset({*versions, f"model:{spec.model}"})
-        check = servability(model, versions[spec.version], version_name=spec.version)
+        runtimes = self.cache.runtimes(namespace)
+        check = servability(model, versions[spec.version], version_name=spec.version, runtimes=runtimes)
+        servers: dict[str, Server] = {}
+        for version_name, mv in versions.items():
+            if mv is None:
+                continue
+            resolved = server_of(mv.spec, runtimes, spec.model)
+            if isinstance(resolved, str):
+                log.warning("%s/%s: %s: %s", namespace, name, version_name, resolved)
+            else:
+                servers[version_name] = resolved
 
         owned = self.cache.owned_deployments(namespace, name, COMPONENT_MODEL)
         ready = {version_of(d): ready_replicas(d) for d in owned if version_of(d)}
         annotations = {a for a in MANUAL_ANNOTATIONS if deployment.metadata.annotations.get(a) == "true"}
         observation = Observation(
             generation=deployment.metadata.generation,
-            servability=Servability(check.servable, "" if check.servable else check.message),
+            servability=Servability(
+                check.servable, "" if check.servable else check.message, pending=check.pending
+            ),
             ready_replicas=ready,
             annotations=annotations,
             monitor=_monitor(self.cache, namespace, deployment),
@@ -298,20 +343,25 @@ class DeploymentController:
             self.applier.apply(manifest)
         ensured = {action.version: action.replicas for action in decision.of_type(EnsureVersion)}
         for version, replicas in ensured.items():
-            mv = versions.get(version) or _parse(ModelVersion, self.cache.model_version(namespace, version))
-            if mv is None:
-                log.warning(
-                    "%s/%s: ModelVersion %s not found, its pods are left as they are",
-                    namespace,
-                    name,
-                    version,
-                )
-                continue
-            self.applier.apply(build_version_service(owner, version, mv.spec))
-            self.applier.apply(build_version_deployment(owner, version, mv.spec, replicas))
+            server = servers.get(version)
+            if server is None:
+                mv = _parse(ModelVersion, self.cache.model_version(namespace, version))
+                found = server_of(mv.spec, runtimes, spec.model) if mv is not None else None
+                if found is None or isinstance(found, str):
+                    log.warning(
+                        "%s/%s: ModelVersion %s %s, its pods are left as they are",
+                        namespace,
+                        name,
+                        version,
+                        "not found" if found is None else f"has no server ({found})",
+                    )
+                    continue
+                server = servers[version] = found
+            self.applier.apply(build_version_service(owner, version, server))
+            self.applier.apply(build_version_deployment(owner, version, server, replicas, self.fetch))
         for traffic in decision.of_type(SetTraffic):
             in_config = (traffic.stable, traffic.canary, traffic.previous)
-            specs = {v: mv.spec for v in in_config if v and (mv := versions.get(v))}
+            specs = {v: servers[v] for v in in_config if v and v in servers}
             try:
                 config = build_router_config(
                     owner,
@@ -423,6 +473,13 @@ class DeploymentController:
             log.info("%s/%s: %s %s %s; restoring it", namespace, owner, kind, body["metadata"]["name"], what)
             self.loops.wake(namespace, owner)
 
+    def on_runtime(self, namespace: str | None) -> None:
+        """A Runtime (of `namespace`) or a ClusterRuntime (None) changed: wake the Deployments that may
+        use it, which apply their pods' template again."""
+        for key in self.loops.keys():  # noqa: SIM118 (a copy: waking may add loops)
+            if namespace is None or key[0] == namespace:
+                self.loops.wake(*key)
+
     def on_dependency(self, namespace: str, interest: str) -> None:
         """A ModelVersion (`name`) or a Model (`model:<name>`) changed: wake the Deployments using it."""
         for key in self.loops.keys():  # noqa: SIM118 (a copy: waking may add loops)
@@ -497,3 +554,15 @@ async def _model_version_event(
 async def _model_event(type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     if type and namespace:
         memo.deployments.on_dependency(namespace, f"model:{name}")
+
+
+@kopf.on.event(kube.GROUP, kube.VERSION, "runtimes")
+async def _runtime_event(type: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if type and namespace:
+        memo.deployments.on_runtime(namespace)
+
+
+@kopf.on.event(kube.GROUP, kube.VERSION, "clusterruntimes")
+async def _cluster_runtime_event(type: str, memo: kopf.Memo, **_: Any) -> None:
+    if type:
+        memo.deployments.on_runtime(None)

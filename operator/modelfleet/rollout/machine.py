@@ -342,6 +342,9 @@ class _Rollout:
     def _first_version(self) -> None:
         """No stable version yet: spec.version becomes stable once its pods are ready."""
         version = self.spec.version
+        if self.obs.servability.pending:
+            self.waiting.append(f"waiting for {version}: {self.obs.servability.reason}")
+            return
         if not self.obs.servability.servable:
             self.failure = f"{version} is not servable: {self.obs.servability.reason}"
             return

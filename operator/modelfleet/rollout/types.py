@@ -25,6 +25,9 @@ class Servability:
 
     servable: bool
     reason: str = ""
+    pending: bool = False
+    """Not servable yet but not refused (its artifact is being checked): a first version waits for it
+    instead of failing."""
 
 
 SERVABLE = Servability(True)
