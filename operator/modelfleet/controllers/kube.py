@@ -35,7 +35,11 @@ PLURALS = {
     "Monitor": "monitors",
     "Model": "models",
     "ModelVersion": "modelversions",
+    "Runtime": "runtimes",
+    "ClusterRuntime": "clusterruntimes",
 }
+#: Kinds without a namespace.
+CLUSTER_SCOPED = frozenset({"ClusterRuntime"})
 
 _lock = threading.Lock()
 _client: client.ApiClient | None = None
@@ -64,12 +68,13 @@ def api_client() -> client.ApiClient:
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "", subresource: str = "") -> str:
-    """The REST path of a namespaced object (or of its collection when `name` is empty)."""
+    """The REST path of an object (or of its collection when `name` is empty); `namespace` is ignored
+    for a cluster-scoped kind."""
     plural = PLURALS.get(kind)
     if plural is None:
         raise ValueError(f"unknown kind {kind}")
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    out = f"{base}/namespaces/{namespace}/{plural}"
+    out = f"{base}/{plural}" if kind in CLUSTER_SCOPED else f"{base}/namespaces/{namespace}/{plural}"
     if name:
         out += f"/{name}"
     if subresource:

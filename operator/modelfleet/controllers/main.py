@@ -76,6 +76,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
 
         cache = Cache(kwargs)
         memo.deployments = DeploymentController(cache)
+        memo.fetch = memo.deployments.fetch  # the registry's artifact checks fetch as the pods do
         memo.monitors = MonitorController.default(cache, wake_deployment=memo.deployments.wake)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

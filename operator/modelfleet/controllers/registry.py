@@ -6,7 +6,13 @@ What triggers what:
 - a Model created, changed or found at start-up: its status, then every one of its versions
   (governance may have changed); a Model deleted: its versions (they become Pending);
 - a modelfleet Deployment whose served versions (stable, canary at weight > 0) change: its Model's
-  `servingVersions` and the `servedBy` of the versions that started or stopped serving.
+  `servingVersions` and the `servedBy` of the versions that started or stopped serving;
+- an artifact version: a check pod (`modelfleet fetch --check` with the version's credentials Secret)
+  runs before anything rolls it out; its report (the container's termination message) becomes the
+  `ArtifactVerified` condition and `status.artifact`, and the pod is removed. A check that may pass
+  later (store unreachable, Secret missing) runs again after a growing delay. A change of a check pod
+  or of a (Cluster)Runtime reconciles the versions concerned;
+- a Runtime or ClusterRuntime: its own `Ready` condition.
 
 Lookups come from kopf indexes (memory, no API list calls); each status is computed whole from a fresh
 read of the object and written only when it changed (one status writer). Reconciles of one Model and
@@ -19,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -30,13 +36,28 @@ from pydantic import ValidationError
 from modelfleet.api import (
     GROUP,
     VERSION,
+    ClusterRuntime,
     DeploymentStatus,
     InvalidResourceError,
     Model,
     ModelVersion,
+    Runtime,
+    RuntimeStatus,
+    get_condition,
+    set_condition,
+)
+from modelfleet.builders.artifacts import (
+    CHECK_DIGEST_ANNOTATION,
+    COMPONENT_ARTIFACT_CHECK,
+    MODEL_VERSION_ANNOTATION,
+    FetchSettings,
+    build_artifact_check_pod,
 )
 from modelfleet.controllers import events, kube
+from modelfleet.controllers.cache import Cache
 from modelfleet.registry import (
+    ARTIFACT_VERIFIED,
+    Notice,
     Served,
     model_notices,
     model_status,
@@ -45,6 +66,7 @@ from modelfleet.registry import (
     version_notices,
     version_status,
 )
+from modelfleet.registry.artifacts import CheckOutcome, CheckReason, check_due, check_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +134,31 @@ class Views:
     version_models: kopf.Index[Key, str]
     serving: kopf.Index[Key, frozenset[str]]
     served_by: kopf.Index[Key, str]
+    cache: Cache | None = None
+    """The shared watch caches (runtimes, check pods); None when the registry runs alone."""
+    fetch: FetchSettings | None = None
+    """How artifacts are checked; None when the registry runs alone (no checks)."""
 
     @classmethod
     def of(cls, kwargs: Mapping[str, Any]) -> Views:
+        memo = kwargs.get("memo")
+        try:
+            cache: Cache | None = Cache(kwargs)
+        except ValueError:  # the registry's handlers alone, without the shared caches
+            cache = None
         return cls(
             models=kwargs["registry_models"],
             versions=kwargs["registry_versions"],
             version_models=kwargs["registry_version_models"],
             serving=kwargs["registry_serving"],
             served_by=kwargs["registry_served_by"],
+            cache=cache,
+            fetch=getattr(memo, "fetch", None) if memo is not None else None,
         )
+
+    def all_versions(self, namespace: str | None = None) -> list[Key]:
+        """(namespace, version) of every version (of one namespace)."""
+        return sorted(k for k in self.version_models if namespace is None or k[0] == namespace)
 
     def model(self, namespace: str, name: str) -> Model | None:
         found = self.models.get((namespace, name), ())
@@ -165,8 +202,9 @@ RETRYABLE = (StatusConflict, ApiException, urllib3.exceptions.HTTPError, OSError
 async def _write_status(kind: str, body: Mapping[str, Any], status: dict[str, Any]) -> None:
     meta = body["metadata"]
     try:
+        namespace = meta.get("namespace", "")
         await asyncio.to_thread(
-            kube.replace_status, kind, meta["namespace"], meta["name"], status, meta["resourceVersion"]
+            kube.replace_status, kind, namespace, meta["name"], status, meta["resourceVersion"]
         )
     except kube.Conflict as error:
         raise StatusConflict(str(error)) from None
@@ -183,11 +221,101 @@ async def _reconcile_version(views: Views, namespace: str, name: str) -> None:
         logger.warning("not reconciled: %s", error)
         return
     model = views.model(namespace, version.spec.model)
-    new = version_status(model, version, views.deployments_serving(namespace, name), now=_now())
-    if new.to_k8s() == version.status.to_k8s():
-        return
-    await _write_status("ModelVersion", body, new.to_k8s())
-    events.post_all(body, version_notices(version.status, new))
+    runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
+    now = _now()
+    started, outcome, pod = await _check_artifact(views, body, version, now)
+    new = version_status(
+        model,
+        version,
+        views.deployments_serving(namespace, name),
+        now=now,
+        runtimes=runtimes,
+        check_started=started,
+        outcome=outcome,
+    )
+    if new.to_k8s() != version.status.to_k8s():
+        await _write_status("ModelVersion", body, new.to_k8s())
+        notices = version_notices(version.status, new)
+        if started and version.spec.artifact is not None:
+            checks = new.artifact.checks if new.artifact is not None else 1
+            notices.insert(
+                0, Notice("Normal", "ArtifactCheck", f"checking {version.spec.artifact.uri} (check {checks})")
+            )
+        events.post_all(body, notices)
+    if outcome is not None and pod is not None:
+        await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod)
+    if version.spec.artifact is not None and not started and (outcome is None or pod is not None):
+        last = _last_check(new.conditions)
+        due = check_due(new.artifact, last, now) if (outcome is not None or pod is None) else None
+        if due is not None and due.total_seconds() > 0:
+            _schedule(views, namespace, version.spec.model, name, due.total_seconds())
+
+
+def _last_check(conditions: Iterable[Any]) -> CheckReason | None:
+    checked = get_condition(tuple(conditions), ARTIFACT_VERIFIED)
+    if checked is None:
+        return None
+    known = {r.value for r in CheckReason}
+    return CheckReason(checked.reason) if checked.reason in known else CheckReason.CHECK_FAILED
+
+
+def _check_key(version: ModelVersion) -> str:
+    artifact = version.spec.artifact
+    return f"{artifact.uri}@{artifact.digest or ''}" if artifact is not None else ""
+
+
+async def _check_artifact(
+    views: Views, body: Mapping[str, Any], version: ModelVersion, now: datetime
+) -> tuple[bool, CheckOutcome | None, str | None]:
+    """Run the artifact check of a version: (a check started now, what a finished check found, the name
+    of the check pod to remove once its outcome is written)."""
+    artifact = version.spec.artifact
+    if artifact is None or views.cache is None or views.fetch is None:
+        return False, None, None
+    namespace, name = version.metadata.namespace, version.metadata.name
+    pod = views.cache.check_pod(namespace, name)
+    if pod is not None:
+        pod_name = str(pod["metadata"]["name"])
+        annotations = pod["metadata"].get("annotations") or {}
+        if annotations.get(CHECK_DIGEST_ANNOTATION) != _check_key(version):
+            await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod_name)
+            return False, None, None
+        return False, check_outcome(pod), pod_name
+    if check_due(version.status.artifact, _last_check(version.status.conditions), now) != timedelta(0):
+        return False, None, None
+    manifest = build_artifact_check_pod(namespace, name, version.metadata.uid, artifact, views.fetch)
+    try:
+        await asyncio.to_thread(kube.apply, manifest)
+    except kube.ApiError as error:
+        logger.warning("ModelVersion %s/%s: check pod not created: %s", namespace, name, error)
+        return False, CheckOutcome(CheckReason.CHECK_FAILED, f"check pod not created: {error.message}"), None
+    logger.info("ModelVersion %s/%s: checking %s", namespace, name, artifact.uri)
+    return True, None, None
+
+
+#: Timers of the checks to run again later, by version. Memory only: a restarted operator checks the
+#: versions that are due at once and schedules the others.
+_timers: dict[Key, asyncio.TimerHandle] = {}
+
+
+def _schedule(views: Views, namespace: str, model: str, version: str, delay: float) -> None:
+    key = (namespace, version)
+    old = _timers.pop(key, None)
+    if old is not None:
+        old.cancel()
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        _timers.pop(key, None)
+        work = reconcile_family(views, namespace, model, with_model=False, versions=[version])
+        task = loop.create_task(_logged(work, f"ModelVersion {namespace}/{version}"))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    _timers[key] = loop.call_later(delay + 0.5, fire)
+
+
+_background: set[asyncio.Task[bool]] = set()
 
 
 async def _reconcile_model(views: Views, namespace: str, name: str) -> None:
@@ -355,3 +483,84 @@ async def deployment_serving_changed(
         _served_seen.pop((ns, name), None)
     else:
         _served_seen[(ns, name)] = new
+
+
+# --- artifact checks and runtimes --------------------------------------------------------------------
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/component": COMPONENT_ARTIFACT_CHECK})
+async def check_pod_changed(type: str, namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """A check pod made progress (or was removed): its version's status."""
+    if not type or type == "DELETED" or not namespace:
+        return
+    version = str((body.get("metadata", {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION, ""))
+    views = Views.of(kwargs)
+    model = views.model_of(namespace, version)
+    if version and model:
+        await _logged(
+            reconcile_family(views, namespace, model, with_model=False, versions=[version]), version
+        )
+
+
+async def _reconcile_versions_of(views: Views, namespace: str | None) -> None:
+    families: dict[Key, set[str]] = {}
+    for ns, version in views.all_versions(namespace):
+        model = views.model_of(ns, version)
+        if model:
+            families.setdefault((ns, model), set()).add(version)
+    for (ns, model), members in sorted(families.items()):
+        await _logged(reconcile_family(views, ns, model, with_model=False, versions=members), f"{ns}/{model}")
+
+
+def _runtime_status(
+    kind: type[Runtime] | type[ClusterRuntime], body: Mapping[str, Any]
+) -> RuntimeStatus | None:
+    try:
+        runtime = kind.from_k8s(body)
+    except InvalidResourceError as error:
+        logger.warning("not reconciled: %s", error)
+        return None
+    formats = ", ".join(runtime.spec.formats)
+    conditions = set_condition(
+        runtime.status.conditions,
+        "Ready",
+        True,
+        "Accepted",
+        f"serves {formats} with {runtime.spec.image}",
+        now=_now(),
+        observed_generation=runtime.metadata.generation,
+    )
+    new = RuntimeStatus(observed_generation=runtime.metadata.generation, conditions=conditions)
+    return None if new.to_k8s() == runtime.status.to_k8s() else new
+
+
+@kopf.on.resume(GROUP, VERSION, "runtimes")
+@kopf.on.create(GROUP, VERSION, "runtimes")
+@kopf.on.update(GROUP, VERSION, "runtimes")
+async def runtime_changed(namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """A Runtime appeared or changed: its Ready condition, then the versions of its namespace."""
+    new = _runtime_status(Runtime, body)
+    if new is not None:
+        await _as_temporary(_write_status("Runtime", body, new.to_k8s()))
+    await _reconcile_versions_of(Views.of(kwargs), namespace or "")
+
+
+@kopf.on.resume(GROUP, VERSION, "clusterruntimes")
+@kopf.on.create(GROUP, VERSION, "clusterruntimes")
+@kopf.on.update(GROUP, VERSION, "clusterruntimes")
+async def cluster_runtime_changed(body: kopf.Body, **kwargs: Any) -> None:
+    """A ClusterRuntime appeared or changed: its Ready condition, then every version."""
+    new = _runtime_status(ClusterRuntime, body)
+    if new is not None:
+        await _as_temporary(_write_status("ClusterRuntime", body, new.to_k8s()))
+    await _reconcile_versions_of(Views.of(kwargs), None)
+
+
+@kopf.on.event(GROUP, VERSION, "runtimes", when=_deleted)
+async def runtime_deleted(namespace: str | None, **kwargs: Any) -> None:
+    await _reconcile_versions_of(Views.of(kwargs), namespace or "")
+
+
+@kopf.on.event(GROUP, VERSION, "clusterruntimes", when=_deleted)
+async def cluster_runtime_deleted(**kwargs: Any) -> None:
+    await _reconcile_versions_of(Views.of(kwargs), None)

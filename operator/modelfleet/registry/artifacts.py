@@ -6,10 +6,12 @@ Pure functions of the objects: the controllers read them from the watch caches a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from modelfleet.api import (
     MODEL_DIR,
@@ -215,3 +217,75 @@ def server_of(spec: ModelVersionSpec, runtimes: Runtimes, model_name: str) -> Se
     if isinstance(choice, str):
         return choice
     return artifact_server(spec, choice, model_name)
+
+
+# --- reading a check pod ----------------------------------------------------------------------------
+
+#: Waiting reasons of a check container that mean it will not start by itself.
+_STUCK = {
+    "CreateContainerConfigError": CheckReason.CREDENTIALS_NOT_FOUND,
+    "ErrImageNeverPull": CheckReason.CHECK_FAILED,
+    "ImagePullBackOff": CheckReason.CHECK_FAILED,
+    "ErrImagePull": CheckReason.CHECK_FAILED,
+    "InvalidImageName": CheckReason.CHECK_FAILED,
+}
+
+
+def outcome_of_report(text: str) -> CheckOutcome | None:
+    """The outcome in a fetcher report (the JSON of `modelfleet fetch --report`); None if it is not one."""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(report, dict):
+        return None
+    reason_text = str(report.get("reason") or "")
+    known = {r.value for r in CheckReason}
+    if not reason_text:
+        reason = CheckReason.VERIFIED
+    elif reason_text in known:
+        reason = CheckReason(reason_text)
+    else:
+        reason = CheckReason.CHECK_FAILED
+
+    def count(key: str) -> int | None:
+        value = report.get(key)
+        return value if isinstance(value, int) and value >= 0 else None
+
+    return CheckOutcome(
+        reason=reason,
+        message=str(report.get("message") or "")[:1024],
+        size=count("size"),
+        files=count("files"),
+        digest=str(report.get("digest") or ""),
+    )
+
+
+def check_outcome(pod: Mapping[str, Any]) -> CheckOutcome | None:
+    """What a check pod found, once it has something to say; None while it is still at work."""
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    state = (containers[0].get("state") or {}) if containers else {}
+    terminated = state.get("terminated")
+    if terminated:
+        outcome = outcome_of_report(str(terminated.get("message") or ""))
+        if outcome is not None:
+            return outcome
+        return CheckOutcome(
+            CheckReason.CHECK_FAILED,
+            f"the check ended ({terminated.get('reason') or 'exit'} {terminated.get('exitCode')})"
+            " without a report",
+        )
+    waiting = state.get("waiting") or {}
+    stuck = _STUCK.get(str(waiting.get("reason") or ""))
+    if stuck is not None:
+        message = str(waiting.get("message") or waiting.get("reason"))
+        return CheckOutcome(stuck, f"the check pod cannot start: {message}"[:1024])
+    if status.get("phase") == "Failed":
+        reason = str(status.get("reason") or "")
+        if reason == "DeadlineExceeded":
+            return CheckOutcome(CheckReason.FETCH_TIMEOUT, "the check did not finish in time")
+        return CheckOutcome(
+            CheckReason.CHECK_FAILED, f"the check pod failed: {status.get('message') or reason}"
+        )
+    return None
