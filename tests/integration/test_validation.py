@@ -23,6 +23,8 @@ def obj(kind: str, name: str, spec: dict[str, Any]) -> Manifest:
 
 MODEL = {"governance": {"requireApproval": True, "allowedImages": ["localhost/"]}}
 VERSION = {"model": "iris", "version": "1", "image": "localhost/iris-server:1"}
+ARTIFACT = {"uri": "s3://models/iris/4/", "format": "sklearn", "digest": "sha256:" + "0" * 64}
+ARTIFACT_VERSION = {"model": "iris", "version": "4", "artifact": ARTIFACT}
 DEPLOYMENT = {"model": "iris", "version": "iris-v1"}
 MONITOR = {"deployment": "iris", "metrics": [{"name": "errors", "type": "errorRate", "max": 0.05}]}
 
@@ -76,7 +78,54 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ),
     # ModelVersion
     ("version-missing-model", "ModelVersion", with_(VERSION, model=None), ["spec.model", "Required value"]),
-    ("version-missing-image", "ModelVersion", with_(VERSION, image=None), ["spec.image", "Required value"]),
+    (
+        "version-neither-image-nor-artifact",
+        "ModelVersion",
+        with_(VERSION, image=None),
+        ["spec", "exactly one of image and artifact must be set"],
+    ),
+    (
+        "version-both-image-and-artifact",
+        "ModelVersion",
+        with_(VERSION, artifact=ARTIFACT),
+        ["spec", "exactly one of image and artifact must be set"],
+    ),
+    (
+        "artifact-unknown-scheme",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, artifact={**ARTIFACT, "uri": "ftp://models/iris/4/"}),
+        ["spec.artifact.uri", "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH"],
+    ),
+    (
+        "artifact-malformed-digest",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, artifact={**ARTIFACT, "digest": "sha256:abc"}),
+        ["spec.artifact.digest", "should match '^sha256:[0-9a-f]{64}$'"],
+    ),
+    (
+        "artifact-without-format",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, artifact={"uri": ARTIFACT["uri"]}),
+        ["spec.artifact.format", "Required value"],
+    ),
+    (
+        "artifact-with-a-port",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, port=9000),
+        ["spec", "port, protocol and readinessPath of an artifact version come from its runtime"],
+    ),
+    (
+        "runtime-on-an-image-version",
+        "ModelVersion",
+        with_(VERSION, runtime="mlserver-sklearn"),
+        ["spec", "runtime applies to an artifact version only"],
+    ),
+    (
+        "runtime-without-formats",
+        "Runtime",
+        {"image": "localhost/modelfleet-mlserver:dev", "formats": []},
+        ["spec.formats", "should have at least 1 items"],
+    ),
     (
         "version-missing-version",
         "ModelVersion",
@@ -288,9 +337,9 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
 ]
 
 
-def test_there_are_at_least_20_distinct_bad_inputs_across_the_four_kinds() -> None:
+def test_there_are_at_least_20_distinct_bad_inputs_across_the_kinds() -> None:
     assert len({case[0] for case in BAD_INPUTS}) == len(BAD_INPUTS) >= 20
-    assert {case[1] for case in BAD_INPUTS} == {"Model", "ModelVersion", "Deployment", "Monitor"}
+    assert {case[1] for case in BAD_INPUTS} == {"Model", "ModelVersion", "Deployment", "Monitor", "Runtime"}
 
 
 def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
@@ -303,10 +352,17 @@ def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
             obj("ModelVersion", "iris-v1", VERSION),
             obj("Deployment", "iris", DEPLOYMENT),
             obj("Monitor", "iris", MONITOR),
+            obj("ModelVersion", "iris-v4", ARTIFACT_VERSION),
+            obj(
+                "Runtime",
+                "mlserver-sklearn",
+                {"image": "localhost/modelfleet-mlserver:dev", "formats": ["sklearn"]},
+            ),
         ],
         namespace,
     )
     assert cluster.get("monitor", "iris", namespace)["spec"]["interval"] == "10s"  # defaulted by the server
+    assert cluster.get("runtime", "mlserver-sklearn", namespace)["spec"]["port"] == 8080
 
 
 @pytest.mark.parametrize(
@@ -327,9 +383,9 @@ LINEAGE = {"source": {"repository": "https://git.example.com/ml/iris", "commit":
 IMMUTABLE_CHANGES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ("model", lambda s: s.update(model="wine"), ["spec.model", "model is immutable"]),
     ("version", lambda s: s.update(version="2"), ["spec.version", "version is immutable"]),
-    ("image", lambda s: s.update(image="localhost/iris-server:2"), ["spec.image", "image is immutable"]),
-    ("port", lambda s: s.update(port=9000), ["spec.port", "port is immutable"]),
-    ("protocol", lambda s: s.update(protocol="v1"), ["spec.protocol", "protocol is immutable"]),
+    ("image", lambda s: s.update(image="localhost/iris-server:2"), ["image is immutable"]),
+    ("port", lambda s: s.update(port=9000), ["port is immutable"]),
+    ("protocol", lambda s: s.update(protocol="v1"), ["protocol is immutable"]),
     ("lineage-changed", lambda s: s["lineage"]["source"].update(commit="abcdef0"), ["lineage is immutable"]),
     ("lineage-removed", lambda s: s.pop("lineage"), ["lineage is immutable"]),
 ]
@@ -351,6 +407,32 @@ def test_immutable_fields_of_a_version_cannot_change(cluster: Cluster, crds: Non
     )
     stored = cluster.get("modelversion", "iris-v1", namespace)["spec"]
     assert (stored["image"], stored["approval"]["approved"]) == ("localhost/iris-server:1", True)
+
+
+ARTIFACT_CHANGES: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
+    ("uri", lambda s: s["artifact"].update(uri="s3://models/iris/5/"), ["artifact is immutable"]),
+    ("digest", lambda s: s["artifact"].update(digest="sha256:" + "1" * 64), ["artifact is immutable"]),
+    ("runtime-added", lambda s: s.update(runtime="mlserver-sklearn"), ["runtime is immutable"]),
+    (
+        "artifact-to-image",
+        lambda s: (s.pop("artifact"), s.update(image="localhost/iris-server:2")),
+        ["artifact is immutable"],
+    ),
+]
+
+
+def test_the_artifact_of_a_version_cannot_change(cluster: Cluster, crds: None, namespace: str) -> None:
+    spec = copy.deepcopy(ARTIFACT_VERSION)
+    cluster.apply(obj("ModelVersion", "iris-v4", spec), namespace)
+    for name, change, fragments in ARTIFACT_CHANGES:
+        changed = copy.deepcopy(spec)
+        change(changed)
+        result = cluster.apply(obj("ModelVersion", "iris-v4", changed), namespace, check=False)
+        assert result.returncode != 0, f"{name}: change accepted"
+        for fragment in fragments:
+            assert fragment in result.stderr, f"{name}: {result.stderr}"
+    stored = cluster.get("modelversion", "iris-v4", namespace)["spec"]
+    assert stored["artifact"] == ARTIFACT
 
 
 def test_lineage_cannot_be_added_after_creation(cluster: Cluster, crds: None, namespace: str) -> None:
