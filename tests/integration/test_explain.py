@@ -14,7 +14,7 @@ FIELDS: list[tuple[str, str, list[str]]] = [
     (
         "models.spec.governance.allowedImages",
         "[]string",
-        ["Image prefixes a version's image must start with", "Empty allows any"],
+        ["Image prefixes a version's image (or its runtime's image) must start with", "Empty allows any"],
     ),
     (
         "models.spec.governance.requireApproval",
@@ -62,6 +62,8 @@ def test_explain_lists_every_spec_field_of_a_version_with_a_description(cluster:
     text = cluster.wait_for("kubectl explain", lambda: explain(cluster, "modelversions.spec"), timeout=30)
     fields = re.findall(r"^  (\w+)\t<[^>]+>( -required-)?\n(.*)$", text, flags=re.MULTILINE)
     names = {name for name, _, _ in fields}
-    assert {"model", "version", "image", "port", "protocol", "readinessPath", "lineage", "approval"} <= names
-    assert {name for name, required, _ in fields if required} == {"model", "version", "image"}
+    assert {"model", "version", "image", "artifact", "runtime", "reference", "port", "protocol"} <= names
+    assert {"readinessPath", "lineage", "approval"} <= names
+    # image or artifact: exactly one, which a rule on spec says (neither is required on its own)
+    assert {name for name, required, _ in fields if required} == {"model", "version"}
     assert all(description.strip() for _, _, description in fields), fields

@@ -132,7 +132,7 @@ def test_a_governed_registry_reaches_the_documented_phases(
 
     # Printer columns show the registry at a glance.
     table = cluster.kubectl("get", "modelversions", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "MODEL", "VERSION", "IMAGE", "PHASE", "APPROVED", "AGE"]
+    assert table[0].split() == ["NAME", "MODEL", "VERSION", "IMAGE", "ARTIFACT", "PHASE", "APPROVED", "AGE"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows["iris-v1"][1:6] == ["iris", "1", "localhost/iris-server:1", "Ready", "True"]
     assert rows["iris-v2"][1:6] == ["iris", "2", "localhost/iris-server:2", "Rejected", "False"]
