@@ -39,7 +39,14 @@ class _ResponseStream:
 
     def chunks(self) -> Iterator[bytes]:
         try:
-            yield from self._response.stream(CHUNK, decode_content=True)
+            # read1 (urllib3 2): whatever has arrived, up to CHUNK, so that a slow server still shows
+            # progress and meets the deadline between chunks
+            read1 = getattr(self._response, "read1", None)
+            if read1 is None:
+                yield from self._response.stream(64 * 1024, decode_content=True)
+                return
+            while chunk := read1(CHUNK):
+                yield chunk
         except (Urllib3Error, OSError) as error:
             raise self._source.error(error) from None
 
