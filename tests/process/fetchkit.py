@@ -142,7 +142,8 @@ class S3Store:
 class FileServer:
     """A loopback HTTP server for the fetcher: `files` by path; `token`, when set, is the Authorization
     header value it wants (a wrong one gets 403 with the header echoed in the body, as careless servers
-    do); `/slow/NAME` sends NAME a chunk every 0.2 s; `/endless` streams without a length, forever."""
+    do); `/slow/NAME` sends NAME a chunk every 0.2 s; `/stall` sends 1000 bytes of 10 MiB and stops;
+    `/endless` streams without a length, forever."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     token: str | None = None
@@ -161,6 +162,14 @@ class FileServer:
                 server.hits[self.path] += 1
                 if server.token is not None and self.headers.get("Authorization") != server.token:
                     self._send(403, f"forbidden: {self.headers.get('Authorization')}".encode())
+                    return
+                if self.path == "/stall":  # headers, a little, then nothing
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(10 * 1024 * 1024))
+                    self.end_headers()
+                    self.wfile.write(b"x" * 1000)
+                    self.wfile.flush()
+                    time.sleep(30)
                     return
                 if self.path == "/endless":
                     self.send_response(200)

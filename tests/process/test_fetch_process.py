@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -373,6 +374,37 @@ def test_a_slow_download_stops_at_the_timeout_with_progress_on_the_way(
     assert " / 3 MiB (" in progress[0]
     assert run.seconds < 10
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_stalled_download_stops_at_the_timeout_though_no_byte_comes(
+    http: FileServer, tmp_path: Path
+) -> None:
+    run = run_fetch(
+        ["--uri", http.url("/stall"), "--dest", str(tmp_path / "d"), "--timeout", "1.5"], {}, tmp_path
+    )
+    assert (run.returncode, run.report["reason"]) == (13, "FetchTimeout")
+    assert run.report["message"] == (
+        f"{http.url('/stall')}: not fetched within 1s500ms (--timeout); 1000 B of 10 MiB done, at stall"
+    )
+    assert run.seconds < 8
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_fetch_stopped_by_sigterm_leaves_nothing_in_dest(http: FileServer, tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    pod = subprocess.Popen(
+        [sys.executable, "-m", "modelfleet.cli", "fetch", "--uri", http.url("/stall"), "--dest", str(dest)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while http.hits["/stall"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert any(dest.iterdir())  # the staging directory, mid-download
+    pod.terminate()
+    assert pod.wait(10) == 143
+    assert list(dest.iterdir()) == []
 
 
 def test_an_endless_response_stops_as_soon_as_it_passes_the_limit(http: FileServer, tmp_path: Path) -> None:

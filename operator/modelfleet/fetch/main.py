@@ -407,6 +407,8 @@ def main(argv: Sequence[str]) -> int:
         check=args.check,
         replace=args.replace,
     )
+    # SIGTERM (the pod is deleted mid-fetch) unwinds like an error, so nothing half-written is left
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     fetcher = Fetcher(options, os.environ, say_on_stderr)
     fetcher.progress.every = args.progress_every
     report = fetcher.run()
