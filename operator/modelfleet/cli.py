@@ -17,6 +17,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "router": ("modelfleet.router.main", "main", "run the inference router"),
     "model-server": ("modelfleet.modelserver.main", "main", "run the reference iris model server"),
     "crds": ("modelfleet.api.crdgen", "main", "generate the CRD YAML from the API models"),
+    "fetch": ("modelfleet.fetch.main", "main", "download and verify a model artifact (init container)"),
+    "digest": (
+        "modelfleet.fetch.main",
+        "digest_main",
+        "print the sha256 digest of a model file or directory",
+    ),
 }
 
 
