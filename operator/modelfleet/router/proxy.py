@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
 from modelfleet.httpcore import Request, Response
+from modelfleet.oip import HEADER_LENGTH
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
@@ -467,7 +468,7 @@ class _Exchange:
         if type(result) is UpstreamResponse:
             code = result.status
             if 200 <= code < 300 and backend.predictions.wants(finished):
-                backend.predictions.offer(result.body)
+                backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
         else:
             code = 504 if isinstance(result, UpstreamTimeout) else 502
         backend.duration.observe(finished - self.started)
