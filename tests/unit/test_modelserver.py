@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
+from modelfleet import oip
 from modelfleet.httpcore import Request, Response
 from modelfleet.modelserver import model
 from modelfleet.modelserver.app import ModelServer
@@ -240,3 +241,150 @@ def test_a_missing_model_file_is_a_clear_usage_error(
         main(["--model-file", str(tmp_path / "absent.joblib")])
     assert exited.value.code == 2
     assert "does not exist (train one with --train FILE)" in capsys.readouterr().err
+
+
+# -- the binary tensor data extension ------------------------------------------------------------------
+
+
+def binary_call(
+    app: ModelServer,
+    rows: np.ndarray,
+    datatype: str = "FP32",
+    length: bytes | None = None,
+    cut: int = 0,
+    **extra: Any,
+) -> Response:
+    """An infer request the way tritonclient's `set_data_from_numpy` sends one: JSON header, raw rows."""
+    raw = rows.astype(oip.NUMPY_DTYPES[datatype]).tobytes()
+    entry = {"name": "input-0", "shape": list(rows.shape), "datatype": datatype}
+    head = json.dumps({"inputs": [{**entry, "parameters": {"binary_data_size": len(raw)}}], **extra}).encode()
+    body = (head + raw)[: len(head) + len(raw) - cut]
+    header = str(len(head)).encode() if length is None else length
+    result = app.handle(Request(b"POST", b"/v2/models/iris/infer", [(oip.HEADER_LENGTH, header)], body))
+    assert isinstance(result, Response)
+    return result
+
+
+def labels_of(response: Response) -> list[Any]:
+    """The label output of an answer, binary or JSON, read as a client would."""
+    match = re.search(rb"inference-header-content-length: (\d+)\r\n", response.headers)
+    document, binary = oip.split(response.body, match.group(1) if match else None)
+    return oip.read_tensors(document, binary, "outputs")[0].values()
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT64", "UINT8", "INT8", "UINT32", "INT32"])
+def test_binary_inputs_of_each_numeric_datatype_are_classified(
+    predictor: model.Predictor, datatype: str
+) -> None:
+    rows = np.array([SETOSA, VIRGINICA, [5.9, 3.0, 5.1, 1.8]])
+    if datatype[0] in "UI":
+        rows = np.array([[5, 4, 1, 0], [7, 3, 6, 2]])  # integral measurements: still a setosa and a virginica
+    response = binary_call(server(predictor), rows, datatype)
+    assert response.status == 200, response.body
+    assert b"inference-header-content-length" not in response.headers  # JSON, since binary was not asked for
+    assert json.loads(response.body)["outputs"][0]["data"] == ([0, 2, 2] if len(rows) == 3 else [0, 2])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"parameters": {"binary_data_output": True}},
+        {"outputs": [{"name": "label", "parameters": {"binary_data": True}}]},
+    ],
+)
+def test_binary_outputs_are_answered_when_asked_for(
+    predictor: model.Predictor, extra: dict[str, Any]
+) -> None:
+    response = binary_call(server(predictor), np.array([SETOSA, VIRGINICA]), id="r-9", **extra)
+    assert response.status == 200
+    assert b"content-type: application/octet-stream\r\n" in response.headers
+    assert b"x-modelfleet-model-version: 2\r\n" in response.headers
+    match = re.search(rb"inference-header-content-length: (\d+)\r\n", response.headers)
+    assert match is not None
+    header = json.loads(response.body[: int(match.group(1))])
+    assert header == {
+        "model_name": "iris",
+        "model_version": "2",
+        "id": "r-9",
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}}
+        ],
+    }
+    assert response.body[int(match.group(1)) :] == np.array([0, 2], dtype="<i8").tobytes()
+    assert labels_of(response) == [0, 2]
+
+
+def test_a_json_request_may_ask_for_a_binary_answer_and_a_binary_one_for_json(
+    predictor: model.Predictor,
+) -> None:
+    app = server(predictor)
+    response = call(
+        app, b"POST", b"/v2/models/iris/infer", v2([VIRGINICA], parameters={"binary_data_output": True})
+    )
+    assert b"inference-header-content-length" in response.headers
+    assert labels_of(response) == [2]
+    no = {
+        "outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+        "parameters": {"binary_data_output": True},
+    }
+    response = binary_call(app, np.array([VIRGINICA]), **no)
+    assert json.loads(response.body)["outputs"][0]["data"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"length": b"100000"}, "Inference-Header-Content-Length is 100000, but the body has only"),
+        ({"length": b"twelve"}, "Inference-Header-Content-Length must be a number of bytes, got 'twelve'"),
+        ({"cut": 4}, "binary_data_size 32 goes past the end of the body (28 bytes follow the JSON header"),
+        ({"datatype": "BYTES"}, "inputs[0] has datatype BYTES, but this model takes numbers"),
+        ({"outputs": [{"name": "proba"}]}, "no output named 'proba' (this model has: label)"),
+    ],
+)
+def test_malformed_binary_requests_get_400_naming_what_is_wrong(
+    predictor: model.Predictor, kwargs: dict[str, Any], message: str
+) -> None:
+    rows = np.array([SETOSA, VIRGINICA])
+    if kwargs.get("datatype") == "BYTES":
+        app = server(predictor)
+        raw = oip.pack("BYTES", [b"5.1"])
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ]
+            }
+        ).encode()
+        request = Request(
+            b"POST", b"/v2/models/iris/infer", [(oip.HEADER_LENGTH, str(len(head)).encode())], head + raw
+        )
+        response = app.handle(request)
+    else:
+        response = binary_call(server(predictor), rows, **kwargs)
+    assert isinstance(response, Response)
+    assert response.status == 400
+    assert message in json.loads(response.body)["error"]
+
+
+def test_a_binary_size_that_does_not_match_the_shape_gets_400(predictor: model.Predictor) -> None:
+    raw = np.array(SETOSA, dtype="<f4").tobytes()
+    entry = {"name": "x", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+    head = json.dumps({"inputs": [entry]}).encode()
+    response = server(predictor).handle(
+        Request(b"POST", b"/v2/models/iris/infer", [(oip.HEADER_LENGTH, str(len(head)).encode())], head + raw)
+    )
+    assert isinstance(response, Response)
+    assert response.status == 400
+    assert json.loads(response.body)["error"] == (
+        "inputs[0] has binary_data_size 16, but shape [2, 4] of FP32 takes 32 bytes (8 x 4)"
+    )
+
+
+def test_the_server_metadata_names_the_binary_extension(predictor: model.Predictor) -> None:
+    metadata = json.loads(call(server(predictor), b"GET", b"/v2").body)
+    assert metadata["extensions"] == ["binary_tensor_data"]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from modelfleet import oip
 from modelfleet.api.routerconfig import RouterConfig
 from modelfleet.httpcore import HTTPServer, Request, Response
 from modelfleet.router.admin import admin_handler
@@ -883,3 +884,107 @@ def test_the_host_header_names_the_versions_service(url: str, host_header: bytes
     )
     assert router.route is not None
     assert router.route.stable.host_header == host_header
+
+
+# -- the binary tensor data extension ------------------------------------------------------------------
+
+
+class BinaryVersion(FakeVersion):
+    """Answers as the model server does with the binary extension: raw INT64 labels after a JSON header."""
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        if self.mode != "ok":
+            return super().handle(request)
+        self.requests.append(request)
+        document, raw = oip.split(request.body, request.header(oip.HEADER_LENGTH))
+        rows = oip.read_tensors(document, raw)[0].shape[0]
+        labels = oip.Tensor("label", "INT64", [rows], data=[self.label] * rows)
+        body, length = oip.encode({"model_name": "iris"}, [labels], [True])
+        return Response(200, body, b"inference-header-content-length: %d\r\n" % (length or 0))
+
+
+def binary_request(rows: int = 3) -> tuple[bytes, str]:
+    raw = oip.pack("FP32", [5.1, 3.5, 1.4, 0.2] * rows)
+    inputs = [
+        {
+            "name": "input-0",
+            "shape": [rows, 4],
+            "datatype": "FP32",
+            "parameters": {"binary_data_size": len(raw)},
+        }
+    ]
+    head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return head + raw, str(len(head))
+
+
+@pytest.mark.parametrize(
+    ("path", "served_by", "fallback"),
+    [
+        ("weights", "iris-v2", None),
+        ("retry_on_stable", "iris-v1", "retry_on_stable"),
+        ("retry_on_previous", "iris-v0", "retry_on_previous"),
+        ("mirror", "iris-v1", None),
+    ],
+)
+def test_binary_requests_pass_through_untouched_on_every_path(
+    path: str, served_by: str, fallback: str | None
+) -> None:
+    """Given versions that speak the binary extension, when a binary request takes each path through the
+    router, then every version it reaches gets the very bytes and header the client sent, the client gets
+    the answering version's bytes and header, and the prediction sample holds the binary answer's labels."""
+
+    async def scenario() -> None:
+        stable = BinaryVersion("iris-v1", mode="error" if path == "retry_on_previous" else "ok", label=1)
+        canary = BinaryVersion("iris-v2", mode="error" if path == "retry_on_stable" else "ok", label=2)
+        previous = BinaryVersion("iris-v0", label=0)
+        await started(stable, canary, previous)
+        weight = 100 if path in ("weights", "retry_on_stable") else 0
+        cfg = config(
+            stable,
+            canary,
+            weight,
+            mirror=100 if path == "mirror" else 0,
+            previous=previous,
+            retryOnStable=True,
+        )
+        body, length = binary_request()
+        async with running(cfg, stable, canary, previous, prediction_reads_per_second=0) as h:
+            response = await h.client.send(body=body, headers={"Inference-Header-Content-Length": length})
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == served_by
+            assert header(response, "x-modelfleet-fallback") == fallback
+            answering = {"iris-v0": previous, "iris-v1": stable, "iris-v2": canary}[served_by]
+            expected = oip.encode(
+                {"model_name": "iris"},
+                [oip.Tensor("label", "INT64", [3], data=[answering.label] * 3)],
+                [True],
+            )
+            assert (response.body, header(response, "inference-header-content-length")) == (
+                expected[0],
+                str(expected[1]),
+            )
+            if path == "mirror":
+                for _ in range(100):
+                    if h.router.predictions()["iris-v2"]:  # the copy was answered and sampled
+                        break
+                    await asyncio.sleep(0.01)
+            reached = [v for v in (stable, canary, previous) if v.requests]
+            assert (
+                reached
+                == {
+                    "weights": [canary],
+                    "retry_on_stable": [stable, canary],
+                    "retry_on_previous": [stable, previous],
+                    "mirror": [stable, canary],
+                }[path]
+            )
+            for version in reached:
+                [request] = version.requests
+                assert request.body == body
+                assert request.header(oip.HEADER_LENGTH) == length.encode()
+            samples = h.router.predictions()
+            assert samples[served_by] == [answering.label] * 3
+            if path == "mirror":
+                assert samples["iris-v2"] == [2, 2, 2]  # the mirrored copy's binary answer is sampled too
+
+    run(scenario)

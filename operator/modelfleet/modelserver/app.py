@@ -3,8 +3,15 @@
     GET  /v2/health/live, /v2/health/ready, /v2     server liveness, readiness, metadata
     GET  /v2/models/<name>[/versions/<v>][/ready]    model metadata, readiness
     POST /v2/models/<name>[/versions/<v>]/infer      {"inputs": [{"shape": [n, 4], "datatype", "data"}]}
+                                                     (or the binary tensor data extension, see below)
     GET  /v1/models/<name>                           {"name", "ready"}
     POST /v1/models/<name>:predict                   {"instances": [[4 numbers]]} -> {"predictions": [...]}
+
+Inference requests may use the Open Inference Protocol's binary tensor data extension (`modelfleet.oip`):
+a JSON header of `Inference-Header-Content-Length` bytes, then the raw input tensors (any numeric
+datatype, BOOL, or BYTES, which this model refuses: it takes numbers). The answer is binary when the request
+asks for it (`binary_data` on the requested output, or `binary_data_output` in the request parameters),
+JSON otherwise.
 
 Every response carries `X-Modelfleet-Model-Version`. Bad input gets 400 with {"error": "..."}.
 """
@@ -19,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfleet import oip
 from modelfleet.httpcore import Request, Response
 from modelfleet.modelserver.faults import Faults
 from modelfleet.modelserver.model import CLASSES, Predictor
@@ -26,7 +34,10 @@ from modelfleet.modelserver.model import CLASSES, Predictor
 VERSION_HEADER = "x-modelfleet-model-version"
 
 
-class BadRequest(ValueError):
+OUTPUT = "label"
+
+
+class BadRequest(oip.ProtocolError):
     """The request body cannot be understood; the message says why."""
 
 
@@ -52,21 +63,40 @@ def _rows(values: Any, shape: Any, features: int) -> np.ndarray:
     return array
 
 
-def parse_v2(body: bytes, features: int) -> tuple[np.ndarray, str | None]:
-    """(rows, request id) of an Open Inference Protocol v2 infer request."""
-    document = _json(body)
+def parse_v2(
+    body: bytes, features: int, header_length: bytes | None = None
+) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+    """(rows, request id, request) of an Open Inference Protocol v2 infer request, in JSON or with the
+    binary tensor data extension (`header_length`: the Inference-Header-Content-Length value)."""
+    document, binary = oip.split(body, header_length)
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs or not isinstance(inputs[0], dict):
         raise BadRequest(
             'expected {"inputs": [{"name": ..., "shape": [n, 4], "datatype": "FP32", "data": [...]}]}'
         )
-    tensor = inputs[0]
-    if "data" not in tensor:
-        raise BadRequest("inputs[0] has no data")
+    if header_length is None and not any(_binary_input(entry) for entry in inputs):
+        tensor = inputs[0]
+        if "data" not in tensor:
+            raise BadRequest("inputs[0] has no data")
+        rows = _rows(tensor["data"], tensor.get("shape"), features)
+    else:
+        rows = _tensor_rows(oip.read_tensors(document, binary)[0], features)
     request_id = document.get("id")
-    return _rows(tensor["data"], tensor.get("shape"), features), (
-        str(request_id) if request_id is not None else None
-    )
+    return rows, (str(request_id) if request_id is not None else None), document
+
+
+def _binary_input(entry: Any) -> bool:
+    parameters = entry.get("parameters") if isinstance(entry, dict) else None
+    return isinstance(parameters, dict) and "binary_data_size" in parameters
+
+
+def _tensor_rows(tensor: oip.Tensor, features: int) -> np.ndarray:
+    if tensor.datatype == "BYTES":
+        raise BadRequest("inputs[0] has datatype BYTES, but this model takes numbers")
+    if tensor.raw is None:
+        return _rows(tensor.data, tensor.shape, features)
+    values = np.frombuffer(tensor.raw, dtype=oip.NUMPY_DTYPES[tensor.datatype])
+    return _rows(values, tensor.shape, features)
 
 
 def parse_v1(body: bytes, features: int) -> np.ndarray:
@@ -78,13 +108,19 @@ def parse_v1(body: bytes, features: int) -> np.ndarray:
 
 
 def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError as error:
-        raise BadRequest(f"body is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("body must be a JSON object")
-    return document
+    return oip.split(body, None)[0]
+
+
+def _outputs_wanted(request: dict[str, Any]) -> None:
+    """Refuse a request for outputs this model does not have."""
+    requested = request.get("outputs")
+    if requested is None:
+        return
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    for output in requested:
+        if output.get("name") != OUTPUT:
+            raise BadRequest(f"no output named {output.get('name')!r} (this model has: {OUTPUT})")
 
 
 class ModelServer:
@@ -113,7 +149,7 @@ class ModelServer:
             "versions": [version],
             "platform": "scikit-learn",
             "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, predictor.features]}],
-            "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+            "outputs": [{"name": OUTPUT, "datatype": "INT64", "shape": [-1]}],
             "parameters": {"classes": list(CLASSES)},
         }
 
@@ -138,7 +174,12 @@ class ModelServer:
                 return self._json(200, {"ready": True})
             if path == b"/v2":
                 return self._json(
-                    200, {"name": "modelfleet-model-server", "version": self.version, "extensions": []}
+                    200,
+                    {
+                        "name": "modelfleet-model-server",
+                        "version": self.version,
+                        "extensions": ["binary_tensor_data"],
+                    },
                 )
             if path in self._v2_prefixes:
                 return self._json(200, self.metadata)
@@ -157,7 +198,7 @@ class ModelServer:
         if faults.error_rate > 0 and self._draw() < faults.error_rate:
             response = self._error(500, f"injected fault (error rate {faults.error_rate:g})")
         else:
-            response = self._predict(request.body, protocol)
+            response = self._predict(request.body, protocol, request.header(oip.HEADER_LENGTH))
         if faults.latency > 0:
             return self._later(response, faults.latency)
         return response
@@ -166,14 +207,16 @@ class ModelServer:
         await asyncio.sleep(delay)
         return response
 
-    def _predict(self, body: bytes, protocol: str) -> Response:
+    def _predict(self, body: bytes, protocol: str, header_length: bytes | None = None) -> Response:
         features = self.predictor.features
+        document: dict[str, Any] = {}
         try:
             if protocol == "v2":
-                rows, request_id = parse_v2(body, features)
+                rows, request_id, document = parse_v2(body, features, header_length)
+                _outputs_wanted(document)
             else:
                 rows, request_id = parse_v1(body, features), None
-        except BadRequest as error:
+        except oip.ProtocolError as error:
             return self._error(400, str(error))
         labels = self.predictor.predict(rows)
         if self.faults.shift:
@@ -183,5 +226,14 @@ class ModelServer:
         answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if request_id is not None:
             answer["id"] = request_id
-        answer["outputs"] = [{"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels}]
+        if oip.wants_binary(document, OUTPUT):
+            output = oip.Tensor(OUTPUT, "INT64", [len(labels)], data=labels)
+            body, length = oip.encode(answer, [output], [True])
+            assert length is not None  # a binary output makes a header
+            return Response(
+                200,
+                body,
+                oip.BINARY_CONTENT_TYPE + b"inference-header-content-length: %d\r\n" % length + self.headers,
+            )
+        answer["outputs"] = [{"name": OUTPUT, "datatype": "INT64", "shape": [len(labels)], "data": labels}]
         return self._json(200, answer)

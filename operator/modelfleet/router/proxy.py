@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
 from modelfleet.httpcore import Request, Response
+from modelfleet.oip import HEADER_LENGTH
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
@@ -339,30 +340,21 @@ class _Exchange:
         stable = route.stable
         if route.mirror_target is not None and backend is stable and router._draw() < route.mirror_share:
             router._mirror(route, route.mirror_target, self.request, self.fields)
-        if not backend.allow(router._clock()):
+        if backend.allow(router._clock()):
+            self._attempt(backend, _Exchange._first_answer)
+            return
+        if backend is not stable:
             backend.count(503)
-            if backend is stable or not stable.allow(router._clock()):
-                if backend is not stable:
-                    stable.count(503)
-                previous = route.previous
-                if previous is not None:
-                    if previous.allow(router._clock()):
-                        if backend is not stable:
-                            backend.fallbacks[CIRCUIT_OPEN].value += 1
-                        stable.fallbacks[CIRCUIT_OPEN].value += 1
-                        self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-                        self._attempt(previous, _Exchange._previous_answer)
-                        return
-                    previous.count(503)
-                failure = Response.error(
-                    503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
-                )
-                self.request.respond(router._last_resort(route, backend, failure))
+            if stable.allow(router._clock()):
+                backend.fallbacks[CIRCUIT_OPEN].value += 1
+                self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
+                self._attempt(stable, _Exchange._first_answer)
                 return
-            backend.fallbacks[CIRCUIT_OPEN].value += 1
-            backend = stable
-            self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-        self._attempt(backend, _Exchange._first_answer)
+        if not self._past_open_stable(None if backend is stable else backend, CIRCUIT_OPEN):
+            failure = Response.error(
+                503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+            )
+            self.request.respond(router._last_resort(route, backend, failure))
 
     def pinned(self, backend: Backend) -> None:
         self._attempt(backend, _Exchange._pinned_answer)
@@ -379,23 +371,15 @@ class _Exchange:
         if backend is stable:
             self._stable_failed(result)
             return
-        if not route.retry_on_stable or not stable.allow(self.router._clock()):
-            if route.retry_on_stable:
-                stable.count(503)  # its circuit is open too
-                previous = route.previous
-                if previous is not None:
-                    if previous.allow(self.router._clock()):
-                        backend.fallbacks[RETRY_ON_STABLE].value += 1
-                        stable.fallbacks[CIRCUIT_OPEN].value += 1
-                        self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-                        self._attempt(previous, _Exchange._previous_answer)
-                        return
-                    previous.count(503)
-            failure = _failure_reply(backend, result, route)
-            self.request.respond(self.router._last_resort(route, backend, failure))
-            return
-        backend.fallbacks[RETRY_ON_STABLE].value += 1
-        self._attempt(stable, _Exchange._retry_answer)
+        if route.retry_on_stable:
+            if stable.allow(self.router._clock()):
+                backend.fallbacks[RETRY_ON_STABLE].value += 1
+                self._attempt(stable, _Exchange._retry_answer)
+                return
+            if self._past_open_stable(backend, RETRY_ON_STABLE):
+                return
+        failure = _failure_reply(backend, result, route)
+        self.request.respond(self.router._last_resort(route, backend, failure))
 
     def _retry_answer(self, result: Result) -> None:
         if type(result) is UpstreamResponse and result.status < 500:
@@ -405,17 +389,38 @@ class _Exchange:
 
     def _stable_failed(self, result: Result) -> None:
         """Stable (`self.backend`) failed: on to the previous version if it may be tried, else the end."""
+        if self._to_previous(RETRY_ON_PREVIOUS):
+            return
         stable, route = self.backend, self.route
-        previous = route.previous
-        if previous is not None:
-            if previous.allow(self.router._clock()):
-                stable.fallbacks[RETRY_ON_PREVIOUS].value += 1
-                self.note = _FALLBACK_HEADER[RETRY_ON_PREVIOUS]
-                self._attempt(previous, _Exchange._previous_answer)
-                return
-            previous.count(503)  # its circuit is open too
         failure = _failure_reply(stable, result, route)
         self.request.respond(self.router._last_resort(route, stable, failure))
+
+    def _past_open_stable(self, moved_from: Backend | None, reason: str) -> bool:
+        """Stable's circuit is open, and the request was bound for it (`moved_from` None) or is moving on to
+        it from `moved_from`: count stable's 503 and go on to the previous version if it may be tried,
+        counting the step against `moved_from` (as `reason`) and stable (as circuit_open). Returns whether
+        the request went on."""
+        self.route.stable.count(503)
+        if not self._to_previous(CIRCUIT_OPEN):
+            return False
+        if moved_from is not None:
+            moved_from.fallbacks[reason].value += 1
+        return True
+
+    def _to_previous(self, reason: str) -> bool:
+        """Send the request to the previous version, counting the step against stable as `reason`, when
+        there is one and its circuit lets the request through (an open one counts its 503). Returns whether
+        it did."""
+        previous = self.route.previous
+        if previous is None:
+            return False
+        if not previous.allow(self.router._clock()):
+            previous.count(503)
+            return False
+        self.route.stable.fallbacks[reason].value += 1
+        self.note = _FALLBACK_HEADER[reason]
+        self._attempt(previous, _Exchange._previous_answer)
+        return True
 
     def _previous_answer(self, result: Result) -> None:
         previous, route = self.backend, self.route
@@ -463,7 +468,7 @@ class _Exchange:
         if type(result) is UpstreamResponse:
             code = result.status
             if 200 <= code < 300 and backend.predictions.wants(finished):
-                backend.predictions.offer(result.body)
+                backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
         else:
             code = 504 if isinstance(result, UpstreamTimeout) else 502
         backend.duration.observe(finished - self.started)
