@@ -244,7 +244,11 @@ def test_the_report_of_a_finished_check() -> None:
     report = {"result": "Fetched", "reason": "", "message": "ok", "size": 10, "files": 1, "digest": DIGEST}
     outcome = check_outcome(pod({"terminated": {"exitCode": 0, "message": json.dumps(report)}}, "Succeeded"))
     assert outcome == CheckOutcome(CheckReason.VERIFIED, "ok", 10, 1, DIGEST)
-    failed = {"reason": "ArtifactUnreachable", "message": "s3://models/iris/4/: access denied (403)"}
+    failed = {
+        "result": "Failed",
+        "reason": "ArtifactUnreachable",
+        "message": "s3://models/iris/4/: access denied (403)",
+    }
     outcome = check_outcome(pod({"terminated": {"exitCode": 3, "message": json.dumps(failed)}}, "Failed"))
     assert outcome is not None
     assert outcome.reason == CheckReason.ARTIFACT_UNREACHABLE

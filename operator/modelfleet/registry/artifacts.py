@@ -6,7 +6,6 @@ Pure functions of the objects: the controllers read them from the watch caches a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from modelfleet.api import (
     RuntimeSpec,
 )
 from modelfleet.api.modelversion import EnvVar, ResourceRequirements
+from modelfleet.fetch.report import parse_report
 
 
 class CheckReason(StrEnum):
@@ -232,32 +232,24 @@ _STUCK = {
 
 
 def outcome_of_report(text: str) -> CheckOutcome | None:
-    """The outcome in a fetcher report (the JSON of `modelfleet fetch --report`); None if it is not one."""
+    """The outcome in a fetcher report (`modelfleet.fetch.report`); None if the text is not one."""
     try:
-        report = json.loads(text)
+        report = parse_report(text)
     except ValueError:
         return None
-    if not isinstance(report, dict):
-        return None
-    reason_text = str(report.get("reason") or "")
-    known = {r.value for r in CheckReason}
-    if not reason_text:
+    if report.ok:
         reason = CheckReason.VERIFIED
-    elif reason_text in known:
-        reason = CheckReason(reason_text)
     else:
-        reason = CheckReason.CHECK_FAILED
-
-    def count(key: str) -> int | None:
-        value = report.get(key)
-        return value if isinstance(value, int) and value >= 0 else None
-
+        known = {r.value for r in CheckReason}
+        reason = (
+            CheckReason(report.reason.value) if report.reason.value in known else CheckReason.CHECK_FAILED
+        )
     return CheckOutcome(
         reason=reason,
-        message=str(report.get("message") or "")[:1024],
-        size=count("size"),
-        files=count("files"),
-        digest=str(report.get("digest") or ""),
+        message=report.message[:1024],
+        size=report.size,
+        files=report.files,
+        digest=report.digest,
     )
 
 
