@@ -288,12 +288,13 @@ def test_an_artifact_version_s_pod_fetches_first_and_only_the_fetcher_sees_the_s
     pod_spec = manifest["spec"]["template"]["spec"]
     (init,) = pod_spec["initContainers"]
     assert init["image"] == "localhost/modelfleet:dev"
-    assert init["args"][:7] == [
+    assert init["args"][:8] == [
         "fetch",
         "--uri",
         "s3://models/iris/4/",
         "--dest",
         "/mnt/models",
+        "--replace",
         "--report",
         "/dev/termination-log",
     ]
@@ -370,5 +371,6 @@ def test_the_check_pod_is_owned_by_the_version_and_cleans_up_after_itself() -> N
     assert spec["automountServiceAccountToken"] is False
     (container,) = spec["containers"]
     assert container["args"][-1] == "--check"
+    assert "--dest" not in container["args"]
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert len(check_pod_name("v" * 200)) <= 63

@@ -65,7 +65,10 @@ def _pvc_claim(uri: str) -> str:
 def fetch_args(
     artifact: Artifact, settings: FetchSettings, *, dest: str, check: bool, cache: bool
 ) -> list[str]:
-    args = ["fetch", "--uri", artifact.uri, "--dest", dest, "--report", REPORT_PATH]
+    """The fetcher's arguments. Into a pod (`dest`): what a restarted init container left is replaced.
+    A check (`check`) downloads into a scratch directory of its own and deletes it."""
+    args = ["fetch", "--uri", artifact.uri]
+    args += ["--report", REPORT_PATH] if check else ["--dest", dest, "--replace", "--report", REPORT_PATH]
     if artifact.digest:
         args += ["--digest", artifact.digest]
     limit = settings.check_max_bytes if check else settings.max_bytes
@@ -154,7 +157,7 @@ def build_artifact_check_pod(
         "name": "check",
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": fetch_args(artifact, settings, dest="/tmp/artifact", check=True, cache=False),
+        "args": fetch_args(artifact, settings, dest="", check=True, cache=False),
         "securityContext": _RESTRICTED,
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
