@@ -269,3 +269,37 @@ def test_without_a_digest_the_node_cache_is_not_used(claim: Path, tmp_path: Path
     assert report.result is Result.FETCHED
     assert "no digest given: the node cache is not used" in lines
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_restarted_pod_replaces_what_its_own_volume_holds(
+    claim: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/mnt/models is an emptyDir mount: a pod whose init container runs again finds the last fetch."""
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "model.joblib").write_bytes(b"what the first run fetched")
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == dest)
+    report, _ = fetch(claim, "pvc://models/iris/single.joblib", dest)
+    assert report.ok, report.message
+    assert [p.name for p in dest.iterdir()] == ["single.joblib"]
+
+
+def test_check_makes_its_scratch_directory_and_removes_it(claim: Path, tmp_path: Path) -> None:
+    """The check pod passes `--dest /tmp/artifact --check`: a directory that does not exist yet."""
+    dest = tmp_path / "tmp" / "artifact"
+    report, _ = fetch(claim, "pvc://models/iris/4", dest, check=True)
+    assert (report.result, report.files) == (Result.VERIFIED, 2)
+    assert not dest.exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_node_cache_that_cannot_be_written_is_skipped_not_fatal(claim: Path, tmp_path: Path) -> None:
+    expected = digest_path(claim / "models" / "iris" / "4").digest
+    not_a_directory = tmp_path / "cache"
+    not_a_directory.write_bytes(b"")
+    report, lines = fetch(
+        claim, "pvc://models/iris/4", tmp_path / "d", digest=expected, cache_dir=not_a_directory
+    )
+    assert (report.result, report.digest) == (Result.FETCHED, expected)
+    assert any(line.startswith(f"node cache {not_a_directory} is not usable (") for line in lines), lines
+    assert len(list((tmp_path / "d").iterdir())) == 2

@@ -20,14 +20,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from modelfleet.api.common import format_duration, parse_duration
 from modelfleet.clihelp import DefaultsHelpFormatter
-from modelfleet.fetch.cache import CacheEntryCorrupt, NodeCache
+from modelfleet.fetch.cache import CacheEntry, CacheEntryCorrupt, NodeCache
 from modelfleet.fetch.digest import digest_path, parse_digest
 from modelfleet.fetch.errors import FetchError, Redactor
 from modelfleet.fetch.report import EXIT_CODES, USAGE_EXIT_CODE, Reason, Report, Result, render_report
@@ -201,7 +201,9 @@ class Fetcher:
         dest.mkdir(parents=True, exist_ok=True)
         for leftover in dest.glob(f"{STAGING_PREFIX}*"):  # an earlier fetch that was killed
             shutil.rmtree(leftover, ignore_errors=True)
-        if any(dest.iterdir()) and not self.options.replace:
+        # A volume of its own (as /mnt/models in a pod, where a restarted pod finds what it fetched
+        # before) is replaced; another directory only with --replace.
+        if any(dest.iterdir()) and not (self.options.replace or os.path.ismount(dest)):
             raise FetchError(
                 Reason.FETCH_FAILED,
                 f"{dest} is not empty (--replace replaces what it holds); nothing was fetched",
@@ -248,44 +250,60 @@ class Fetcher:
         if cache_dir is None or expected is None:
             if cache_dir is not None:
                 self.say("no digest given: the node cache is not used")
-            downloaded = self._download(uri, expected, staging)
-            return self._done(Result.FETCHED, downloaded, expected)
-        cache = NodeCache(cache_dir)
-        with cache.locked(
-            expected, lambda: self.say(f"waiting for another fetch of {expected} on this node")
-        ) as entry:
-            held = entry.complete()
-            if held is not None:
-                verified = self.clock()
-                try:
-                    linked = entry.materialize(held, staging, self.progress, verify=True)
-                except CacheEntryCorrupt as error:
-                    self.say(f"node cache entry {entry.dir.name} is damaged ({error}): downloading again")
-                    for item in staging.iterdir():
-                        shutil.rmtree(item) if item.is_dir() else item.unlink()
-                    self.progress = Progress(self.say, self.clock)
-                else:
-                    self.verify_seconds = self.clock() - verified
-                    how = "linked" if linked else "copied"
-                    return self._done(
-                        Result.CACHED, held, expected, f"node cache hit, {how}, nothing downloaded"
+            return self._done(Result.FETCHED, self._download(uri, expected, staging), expected)
+        with ExitStack() as held_lock:
+            try:
+                entry = held_lock.enter_context(
+                    NodeCache(cache_dir).locked(
+                        expected, lambda: self.say(f"waiting for another fetch of {expected} on this node")
                     )
-            content = entry.reset()
+                )
+                held = entry.complete()
+                if held is not None:
+                    hit = self._from_cache(entry, held, staging, expected)
+                    if hit is not None:
+                        return hit
+                content = entry.reset()
+            except OSError as error:  # a cache this fetch may not write is no reason to fail it
+                self.say(f"node cache {cache_dir} is not usable ({error.strerror}): fetching without it")
+                return self._done(Result.FETCHED, self._download(uri, expected, staging), expected)
             try:
                 downloaded = self._download(uri, expected, content)
+                entry.seal(downloaded)
             except BaseException:
                 entry.discard()
                 raise
-            entry.seal(downloaded)
             entry.materialize(downloaded, staging, Progress(lambda _: None, self.clock), verify=False)
             return self._done(Result.FETCHED, downloaded, expected, "kept in the node cache")
+        raise AssertionError("unreachable")  # for mypy: ExitStack may swallow exceptions
+
+    def _from_cache(self, entry: CacheEntry, held: Downloaded, staging: Path, expected: str) -> Report | None:
+        """The artifact from a complete cache entry, verified; None (and the entry gone) when damaged."""
+        started = self.clock()
+        try:
+            linked = entry.materialize(held, staging, self.progress, verify=True)
+        except CacheEntryCorrupt as error:
+            self.say(f"node cache entry {entry.dir.name} is damaged ({error}): downloading again")
+            for item in staging.iterdir():
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            self.progress = Progress(self.say, self.clock, self.progress.every)
+            return None
+        self.verify_seconds = self.clock() - started
+        how = "linked" if linked else "copied"
+        return self._done(Result.CACHED, held, expected, f"node cache hit, {how}, nothing downloaded")
 
     def _check(self, uri: ArtifactUri, expected: str | None) -> Report:
-        scratch = Path(tempfile.mkdtemp(prefix="modelfleet-check-", dir=self.options.dest))
+        dest = self.options.dest
+        made = dest is not None and not dest.exists()
+        if dest is not None:
+            dest.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="modelfleet-check-", dir=dest))
         try:
             downloaded = self._download(uri, expected, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+            if made and dest is not None:
+                shutil.rmtree(dest, ignore_errors=True)
         return self._done(Result.VERIFIED, downloaded, expected, "nothing kept")
 
     def _done(self, result: Result, got: Downloaded, expected: str | None, note: str = "") -> Report:
