@@ -56,6 +56,9 @@ else
 fi
 
 mkdir -p "$STATE" "$RUN" "$LOGS"
+# The node's artifact cache (chart value artifacts.nodeCache): a hostPath the fetcher, which runs as
+# the unprivileged user 65532, must be able to write; the kubelet would create it owned by root.
+install -d -o 65532 -g 65532 -m 0750 /var/cache/modelfleet/artifacts
 make_pki
 prepare_host
 
