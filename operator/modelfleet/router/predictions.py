@@ -66,12 +66,18 @@ def extract(body: bytes, protocol: str, header_length: bytes | None = None) -> l
         values = document.get("predictions")
     if not isinstance(values, list):
         return []
+    return _json_values(values, output)
+
+
+def _json_values(values: list[Any], output: dict[str, Any] | None) -> list[Scalar]:
+    """The scalars of JSON `data` (or v1 predictions), decoded as the v2 `output`'s content type says."""
     out: list[Scalar] = []
     _flatten(values, out, MAX_VALUES_PER_RESPONSE)
-    if output is not None:
-        parameters = output.get("parameters")
-        if isinstance(parameters, dict) and parameters.get("content_type") in _DECODERS:
-            return _decoded(out, _DECODERS[parameters["content_type"]])
+    parameters = output.get("parameters") if output is not None else None
+    if parameters and isinstance(parameters, dict):
+        decode = _DECODERS.get(str(parameters.get("content_type")))
+        if decode is not None:
+            return _decoded(out, decode)
     return out
 
 
@@ -90,12 +96,9 @@ def _binary_values(body: bytes, header_length: bytes) -> list[Scalar]:
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if size is None:
         data = output.get("data")
-        out: list[Scalar] = []
-        if isinstance(data, list):
-            _flatten(data, out, MAX_VALUES_PER_RESPONSE)
-        return out
+        return _json_values(data, output) if isinstance(data, list) else []
     datatype = output.get("datatype")
-    if not isinstance(size, int) or size < 0 or length + size > len(body) or datatype not in oip.DATATYPES:
+    if type(size) is not int or size < 0 or length + size > len(body) or datatype not in oip.DATATYPES:
         return []
     raw = memoryview(body)[length : length + size]  # a view: the body is not copied
     if datatype == "BYTES":
