@@ -16,9 +16,16 @@ class OperatorProcess:
     only some handler modules)."""
 
     def __init__(
-        self, cluster: Cluster, namespace: str, log_path: Path, command: list[str] | None = None
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log_path: Path,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.env = dict(env or {})
+        """Environment added to the operator's (its settings, e.g. MODELFLEET_ARTIFACT_NODE_CACHE)."""
         self.namespace = namespace
         self.log_path = log_path
         self.command = command or [
@@ -37,7 +44,7 @@ class OperatorProcess:
             self.command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
+            env={**self.cluster.env, "PYTHONUNBUFFERED": "1", **self.env},
             start_new_session=True,
         )
 
