@@ -4,12 +4,15 @@ Run by `make demo` (through demo/run.sh) once the cluster is up and the images a
 
 1. cleans and creates the namespace modelfleet-demo, installs the CRDs and the operator
    (the Helm chart from the image localhost/modelfleet:dev, or a host process with --operator host);
-2. registers the Model iris (with governance), the ModelVersions iris-v1, iris-v2 (good) and iris-v3
-   (bad: every answer a 500), the Monitor iris-quality and the Deployment iris serving iris-v1;
+2. starts a real S3 object store (versitygw) in the namespace, trains iris v1, v2 (good) and v3 (bad:
+   trained on labels in the wrong order) into model files, uploads them, and registers the Model iris
+   (with governance) and the ModelVersions as artifacts served by the shared MLServer runtime; the
+   operator checks each artifact (downloaded, digest verified) before anything rolls it out; then the
+   Monitor iris-quality and the Deployment iris serving iris-v1;
 3. starts a bounded load generator on this host against the router's ClusterIP Service, counting the
    status codes clients get and which version served them;
-4. rolls out iris-v2 (stepping through its weights, gated by the Monitor, promoted), then iris-v3 (the
-   canary fails, the operator rolls it back, clients see no error thanks to retryOnStable);
+4. rolls out iris-v2 (stepping through its weights, gated by the Monitor, promoted), then iris-v3 (its
+   predictions drift from the stable version's, the operator rolls it back, clients see no error);
 5. prints a summary: timings, requests, client errors, rollback time, the rollout history.
 
 It exits non-zero when the story did not happen (e.g. iris-v3 was not rolled back, or a client saw
@@ -24,8 +27,10 @@ import json
 import os
 import shutil
 import signal
+import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -37,9 +42,15 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared test support
+
+from support.objectstore import ObjectStore, start_object_store
+
 from modelfleet.kubectl_plugin import render
 from modelfleet.kubectl_plugin.kube import Kube, PluginError, Target, connect
 from modelfleet.kubectl_plugin.watch import Snapshot, Watcher
+from support.cluster import find_cluster
+from support.iris_artifacts import write as write_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "demo" / "manifests"
@@ -520,8 +531,10 @@ def clean_namespace(cluster: Cluster) -> None:
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=150s", timeout=170)
 
 
-def apply_manifest(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+def apply_manifest(cluster: Cluster, name: str, values: dict[str, str] | None = None) -> list[dict[str, Any]]:
     text = (MANIFESTS / name).read_text()
+    if values:
+        text = string.Template(text).substitute(values)
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=text)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
@@ -555,11 +568,46 @@ def setup(cluster: Cluster, operator: Operator, deadline: float) -> None:
         raise DemoFailed("setup took too long")
 
 
-def register(cluster: Cluster, story: Story, deadline: float) -> None:
-    chapter("Registering the model")
+def start_store(operator: Operator) -> ObjectStore:
+    chapter("Starting the object store")
+    found = find_cluster()
+    if found is None:
+        raise DemoFailed("no cluster answers for the object store")
+    store = start_object_store(found, NAMESPACE)
+    store.create_bucket("models")
+    store.make_secret(NAMESPACE, "s3-creds")
+    say(f"S3 store (versitygw) at {store.endpoint}, bucket models; Secret s3-creds holds its credentials")
+    if operator.mode == "host":
+        apply_manifest(cluster_of(operator), "runtime.yaml")
+        say("Runtime mlserver-sklearn (the chart would install it as a ClusterRuntime)")
+    else:
+        say("runtime: ClusterRuntime mlserver-sklearn, installed by the chart")
+    return store
+
+
+def cluster_of(operator: Operator) -> Cluster:
+    return operator.cluster
+
+
+def register(cluster: Cluster, story: Story, store: ObjectStore, deadline: float) -> None:
+    chapter("Registering the model: three artifacts in the store")
+    digests: dict[str, str] = {}
+    work = Path(tempfile.mkdtemp(prefix="modelfleet-demo-"))
+    for version in (1, 2, 3):
+        artifact = write_artifact(version, work / str(version))
+        store.upload_directory("models", f"iris/{version}", artifact.folder)
+        digests[f"DIGEST_V{version}"] = artifact.digest
+        note = " (the bad build: labels in the wrong order)" if version == 3 else ""
+        say(
+            f"trained iris v{version}{note}: s3://models/iris/{version}/model.joblib,"
+            f" {artifact.size} bytes, {artifact.digest[:19]}..."
+        )
     apply_manifest(cluster, "model.yaml")
-    apply_manifest(cluster, "modelversions.yaml")
-    say("Model iris (approval required, images from localhost/) and ModelVersions iris-v1, iris-v2, iris-v3")
+    apply_manifest(cluster, "modelversions.yaml", digests)
+    say(
+        "Model iris (approval and digests required, images from localhost/) and ModelVersions iris-v1,"
+        " iris-v2, iris-v3; the operator checks each artifact before anything may roll it out"
+    )
 
     def registered(snapshot: Snapshot) -> bool:
         versions = {v["metadata"]["name"]: v for v in snapshot.of("ModelVersion")}
@@ -570,7 +618,7 @@ def register(cluster: Cluster, story: Story, deadline: float) -> None:
         return all(p in {"Ready", "Serving"} for p in phases)
 
     try:
-        snapshot = story.wait("the ModelVersions to be Ready", registered, 60, deadline, quiet=True)
+        snapshot = story.wait("the artifacts to be checked (Ready)", registered, 150, deadline, quiet=True)
     except DemoFailed as error:
         waiting = [
             f"{v['metadata']['name']} {(v.get('status') or {}).get('phase', 'no status')}:"
@@ -583,17 +631,18 @@ def register(cluster: Cluster, story: Story, deadline: float) -> None:
     for mv in sorted(snapshot.of("ModelVersion"), key=lambda v: v["metadata"]["name"]):
         spec, status = mv["spec"], mv.get("status") or {}
         approval = spec.get("approval") or {}
-        faults = [e["value"] for e in spec.get("env", []) if e["name"] == "MODELFLEET_FAULT_ERROR_RATE"]
+        checked = status.get("artifact") or {}
         rows.append(
             [
                 mv["metadata"]["name"],
-                spec["image"],
+                spec["artifact"]["uri"],
+                f"{checked.get('size', '?')} B, digest verified",
+                checked.get("runtime", "-"),
                 f"by {approval.get('by', '?')}" if approval.get("approved") else "no",
                 status.get("phase", "-"),
-                f"error rate {faults[0]} (the bad build)" if faults else "",
             ]
         )
-    block(render.table(("VERSION", "IMAGE", "APPROVED", "PHASE", "FAULT"), rows))
+    block(render.table(("VERSION", "ARTIFACT", "CHECK", "RUNTIME", "APPROVED", "PHASE"), rows))
 
 
 def serve_v1(cluster: Cluster, story: Story, deadline: float) -> str:
@@ -601,7 +650,8 @@ def serve_v1(cluster: Cluster, story: Story, deadline: float) -> str:
     apply_manifest(cluster, "monitor.yaml")
     apply_manifest(cluster, "deployment.yaml")
     say(
-        "Monitor iris-quality (errors <= 5%, p99 <= 0.5s, fallbacks <= 10%; every 3s)"
+        "Monitor iris-quality (errors <= 5%, p99 <= 0.5s, fallbacks <= 10%, prediction drift <= 0.25;"
+        " every 3s)"
         " and Deployment iris at iris-v1"
     )
 
@@ -656,7 +706,7 @@ def roll_out_v2(cluster: Cluster, story: Story, figures: Figures, deadline: floa
 
 
 def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, deadline: float) -> None:
-    chapter("Rolling out iris-v3 (a bad version: every answer is a 500)")
+    chapter("Rolling out iris-v3 (a bad version: fast, no errors, wrong predictions)")
     figures.v3_patched = time.monotonic()
     story.since = figures.v3_patched
     cluster.kubectl(
@@ -856,7 +906,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kube = connect(Target(kubeconfig=kubeconfig, namespace=NAMESPACE))
         story = Story(kube)
         story.start()
-        register(cluster, story, deadline)
+        store = start_store(operator)
+        register(cluster, story, store, deadline)
         ip = serve_v1(cluster, story, deadline)
         load = Load(ip, rate=args.rate, limit=max(60.0, deadline - time.monotonic()))
         load.start()
