@@ -10,6 +10,7 @@ NVIDIA's tritonclient, with its defaults, gets correct predictions through the r
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import helpers
 import pytest
 from helpers import API_VERSION, Fleet
-from support.objectstore import ObjectStore, start_object_store
 
 from support.cluster import Cluster
 from support.iris_artifacts import MODEL_FILE, Artifact, write
+from support.objectstore import ObjectStore, start_object_store
 from support.operator import OperatorProcess
 
 BUCKET = "models"
@@ -94,7 +95,7 @@ def test_artifact_versions_roll_out_and_a_drifting_one_is_rolled_back(
     fleet: Fleet, store: ObjectStore, tmp_path: Path
 ) -> None:
     artifacts = {f"iris-v{v}": upload(store, f"iris-v{v}", v, tmp_path) for v in (1, 2, 3)}
-    fleet.apply(runtime(), *(artifact_version(name, a) for name, a in artifacts.items()))
+    fleet.apply(helpers.model(), runtime(), *(artifact_version(name, a) for name, a in artifacts.items()))
     for name in artifacts:
         checked = wait_version(fleet, name, "Ready")
         assert checked["artifact"]["digest"] == artifacts[name].digest
@@ -110,9 +111,11 @@ def test_artifact_versions_roll_out_and_a_drifting_one_is_rolled_back(
         monitor="iris-quality",
         rate=40,
     )
-    pod = fleet.cluster.kubectl(
-        "get", "pods", "-n", fleet.namespace, "-l", "modelfleet.io/version=iris-v1", "-o", "json"
-    ).json()["items"][0]
+    pod = json.loads(
+        fleet.cluster.kubectl(
+            "get", "pods", "-n", fleet.namespace, "-l", "modelfleet.io/version=iris-v1", "-o", "json"
+        ).stdout
+    )["items"][0]
     assert [c["image"] for c in pod["spec"]["containers"]] == [RUNTIME_IMAGE]
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["fetch"]
 
@@ -146,7 +149,12 @@ def test_a_digest_mismatch_is_rejected_before_any_pod_and_serving_goes_on(
     good = upload(store, "iris-v1", 1, tmp_path)
     bad = upload(store, "iris-v2", 2, tmp_path)
     wrong = "sha256:" + ("0" if bad.digest[-1] != "0" else "1") * 64
-    fleet.apply(runtime(), artifact_version("iris-v1", good), artifact_version("iris-v2", bad, digest=wrong))
+    fleet.apply(
+        helpers.model(),
+        runtime(),
+        artifact_version("iris-v1", good),
+        artifact_version("iris-v2", bad, digest=wrong),
+    )
     rejected = wait_version(fleet, "iris-v2", "Rejected")
     ready = next(c for c in rejected["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "DigestMismatch", ready
@@ -182,7 +190,9 @@ def test_tritonclient_gets_correct_predictions_through_the_router(
     import numpy as np
     import tritonclient.http as triton
 
-    fleet.apply(runtime(), artifact_version("iris-v1", upload(store, "iris-v1", 1, tmp_path)))
+    fleet.apply(
+        helpers.model(), runtime(), artifact_version("iris-v1", upload(store, "iris-v1", 1, tmp_path))
+    )
     wait_version(fleet, "iris-v1", "Ready")
     fleet.serve_v1(rate=5)
     ip = helpers.service_ip(fleet.cluster, fleet.namespace, "iris")
@@ -213,33 +223,21 @@ def test_a_scale_out_with_the_node_cache_downloads_once(
 ) -> None:
     fleet = Fleet(cluster, namespace, cached_operator)
     artifact = upload(store, "iris-v1", 1, tmp_path)
-    fleet.apply(runtime(), artifact_version("iris-v1", artifact))
+    fleet.apply(helpers.model(), runtime(), artifact_version("iris-v1", artifact))
     wait_version(fleet, "iris-v1", "Ready")
     checked = store.get_requests(BUCKET, f"iris-v1/{MODEL_FILE}")
     assert checked == 1  # the check downloads it once, never through the cache
     fleet.apply(helpers.model(), helpers.deployment(version="iris-v1"))
     fleet.wait_status("iris-v1 Healthy", lambda s: s.get("phase") == "Healthy", 180)
     fleet.patch("iris", {"spec": {"replicas": 3}})
-    cluster.wait_for(
-        "three ready iris-v1 pods",
-        lambda: (
-            cluster.kubectl(
-                "get",
-                "deployments.apps",
-                "-n",
-                namespace,
-                "-l",
-                "modelfleet.io/version=iris-v1",
-                "-o",
-                "json",
-            )
-            .json()["items"][0]["status"]
-            .get("readyReplicas")
-            == 3
-        ),
-        timeout=180,
-        interval=1,
-    )
+
+    def ready_pods() -> int:
+        found = cluster.kubectl(
+            "get", "deployments.apps", "-n", namespace, "-l", "modelfleet.io/version=iris-v1", "-o", "json"
+        ).stdout
+        return int(json.loads(found)["items"][0]["status"].get("readyReplicas") or 0)
+
+    cluster.wait_for("three ready iris-v1 pods", lambda: ready_pods() == 3, timeout=180, interval=1)
     pods = store.get_requests(BUCKET, f"iris-v1/{MODEL_FILE}") - checked
     assert pods == 1, f"{pods} downloads for 3 pods with the node cache"
     helpers.record_result("artifact_node_cache", {"pods": 3, "downloads": pods})
