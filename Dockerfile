@@ -44,6 +44,7 @@ RUN /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet
 
 # The package itself (its dependencies are in the venvs above, hence --no-deps).
 FROM venv AS app
+COPY pyproject.toml ./
 COPY operator/ operator/
 RUN /opt/build-tools/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
  && /opt/build-tools/bin/pip --python /opt/modelfleet/bin/python install --quiet --no-deps \

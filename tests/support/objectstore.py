@@ -15,9 +15,10 @@ The image is `localhost/versitygw:<VERSITYGW_VERSION>` (images/build.sh versityg
 It runs as 65532, read-only root filesystem, with buckets and its IAM folder on emptyDir volumes, so
 the store lives as long as its pod.
 
-From a shell (the demo):
-    python tests/support/objectstore.py start NAMESPACE [--name NAME]   # prints the store as JSON
-    python tests/support/objectstore.py stop NAMESPACE [--name NAME]
+From a shell (the demo), with tests/ on the path (the folder also holds a module named `operator`,
+which must not shadow the standard library's, so run it as a module, not as a script):
+    PYTHONPATH=tests python -m support.objectstore start NAMESPACE [--name NAME]   # the store as JSON
+    PYTHONPATH=tests python -m support.objectstore stop NAMESPACE [--name NAME]
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `support` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support.cluster import VERSIONS, Cluster, KubectlError, find_cluster
 
@@ -333,14 +331,15 @@ def stop_object_store(cluster: Cluster, namespace: str, name: str = "objectstore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="objectstore.py", description=__doc__.split("\n\n")[0])
+    summary = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m support.objectstore", description=summary)
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("namespace")
     parser.add_argument("--name", default="objectstore")
     args = parser.parse_args(argv)
     cluster = find_cluster()
     if cluster is None:
-        print("objectstore.py: no cluster answers (make cluster-up)", file=sys.stderr)
+        print("support.objectstore: no cluster answers (make cluster-up)", file=sys.stderr)
         return 1
     if args.action == "stop":
         stop_object_store(cluster, args.namespace, args.name)
@@ -348,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = start_object_store(cluster, args.namespace, args.name)
     except (TimeoutError, RuntimeError, KubectlError) as error:
-        print(f"objectstore.py: {error}", file=sys.stderr)
+        print(f"support.objectstore: {error}", file=sys.stderr)
         return 1
     print(json.dumps(store.describe(), indent=2))
     return 0
