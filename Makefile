@@ -25,7 +25,7 @@ deps: ## Install the Debian packages the local cluster and image build need (roo
 	@cluster/deps.sh
 
 .PHONY: components
-components: deps ## Build Kubernetes, etcd, CoreDNS and Helm from the Go module proxy (cached)
+components: deps ## Build Kubernetes, etcd, CoreDNS, Helm and versitygw (S3 store) from the Go module proxy (cached)
 	@cluster/build.sh
 
 .PHONY: cluster-up

@@ -3,7 +3,11 @@
 # in versions.env, into the cache (default ~/.cache/modelfleet/bin). Each component is built once
 # per version; a later run finds it and returns at once.
 #
-#   cluster/build.sh [kubernetes] [etcd] [coredns] [helm]     (no argument: all four)
+#   cluster/build.sh [kubernetes] [etcd] [coredns] [helm] [versitygw]     (no argument: all five)
+#
+# versitygw (the S3 object store some tests and the demo start) does not depend on the others and
+# nothing at cluster start needs it: with no argument it builds in the background beside the rest,
+# and the script waits for it before it returns.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -129,15 +133,40 @@ import _ "helm.sh/helm/v3/cmd/helm"' > tools.go
   compile "helm $v" "$out" "-X helm.sh/helm/v3/internal/version.version=$v" helm helm.sh/helm/v3/cmd/helm
 }
 
+# versitygw: the S3 gateway with its posix backend, built from its own cmd/versitygw package.
+build_versitygw() {
+  local v=$VERSITYGW_VERSION out="$CACHE/bin/versitygw-$VERSITYGW_VERSION"
+  [ -x "$out/versitygw" ] && return 0
+  local d; d=$(new_module "versitygw-$v")
+  cd "$d"
+  log "versitygw $v: downloading modules"
+  go get "github.com/versity/versitygw@$v" >/dev/null
+  echo 'package tools
+
+import _ "github.com/versity/versitygw/cmd/versitygw"' > tools.go
+  go mod tidy >/dev/null 2>&1 || true
+  compile "versitygw $v" "$out" "-X main.Version=$v" versitygw github.com/versity/versitygw/cmd/versitygw
+}
+
+# One build of a component at a time, even from several shells: a second waits, then finds the
+# result in the cache.
+build_locked() {
+  mkdir -p "$CACHE"
+  ( exec 9>"$CACHE/.build-$1.lock" && flock 9 && "build_$1" )
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(kubernetes etcd coredns helm)
+background=""
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(kubernetes etcd coredns helm)
+  build_locked versitygw & background=$!
+fi
 for t in "${targets[@]}"; do
   case "$t" in
-    kubernetes|etcd|coredns|helm)
-      # One build of a component at a time, even from several shells: a second waits, then
-      # finds the result in the cache.
-      mkdir -p "$CACHE"
-      ( exec 9>"$CACHE/.build-$t.lock" && flock 9 && "build_$t" ) ;;
-    *) log "unknown component '$t' (kubernetes, etcd, coredns, helm)"; exit 2 ;;
+    kubernetes|etcd|coredns|helm|versitygw) build_locked "$t" ;;
+    *) log "unknown component '$t' (kubernetes, etcd, coredns, helm, versitygw)"; exit 2 ;;
   esac
 done
+if [ -n "$background" ] && ! wait "$background"; then
+  log "versitygw: build failed"; exit 1
+fi

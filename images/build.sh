@@ -3,7 +3,8 @@
 # registry), export each as an OCI archive into the cache, and import the archives into the local
 # cluster's containerd when it is running. Each step is skipped when its inputs are unchanged.
 #
-#   images/build.sh [STEP...]     steps: base app pause coredns (default: all; app needs base)
+#   images/build.sh [STEP...]     steps: base app mlserver pause coredns versitygw (default: all;
+#                                 app and mlserver need base)
 #   images/build.sh --load-only   import the cached archives only
 # cluster/up.sh runs `images/build.sh pause coredns` before the kubelet starts: the cluster's own
 # images are built when missing (cheap), and every cached archive is imported.
@@ -13,8 +14,10 @@
 #   localhost/modelfleet:dev              Dockerfile target `operator` (operator and router)
 #   localhost/modelfleet-model-server:dev Dockerfile target `model-server`, also tagged
 #   localhost/iris-server:{1,2,3}         (one image; the versions differ by configuration)
+#   localhost/modelfleet-mlserver:dev     Dockerfile target `mlserver`: the MLServer runtime for model artifacts
 #   localhost/pause:3.10                  the pod sandbox (containerd's sandbox_image), from images/pause/pause.c
 #   localhost/coredns:<COREDNS_VERSION>   CoreDNS as built by cluster/build.sh coredns
+#   localhost/versitygw:<VERSITYGW_VERSION>  the S3 object store, as built by cluster/build.sh versitygw
 #
 # Environment:
 #   MODELFLEET_CACHE           cache folder (default ~/.cache/modelfleet); archives go to $MODELFLEET_CACHE/images
@@ -39,7 +42,10 @@ MODEL_SERVER_NAMES=(localhost/modelfleet-model-server:dev localhost/iris-server:
 # A local name (as cluster/lib.sh PAUSE_IMAGE): even a pull attempt of it would go to loopback only.
 PAUSE_NAMES=("localhost/pause:$PAUSE_VERSION")
 COREDNS_NAMES=("localhost/coredns:$COREDNS_VERSION")
-ARCHIVES=(pause coredns modelfleet model-server)   # $OUT/NAME.tar; the cluster's own images first
+MLSERVER_NAMES=(localhost/modelfleet-mlserver:dev)
+VERSITYGW_NAMES=("localhost/versitygw:$VERSITYGW_VERSION")
+# $OUT/NAME.tar; the cluster's own images first
+ARCHIVES=(pause coredns modelfleet model-server mlserver versitygw)
 # What goes into the base rootfs; changing it (or this tag) makes a new rootfs and base image.
 BASE_RECIPE="bookworm minbase python3,python3-venv,python3-pip,ca-certificates r1"
 IMAGE_LOADER=${IMAGE_LOADER:-containerd}
@@ -165,11 +171,8 @@ image_size() {
 # ---- the project's images, from the Dockerfile
 build_app() {
   step=app
-  local t0=$SECONDS hash base_id
-  image_exists "$BASE_IMAGE" || die "$BASE_IMAGE is missing: run images/build.sh base"
-  base_id=$(image_id "$BASE_IMAGE")
-  hash=$(python3 "$ROOT/images/imagetool.py" hash "$ROOT" Dockerfile .dockerignore pyproject.toml operator \
-    images/requirements.py images/build.sh images/imagetool.py --extra "base=$base_id")
+  local t0=$SECONDS hash
+  hash=$(app_inputs)
   if stamp_ok modelfleet "$hash" && stamp_ok model-server "$hash"; then
     log "app: inputs unchanged (${hash:0:12}), images are current"
     return 0
@@ -195,6 +198,38 @@ build_app() {
   export_archive model-server "${MODEL_SERVER_NAMES[0]}" "${MODEL_SERVER_NAMES[@]}"
   stamp_set model-server "$hash"
   log "app: done in $((SECONDS - t0))s"
+}
+
+# app_inputs: the hash of what the Dockerfile's targets are built from.
+app_inputs() {
+  local base_id
+  image_exists "$BASE_IMAGE" || die "$BASE_IMAGE is missing: run images/build.sh base"
+  base_id=$(image_id "$BASE_IMAGE")
+  python3 "$ROOT/images/imagetool.py" hash "$ROOT" Dockerfile .dockerignore pyproject.toml operator \
+    images/requirements.py images/build.sh images/imagetool.py --extra "base=$base_id"
+}
+
+# ---- localhost/modelfleet-mlserver: the Dockerfile's `mlserver` target. Its dependency layer (MLServer,
+# its runtimes, MLflow: about a gigabyte) is rebuilt only when the `mlserver` extra changes.
+build_mlserver() {
+  step=mlserver
+  local t0=$SECONDS hash log_file="$LOGS/build-mlserver.log"
+  hash=$(app_inputs)
+  if stamp_ok mlserver "$hash"; then
+    log "mlserver: inputs unchanged (${hash:0:12}), ${MLSERVER_NAMES[0]} is current"
+    return 0
+  fi
+  mkdir -p "$CACHE/pip"
+  local volumes=(--volume "$CACHE/pip:/root/.cache/pip")
+  [ ! -s "$BUILD_CA" ] || volumes+=(--volume "$BUILD_CA:/etc/ssl/certs/ca-certificates.crt:ro")
+  log "mlserver: building target mlserver -> ${MLSERVER_NAMES[*]} (first build installs MLServer: minutes; log: $log_file)"
+  run_logged "$log_file" buildah bud --pull-never --layers --force-rm --network host \
+    --build-arg "BASE=$BASE_IMAGE" "${volumes[@]}" \
+    --target mlserver "${MLSERVER_NAMES[@]/#/--tag=}" --file "$ROOT/Dockerfile" "$ROOT"
+  log "mlserver: built in $((SECONDS - t0))s ($(image_size "${MLSERVER_NAMES[0]}"))"
+  export_archive mlserver "${MLSERVER_NAMES[0]}" "${MLSERVER_NAMES[@]}"
+  stamp_set mlserver "$hash"
+  log "mlserver: done in $((SECONDS - t0))s"
 }
 
 # scratch_image IMAGE USER FILE:DEST[:MODE]... -- ENTRYPOINT_JSON: an image holding only these files.
@@ -255,6 +290,28 @@ build_coredns() {
   log "coredns: built in $((SECONDS - t0))s"
 }
 
+# ---- localhost/versitygw: the S3 object store cluster/build.sh makes, alone in an image. It runs as
+# 65532 with the posix backend on a volume the pod mounts, root credentials from the environment
+# (ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY); the pod gives the arguments (tests/support/objectstore.py).
+build_versitygw() {
+  step=versitygw
+  local bin="$CACHE/bin/versitygw-$VERSITYGW_VERSION/versitygw" hash t0=$SECONDS
+  if [ ! -x "$bin" ]; then
+    log "versitygw: $bin is missing; building it with cluster/build.sh versitygw"
+    "$ROOT/cluster/build.sh" versitygw
+  fi
+  hash=$( (sha256sum "$bin" | cut -d' ' -f1; python3 "$ROOT/images/imagetool.py" hash "$ROOT" images/build.sh) |
+    sha256sum | cut -d' ' -f1)
+  if stamp_ok versitygw "$hash"; then
+    log "versitygw: inputs unchanged, ${VERSITYGW_NAMES[0]} is current"
+    return 0
+  fi
+  scratch_image "${VERSITYGW_NAMES[0]}" 65532:65532 "$bin:/versitygw:0755" -- '["/versitygw"]'
+  export_archive versitygw "${VERSITYGW_NAMES[0]}" "${VERSITYGW_NAMES[@]}"
+  stamp_set versitygw "$hash"
+  log "versitygw: built in $((SECONDS - t0))s"
+}
+
 # ---- loading the archives into a cluster
 load_archives() {
   step=load
@@ -307,11 +364,11 @@ main() {
     case $s in
       --load-only) load_only=1 ;;
       -h|--help) usage; exit 0 ;;
-      base|app|pause|coredns) steps+=("$s") ;;
+      base|app|mlserver|pause|coredns|versitygw) steps+=("$s") ;;
       *) usage >&2; die "unknown argument '$s'" ;;
     esac
   done
-  [ ${#steps[@]} -gt 0 ] || steps=(base app pause coredns)
+  [ ${#steps[@]} -gt 0 ] || steps=(base app mlserver pause coredns versitygw)
   case $IMAGE_LOADER in
     containerd|kind|none) ;;
     *) die "IMAGE_LOADER=$IMAGE_LOADER: expected containerd, kind or none" ;;
@@ -331,7 +388,7 @@ main() {
     command -v buildah >/dev/null || die "buildah is missing: run cluster/deps.sh (make deps)"
     for s in "${steps[@]}"; do
       case $s in
-        app) image_exists "$BASE_IMAGE" || build_base; build_app ;;
+        app|mlserver) image_exists "$BASE_IMAGE" || build_base; "build_$s" ;;
         *) "build_$s" ;;
       esac
     done

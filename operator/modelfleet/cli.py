@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("modelfleet.controllers.main", "main", "run the operator (kopf) against the cluster"),
     "router": ("modelfleet.router.main", "main", "run the inference router"),
     "model-server": ("modelfleet.modelserver.main", "main", "run the reference iris model server"),
+    "runtime": ("modelfleet.runtime.main", "main", "launch a shared runtime image's server (mlserver)"),
     "crds": ("modelfleet.api.crdgen", "main", "generate the CRD YAML from the API models"),
     "fetch": ("modelfleet.fetch.main", "main", "download and verify a model artifact (init container)"),
     "digest": (

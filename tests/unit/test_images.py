@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -80,7 +81,7 @@ def test_base_image_is_a_build_argument_defaulting_to_the_public_python_image() 
     assert all(image == "${BASE}" or image in named for image in froms), froms
 
 
-@pytest.mark.parametrize("target", ["operator", "model-server"])
+@pytest.mark.parametrize("target", ["operator", "model-server", "mlserver"])
 def test_each_final_target_runs_as_a_numeric_non_root_user(target: str) -> None:
     users = [rest for word, rest in stages()[target] if word == "USER"]
     assert users, f"stage {target} sets no USER"
@@ -111,6 +112,36 @@ def test_model_server_bakes_the_trained_iris_model_and_serves_on_8080() -> None:
     assert "MODELFLEET_MODEL_FILE=/models/iris.joblib" in env
     assert "PORT=8080" in env
     assert not [rest for word, rest in instructions if word == "CMD"], "pod args would replace a CMD"
+
+
+def test_mlserver_runtime_serves_the_artifact_at_mnt_models_with_the_pinned_extra() -> None:
+    instructions = stages()["mlserver"]
+    assert json.loads([rest for word, rest in instructions if word == "ENTRYPOINT"][-1]) == [
+        "modelfleet",
+        "runtime",
+        "mlserver",
+    ]
+    assert ("EXPOSE", "8080") in instructions
+    assert "MODELFLEET_MODEL_DIR=/mnt/models" in " ".join(
+        rest for word, rest in instructions if word == "ENV"
+    )
+    assert not [rest for word, rest in instructions if word == "CMD"], "pod args would replace a CMD"
+    # its venv holds the `mlserver` extra, and none of the operator's own dependencies
+    copies = [rest for word, rest in instructions if word == "COPY"]
+    assert "--from=deps-mlserver /opt/modelfleet /opt/modelfleet" in copies
+    runs = " ".join(rest for word, rest in stages()["mlserver-requirements"] if word == "RUN")
+    assert "requirements.py pyproject.toml mlserver" in runs
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pinned = requirements.requirements(pyproject, ["mlserver"])
+    names = {re.split("[=<>]", req)[0] for req in pinned}
+    assert {
+        "mlserver",
+        "mlserver-sklearn",
+        "mlserver-xgboost",
+        "mlserver-lightgbm",
+        "mlserver-mlflow",
+    } <= names
+    assert all("==" in req for req in pinned), f"the runtime image's requirements are pinned: {pinned}"
 
 
 def test_dependencies_are_installed_before_the_source_is_copied() -> None:
