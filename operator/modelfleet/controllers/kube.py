@@ -175,6 +175,19 @@ def apply(manifest: Obj) -> Obj:
     return out
 
 
+def create(manifest: Obj) -> bool:
+    """Create an object (POST; only the `create` permission is needed); False when one of that name
+    already exists."""
+    meta = manifest["metadata"]
+    try:
+        request("POST", path(manifest["apiVersion"], manifest["kind"], meta["namespace"]), body=manifest)
+    except ApiError as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
+
+
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
     """Delete with background propagation; False when it was already gone."""
     try:

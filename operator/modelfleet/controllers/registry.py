@@ -244,11 +244,11 @@ async def _reconcile_version(views: Views, namespace: str, name: str) -> None:
         events.post_all(body, notices)
     if outcome is not None and pod is not None:
         await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod)
-    if version.spec.artifact is not None and not started and (outcome is None or pod is not None):
-        last = _last_check(new.conditions)
-        due = check_due(new.artifact, last, now) if (outcome is not None or pod is None) else None
-        if due is not None and due.total_seconds() > 0:
-            _schedule(views, namespace, version.spec.model, name, due.total_seconds())
+    waiting_for_pod = (started and outcome is None) or (pod is not None and outcome is None)
+    if version.spec.artifact is not None and not waiting_for_pod:
+        due = check_due(new.artifact, _last_check(new.conditions), now)
+        if due is not None:
+            _schedule(views, namespace, version.spec.model, name, max(due.total_seconds(), 1.0))
 
 
 def _last_check(conditions: Iterable[Any]) -> CheckReason | None:
@@ -285,10 +285,11 @@ async def _check_artifact(
         return False, None, None
     manifest = build_artifact_check_pod(namespace, name, version.metadata.uid, artifact, views.fetch)
     try:
-        await asyncio.to_thread(kube.apply, manifest)
+        await asyncio.to_thread(kube.create, manifest)
     except kube.ApiError as error:
+        # counted as a check that failed, so the next one comes after the backoff
         logger.warning("ModelVersion %s/%s: check pod not created: %s", namespace, name, error)
-        return False, CheckOutcome(CheckReason.CHECK_FAILED, f"check pod not created: {error.message}"), None
+        return True, CheckOutcome(CheckReason.CHECK_FAILED, f"check pod not created: {error.message}"), None
     logger.info("ModelVersion %s/%s: checking %s", namespace, name, artifact.uri)
     return True, None, None
 
