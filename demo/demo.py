@@ -4,10 +4,10 @@ Run by `make demo` (through demo/run.sh) once the cluster is up and the images a
 
 1. cleans and creates the namespace modelfleet-demo, installs the CRDs and the operator
    (the Helm chart from the image localhost/modelfleet:dev, or a host process with --operator host);
-2. starts a real S3 object store (versitygw) in the namespace, trains iris v1, v2 (good) and v3 (bad:
-   trained on labels in the wrong order) into model files, uploads them, and registers the Model iris
-   (with governance) and the ModelVersions as artifacts served by the shared MLServer runtime; the
-   operator checks each artifact (downloaded, digest verified) before anything rolls it out; then the
+2. starts a real S3 object store (versitygw) in the namespace, trains iris v1, v2 (good) and v3
+   (bad: trained with versicolor labelled as virginica) into model files, uploads them, and registers
+   the Model iris (with governance) and the ModelVersions as artifacts served by the shared MLServer
+   runtime; the operator checks each artifact (downloaded, digest verified) before anything rolls it out; then the
    Monitor iris-quality and the Deployment iris serving iris-v1;
 3. starts a bounded load generator on this host against the router's ClusterIP Service, counting the
    status codes clients get and which version served them;
@@ -597,7 +597,7 @@ def register(cluster: Cluster, story: Story, store: ObjectStore, deadline: float
         artifact = write_artifact(version, work / str(version))
         store.upload_directory("models", f"iris/{version}", artifact.folder)
         digests[f"DIGEST_V{version}"] = artifact.digest
-        note = " (the bad build: labels in the wrong order)" if version == 3 else ""
+        note = " (the bad build: versicolor labelled as virginica)" if version == 3 else ""
         say(
             f"trained iris v{version}{note}: s3://models/iris/{version}/model.joblib,"
             f" {artifact.size} bytes, {artifact.digest[:19]}..."

@@ -1,7 +1,7 @@
 """Models, not images: artifact versions in a real S3 store (versitygw), checked before they roll out,
 fetched into their pods and served by one MLServer runtime image, with real traffic through the router.
 
-Given iris v1, v2 (good) and v3 (trained on shifted labels) as model files in the store, when v2 rolls
+Given iris v1, v2 (good) and v3 (versicolor labelled as virginica) as model files in the store, when v2 rolls
 out it is promoted; when v3 rolls out, its predictions drift and it is rolled back; clients see no error.
 A version whose digest does not match is Rejected before any pod is made, and the Deployment keeps
 serving what it has. With the node cache on, a scale-out to three pods downloads the artifact once.

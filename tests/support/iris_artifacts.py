@@ -2,9 +2,9 @@
 
 `write(version, folder)` trains the iris classifier with scikit-learn and saves it with joblib as
 `<folder>/model.joblib`, the file the MLServer runtime serves for format sklearn. Versions 1 and 2 are
-good (v2 with a different regularisation); version 3 is the bad build the Monitor must catch: trained on
-labels in the wrong order (a data-pipeline bug), so its predictions drift far from the stable
-version's while every answer is a fast 200.
+good (v2 with a different regularisation); version 3 is the bad build the Monitor must catch: a
+data-pipeline bug labelled every versicolor as virginica, so it never predicts versicolor and the
+distribution of its predictions drifts far from the stable version's while every answer is a fast 200.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def train(version: int) -> object:
 
     features, labels = load_iris(return_X_y=True)
     if version == 3:
-        labels = (labels + 1) % 3  # the bad build: setosa learnt as versicolor, and so on
+        labels = labels.copy()
+        labels[labels == 1] = 2  # the bad build: versicolor learnt as virginica
     strength = {1: 1.0, 2: 0.5}.get(version, 1.0)
     return LogisticRegression(max_iter=1000, C=strength, random_state=version).fit(features, labels)
 
