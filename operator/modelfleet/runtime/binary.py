@@ -23,23 +23,12 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelfleet.oip import FORMATS
+
 HEADER = "inference-header-content-length"
 
-# OIP datatype -> struct format character (little-endian, standard sizes).
-_FORMATS = {
-    "BOOL": "?",
-    "UINT8": "B",
-    "UINT16": "H",
-    "UINT32": "I",
-    "UINT64": "Q",
-    "INT8": "b",
-    "INT16": "h",
-    "INT32": "i",
-    "INT64": "q",
-    "FP16": "e",
-    "FP32": "f",
-    "FP64": "d",
-}
+# OIP datatype -> struct format character: the table of the project's codec.
+_FORMATS = FORMATS
 
 
 class BinaryDataError(ValueError):
