@@ -342,6 +342,51 @@ def test_model_is_served_through_the_installed_operator(cluster: Cluster, releas
     assert "forbidden" not in log.lower(), "the operator was refused an API call: RBAC misses a verb"
 
 
+def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """The API server's own authorizer answers (SubjectAccessReview through kubectl auth can-i)."""
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
+    result = cluster.kubectl("auth", "can-i", verb, resource, f"--as={account}", *where, check=False)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i answered {answer!r}: {result.stderr}"
+    return answer == "yes"
+
+
+def test_the_installed_operator_reads_no_secret_and_may_only_make_and_remove_pods(
+    cluster: Cluster, release: Release
+) -> None:
+    """Least privilege, as the API server enforces it: an artifact check that needs credentials runs as a
+    pod in the version's namespace with the Secret mounted, so the operator never reads a Secret, nor
+    changes or execs into a pod it did not make."""
+    release.install()
+    ns = release.namespace
+    deployment = cluster.get("deployment", release.fullname, ns)
+    account = f"system:serviceaccount:{ns}:{deployment['spec']['template']['spec']['serviceAccountName']}"
+    denied = [
+        (verb, resource, where)
+        for where in (ns, "default", None)
+        for verb in ("get", "list", "watch")
+        for resource in ("secrets",)
+    ] + [
+        ("patch", "pods", ns),
+        ("update", "pods", ns),
+        ("create", "pods/exec", ns),
+        ("get", "pods/log", ns),  # a check reports through its termination message, not its log
+        ("create", "pods", "default"),  # a namespace it does not watch
+        ("create", "secrets", ns),
+    ]
+    allowed = [
+        ("create", "pods", ns),
+        ("delete", "pods", ns),
+        ("list", "pods", ns),
+        ("patch", "modelversions.modelfleet.io/status", ns),
+        ("patch", "deployments.apps", ns),
+    ]
+    granted = [case for case in denied if can_i(cluster, account, *case)]
+    assert granted == [], f"the operator's account may {granted}"
+    refused = [case for case in allowed if not can_i(cluster, account, *case)]
+    assert refused == [], f"the operator's account may not {refused}, which it needs"
+
+
 @pytest.mark.local_cluster
 def test_a_crashed_operator_container_decides_again_without_waiting_out_its_lease(
     cluster: Cluster, release: Release

@@ -14,9 +14,10 @@ What triggers what:
   or of a (Cluster)Runtime reconciles the versions concerned;
 - a Runtime or ClusterRuntime: its own `Ready` condition.
 
-Lookups come from kopf indexes (memory, no API list calls); each status is computed whole from a fresh
-read of the object and written only when it changed (one status writer). Reconciles of one Model and
-its versions are serialised by a lock, so the last write always saw the newest inputs.
+Reads come from kopf indexes (the watch caches: no GET or LIST per reconcile; run alone, without the
+shared caches, the registry reads the object it writes with one GET). Each status is computed whole and
+written only when it changed (one status writer), guarded by the resourceVersion it was computed from.
+The state between reconciles is the `RegistryController`'s, kept in kopf's memo.
 """
 
 from __future__ import annotations
@@ -179,17 +180,6 @@ class Views:
 
 # --- reconciling: read, decide (pure), write if changed -------------------------------------------
 
-_locks: dict[Key, asyncio.Lock] = {}
-
-
-def _lock(namespace: str, model: str) -> asyncio.Lock:
-    """One lock per Model: its status and its versions' statuses are written one at a time."""
-    return _locks.setdefault((namespace, model), asyncio.Lock())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
 
 class StatusConflict(Exception):
     """The object changed between read and write; read again."""
@@ -210,45 +200,16 @@ async def _write_status(kind: str, body: Mapping[str, Any], status: dict[str, An
         raise StatusConflict(str(error)) from None
 
 
-async def _reconcile_version(views: Views, namespace: str, name: str) -> None:
-    """Write the status of one ModelVersion (caller holds its Model's lock)."""
-    body = await asyncio.to_thread(kube.get, f"{GROUP}/{VERSION}", "ModelVersion", namespace, name)
-    if body is None:
-        return
-    try:
-        version = ModelVersion.from_k8s(body)
-    except InvalidResourceError as error:  # the API server validates; only a CRD older than us gets here
-        logger.warning("not reconciled: %s", error)
-        return
-    model = views.model(namespace, version.spec.model)
-    runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
-    now = _now()
-    started, outcome, pod = await _check_artifact(views, body, version, now)
-    new = version_status(
-        model,
-        version,
-        views.deployments_serving(namespace, name),
-        now=now,
-        runtimes=runtimes,
-        check_started=started,
-        outcome=outcome,
-    )
-    if new.to_k8s() != version.status.to_k8s():
-        await _write_status("ModelVersion", body, new.to_k8s())
-        notices = version_notices(version.status, new)
-        if started and version.spec.artifact is not None:
-            checks = new.artifact.checks if new.artifact is not None else 1
-            notices.insert(
-                0, Notice("Normal", "ArtifactCheck", f"checking {version.spec.artifact.uri} (check {checks})")
-            )
-        events.post_all(body, notices)
-    if outcome is not None and pod is not None:
-        await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod)
-    waiting_for_pod = (started and outcome is None) or (pod is not None and outcome is None)
-    if version.spec.artifact is not None and not waiting_for_pod:
-        due = check_due(new.artifact, _last_check(new.conditions), now)
-        if due is not None:
-            _schedule(views, namespace, version.spec.model, name, max(due.total_seconds(), 1.0))
+async def _read(views: Views, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The object from the watch cache; from the API server when the registry runs without it. A cached
+    object a little behind is harmless: the status write names the resourceVersion it read."""
+    if views.cache is not None:
+        return (
+            views.cache.model_version(namespace, name)
+            if kind == "ModelVersion"
+            else views.cache.model(namespace, name)
+        )
+    return await asyncio.to_thread(kube.get, f"{GROUP}/{VERSION}", kind, namespace, name)
 
 
 def _last_check(conditions: Iterable[Any]) -> CheckReason | None:
@@ -262,81 +223,6 @@ def _last_check(conditions: Iterable[Any]) -> CheckReason | None:
 def _check_key(version: ModelVersion) -> str:
     artifact = version.spec.artifact
     return f"{artifact.uri}@{artifact.digest or ''}" if artifact is not None else ""
-
-
-async def _check_artifact(
-    views: Views, body: Mapping[str, Any], version: ModelVersion, now: datetime
-) -> tuple[bool, CheckOutcome | None, str | None]:
-    """Run the artifact check of a version: (a check started now, what a finished check found, the name
-    of the check pod to remove once its outcome is written)."""
-    artifact = version.spec.artifact
-    if artifact is None or views.cache is None or views.fetch is None:
-        return False, None, None
-    namespace, name = version.metadata.namespace, version.metadata.name
-    pod = views.cache.check_pod(namespace, name)
-    if pod is not None:
-        pod_name = str(pod["metadata"]["name"])
-        annotations = pod["metadata"].get("annotations") or {}
-        if annotations.get(CHECK_DIGEST_ANNOTATION) != _check_key(version):
-            await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod_name)
-            return False, None, None
-        return False, check_outcome(pod), pod_name
-    if check_due(version.status.artifact, _last_check(version.status.conditions), now) != timedelta(0):
-        return False, None, None
-    manifest = build_artifact_check_pod(namespace, name, version.metadata.uid, artifact, views.fetch)
-    try:
-        await asyncio.to_thread(kube.create, manifest)
-    except kube.ApiError as error:
-        # counted as a check that failed, so the next one comes after the backoff
-        logger.warning("ModelVersion %s/%s: check pod not created: %s", namespace, name, error)
-        return True, CheckOutcome(CheckReason.CHECK_FAILED, f"check pod not created: {error.message}"), None
-    logger.info("ModelVersion %s/%s: checking %s", namespace, name, artifact.uri)
-    return True, None, None
-
-
-#: Timers of the checks to run again later, by version. Memory only: a restarted operator checks the
-#: versions that are due at once and schedules the others.
-_timers: dict[Key, asyncio.TimerHandle] = {}
-
-
-def _schedule(views: Views, namespace: str, model: str, version: str, delay: float) -> None:
-    key = (namespace, version)
-    old = _timers.pop(key, None)
-    if old is not None:
-        old.cancel()
-    loop = asyncio.get_running_loop()
-
-    def fire() -> None:
-        _timers.pop(key, None)
-        work = reconcile_family(views, namespace, model, with_model=False, versions=[version])
-        task = loop.create_task(_logged(work, f"ModelVersion {namespace}/{version}"))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    _timers[key] = loop.call_later(delay + 0.5, fire)
-
-
-_background: set[asyncio.Task[bool]] = set()
-
-
-async def _reconcile_model(views: Views, namespace: str, name: str) -> None:
-    """Write the status of one Model (caller holds its lock)."""
-    body = await asyncio.to_thread(kube.get, f"{GROUP}/{VERSION}", "Model", namespace, name)
-    if body is None:
-        return
-    try:
-        model = Model.from_k8s(body)
-    except InvalidResourceError as error:
-        logger.warning("not reconciled: %s", error)
-        return
-    versions = views.versions_of(namespace, name)
-    new = model_status(model, versions, views.serving_versions_of(namespace, name), now=_now())
-    if new.to_k8s() == model.status.to_k8s():
-        return
-    await _write_status("Model", body, new.to_k8s())
-    old_generation = model.status.observed_generation
-    spec_changed = old_generation is not None and old_generation != model.metadata.generation
-    events.post_all(body, model_notices(model.status, new, spec_changed=spec_changed))
 
 
 async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -358,22 +244,6 @@ def _short(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-async def reconcile_family(
-    views: Views, namespace: str, model: str, *, with_model: bool = True, versions: Iterable[str] = ()
-) -> None:
-    """Reconcile the given versions of `model`, then the Model itself, under the Model's lock."""
-    members = sorted(set(versions))
-
-    async def attempt() -> None:
-        async with _lock(namespace, model):
-            for version in members:
-                await _reconcile_version(views, namespace, version)
-            if with_model:
-                await _reconcile_model(views, namespace, model)
-
-    await _retrying(f"{namespace}/{model}", attempt)
-
-
 async def _as_temporary(work: Awaitable[None]) -> None:
     """In change handlers: a failure after the quick retries is retried by kopf a little later."""
     try:
@@ -392,6 +262,271 @@ async def _logged(work: Awaitable[None], what: str) -> bool:
     return True
 
 
+def _observe(type: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> Served | None:
+    model = spec.get("model")
+    return (model, _served(status)) if type != "DELETED" and isinstance(model, str) and model else None
+
+
+class RegistryController:
+    """Writes the status of Models, ModelVersions and Runtimes, and runs the artifact checks.
+
+    Its state is its own (nothing module-level), memory only and rebuilt by a restart: one lock per
+    Model (its status and its versions' statuses are written one at a time, so the last write always saw
+    the newest inputs), the timers of the artifact checks to run again (a restarted operator checks the
+    versions that are due at once and schedules the others), and what each Deployment served when last
+    seen (after a restart every Deployment counts as changed once, which re-checks its Model).
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
+        self.locks: dict[Key, asyncio.Lock] = {}
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.background: set[asyncio.Task[bool]] = set()
+        self.served_seen: dict[Key, Served] = {}
+
+    def now(self) -> datetime:
+        return self.clock().replace(microsecond=0)
+
+    def lock(self, namespace: str, model: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, model), asyncio.Lock())
+
+    async def stop(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+
+    # --- one family: a Model and (some of) its versions ---------------------------------------------
+
+    async def reconcile_family(
+        self,
+        views: Views,
+        namespace: str,
+        model: str,
+        *,
+        with_model: bool = True,
+        versions: Iterable[str] = (),
+    ) -> None:
+        """Reconcile the given versions of `model`, then the Model itself, under the Model's lock."""
+        members = sorted(set(versions))
+
+        async def attempt() -> None:
+            async with self.lock(namespace, model):
+                for version in members:
+                    await self.reconcile_version(views, namespace, version)
+                if with_model:
+                    await self.reconcile_model(views, namespace, model)
+
+        await _retrying(f"{namespace}/{model}", attempt)
+
+    async def reconcile_version(self, views: Views, namespace: str, name: str) -> None:
+        """Write the status of one ModelVersion (caller holds its Model's lock)."""
+        body = await _read(views, "ModelVersion", namespace, name)
+        if body is None:
+            return
+        try:
+            version = ModelVersion.from_k8s(body)
+        except InvalidResourceError as error:  # the API server validates; only an older CRD gets here
+            logger.warning("not reconciled: %s", error)
+            return
+        model = views.model(namespace, version.spec.model)
+        runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
+        now = self.now()
+        started, outcome, pod = await self.check_artifact(views, body, version, now)
+        new = version_status(
+            model,
+            version,
+            views.deployments_serving(namespace, name),
+            now=now,
+            runtimes=runtimes,
+            check_started=started,
+            outcome=outcome,
+        )
+        if new.to_k8s() != version.status.to_k8s():
+            await _write_status("ModelVersion", body, new.to_k8s())
+            notices = version_notices(version.status, new)
+            if started and version.spec.artifact is not None:
+                checks = new.artifact.checks if new.artifact is not None else 1
+                uri = version.spec.artifact.uri
+                notices.insert(0, Notice("Normal", "ArtifactCheck", f"checking {uri} (check {checks})"))
+            events.post_all(body, notices)
+        if outcome is not None and pod is not None:
+            await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod)
+        waiting_for_pod = (started and outcome is None) or (pod is not None and outcome is None)
+        if version.spec.artifact is not None and not waiting_for_pod:
+            due = check_due(new.artifact, _last_check(new.conditions), now)
+            if due is not None:
+                self.schedule(views, namespace, version.spec.model, name, max(due.total_seconds(), 1.0))
+
+    async def check_artifact(
+        self, views: Views, body: Mapping[str, Any], version: ModelVersion, now: datetime
+    ) -> tuple[bool, CheckOutcome | None, str | None]:
+        """Run the artifact check of a version: (a check started now, what a finished check found, the
+        name of the check pod to remove once its outcome is written)."""
+        artifact = version.spec.artifact
+        if artifact is None or views.cache is None or views.fetch is None:
+            return False, None, None
+        namespace, name = version.metadata.namespace, version.metadata.name
+        pod = views.cache.check_pod(namespace, name)
+        if pod is not None:
+            pod_name = str(pod["metadata"]["name"])
+            annotations = pod["metadata"].get("annotations") or {}
+            if annotations.get(CHECK_DIGEST_ANNOTATION) != _check_key(version):
+                await asyncio.to_thread(kube.delete, "v1", "Pod", namespace, pod_name)
+                return False, None, None
+            return False, check_outcome(pod), pod_name
+        if check_due(version.status.artifact, _last_check(version.status.conditions), now) != timedelta(0):
+            return False, None, None
+        manifest = build_artifact_check_pod(namespace, name, version.metadata.uid, artifact, views.fetch)
+        try:
+            await asyncio.to_thread(kube.create, manifest)
+        except kube.ApiError as error:
+            # counted as a check that failed, so the next one comes after the backoff
+            logger.warning("ModelVersion %s/%s: check pod not created: %s", namespace, name, error)
+            failed = CheckOutcome(CheckReason.CHECK_FAILED, f"check pod not created: {error.message}")
+            return True, failed, None
+        logger.info("ModelVersion %s/%s: checking %s", namespace, name, artifact.uri)
+        return True, None, None
+
+    def schedule(self, views: Views, namespace: str, model: str, version: str, delay: float) -> None:
+        """Check this version again in `delay` seconds (replacing an earlier timer of it)."""
+        key = (namespace, version)
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.timers.pop(key, None)
+            work = self.reconcile_family(views, namespace, model, with_model=False, versions=[version])
+            task = loop.create_task(_logged(work, f"ModelVersion {namespace}/{version}"))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+        self.timers[key] = loop.call_later(delay + 0.5, fire)
+
+    async def reconcile_model(self, views: Views, namespace: str, name: str) -> None:
+        """Write the status of one Model (caller holds its lock)."""
+        body = await _read(views, "Model", namespace, name)
+        if body is None:
+            return
+        try:
+            model = Model.from_k8s(body)
+        except InvalidResourceError as error:
+            logger.warning("not reconciled: %s", error)
+            return
+        versions = views.versions_of(namespace, name)
+        new = model_status(model, versions, views.serving_versions_of(namespace, name), now=self.now())
+        if new.to_k8s() == model.status.to_k8s():
+            return
+        await _write_status("Model", body, new.to_k8s())
+        old_generation = model.status.observed_generation
+        spec_changed = old_generation is not None and old_generation != model.metadata.generation
+        events.post_all(body, model_notices(model.status, new, spec_changed=spec_changed))
+
+    async def reconcile_versions_of(self, views: Views, namespace: str | None) -> None:
+        """Every version (of one namespace): a runtime that appeared or went away may change them all."""
+        families: dict[Key, set[str]] = {}
+        for ns, version in views.all_versions(namespace):
+            model = views.model_of(ns, version)
+            if model:
+                families.setdefault((ns, model), set()).add(version)
+        for (ns, model), members in sorted(families.items()):
+            work = self.reconcile_family(views, ns, model, with_model=False, versions=members)
+            await _logged(work, f"{ns}/{model}")
+
+    # --- modelfleet Deployments: who serves what -----------------------------------------------------
+
+    def serving_changed(
+        self, type: str, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> bool:
+        """Whether this event changes what the Deployment serves (most do not)."""
+        return _observe(type, spec, status) != self.served_seen.get((namespace, name))
+
+    async def on_serving_changed(
+        self,
+        views: Views,
+        type: str,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        status: Mapping[str, Any],
+    ) -> None:
+        """A Deployment's served versions changed: update those versions and the Models concerned."""
+        new = _observe(type, spec, status)
+        old = self.served_seen.get((namespace, name))
+        models, versions = served_changes(old, new)
+        if not models and not versions:
+            return
+        # Versions are reconciled under their own Model's lock; a Deployment may name a version of
+        # another Model (it will not roll it out, but the version still says who serves it).
+        families: dict[str, set[str]] = {m: set() for m in models}
+        for version in versions:
+            owner = views.model_of(namespace, version)
+            if owner:
+                families.setdefault(owner, set()).add(version)
+        done = True
+        for family, members in sorted(families.items()):
+            work = self.reconcile_family(
+                views, namespace, family, with_model=family in models, versions=members
+            )
+            done = await _logged(work, f"Deployment {namespace}/{name}") and done
+        if not done:
+            return  # not remembered: the Deployment's next event tries again
+        if new is None:
+            self.served_seen.pop((namespace, name), None)
+        else:
+            self.served_seen[(namespace, name)] = new
+
+    # --- runtimes ------------------------------------------------------------------------------------
+
+    def runtime_status(
+        self, kind: type[Runtime] | type[ClusterRuntime], body: Mapping[str, Any]
+    ) -> RuntimeStatus | None:
+        """The Ready condition of a (Cluster)Runtime, or None when its status is already right."""
+        try:
+            runtime = kind.from_k8s(body)
+        except InvalidResourceError as error:
+            logger.warning("not reconciled: %s", error)
+            return None
+        formats = ", ".join(runtime.spec.formats)
+        conditions = set_condition(
+            runtime.status.conditions,
+            "Ready",
+            True,
+            "Accepted",
+            f"serves {formats} with {runtime.spec.image}",
+            now=self.now(),
+            observed_generation=runtime.metadata.generation,
+        )
+        new = RuntimeStatus(observed_generation=runtime.metadata.generation, conditions=conditions)
+        return None if new.to_k8s() == runtime.status.to_k8s() else new
+
+
+# --- kopf: the handlers hand over to the controller in the memo ---------------------------------------
+
+
+def _registry(memo: Any) -> RegistryController:
+    controller: RegistryController = memo.registry
+    return controller
+
+
+@kopf.on.startup()
+def _build(memo: kopf.Memo, **_: Any) -> None:
+    # built here too, so that a kopf run of this module alone (the registry's tests) has one
+    if getattr(memo, "registry", None) is None:
+        memo.registry = RegistryController()
+
+
+@kopf.on.cleanup()
+async def _stop(memo: kopf.Memo, **_: Any) -> None:
+    controller: RegistryController | None = getattr(memo, "registry", None)
+    if controller is not None:
+        await controller.stop()
+
+
 # --- ModelVersion ----------------------------------------------------------------------------------
 
 
@@ -401,7 +536,10 @@ async def _logged(work: Awaitable[None], what: str) -> bool:
 async def version_changed(namespace: str | None, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
     """A version appeared or changed: its status, then its Model's list of versions."""
     model = str(spec.get("model", ""))
-    await _as_temporary(reconcile_family(Views.of(kwargs), namespace or "", model, versions=[name]))
+    work = _registry(kwargs["memo"]).reconcile_family(
+        Views.of(kwargs), namespace or "", model, versions=[name]
+    )
+    await _as_temporary(work)
 
 
 def _deleted(type: str, **_: Any) -> bool:
@@ -412,7 +550,7 @@ def _deleted(type: str, **_: Any) -> bool:
 async def version_deleted(namespace: str | None, spec: kopf.Spec, **kwargs: Any) -> None:
     """A version was deleted: its Model no longer lists it."""
     model = str(spec.get("model", ""))
-    work = reconcile_family(Views.of(kwargs), namespace or "", model)
+    work = _registry(kwargs["memo"]).reconcile_family(Views.of(kwargs), namespace or "", model)
     await _logged(work, f"Model {namespace}/{model}")
 
 
@@ -425,34 +563,33 @@ async def version_deleted(namespace: str | None, spec: kopf.Spec, **kwargs: Any)
 async def model_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
     """A Model appeared or changed: re-evaluate all its versions against its rules, then its status."""
     views, ns = Views.of(kwargs), namespace or ""
-    await _as_temporary(reconcile_family(views, ns, name, versions=views.versions_of(ns, name)))
+    work = _registry(kwargs["memo"]).reconcile_family(views, ns, name, versions=views.versions_of(ns, name))
+    await _as_temporary(work)
 
 
 @kopf.on.event(GROUP, VERSION, "models", when=_deleted)
 async def model_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
     """A Model was deleted: its versions say their Model is missing."""
     views, ns = Views.of(kwargs), namespace or ""
-    work = reconcile_family(views, ns, name, with_model=False, versions=views.versions_of(ns, name))
+    versions = views.versions_of(ns, name)
+    work = _registry(kwargs["memo"]).reconcile_family(views, ns, name, with_model=False, versions=versions)
     await _logged(work, f"versions of Model {ns}/{name}")
 
 
 # --- modelfleet Deployments: who serves what -------------------------------------------------------
 
-#: What each Deployment served when last reconciled. Memory only: after a restart every Deployment
-#: counts as changed once, which re-checks its Model and versions.
-_served_seen: dict[Key, Served] = {}
-
-
-def _observe(type: str, spec: kopf.Spec, status: kopf.Status) -> Served | None:
-    model = spec.get("model")
-    return (model, _served(status)) if type != "DELETED" and isinstance(model, str) and model else None
-
 
 def _serving_changed(
-    type: str, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+    type: str,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> bool:
     """Filter: only events that change what a Deployment serves reach the handler (most do not)."""
-    return _observe(type, spec, status) != _served_seen.get((namespace or "", name))
+    return _registry(memo).serving_changed(type, namespace or "", name, spec, status)
 
 
 @kopf.on.event(GROUP, VERSION, "deployments", when=_serving_changed)
@@ -460,30 +597,8 @@ async def deployment_serving_changed(
     type: str, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
 ) -> None:
     """A Deployment's served versions changed: update those versions and the Models concerned."""
-    ns = namespace or ""
-    new = _observe(type, spec, status)
-    old = _served_seen.get((ns, name))
-    models, versions = served_changes(old, new)
-    if not models and not versions:
-        return
-    views = Views.of(kwargs)
-    # Versions are reconciled under their own Model's lock; a Deployment may name a version of
-    # another Model (it will not roll it out, but the version still says who serves it).
-    families: dict[str, set[str]] = {m: set() for m in models}
-    for version in versions:
-        owner = views.model_of(ns, version)
-        if owner:
-            families.setdefault(owner, set()).add(version)
-    done = True
-    for family, members in sorted(families.items()):
-        work = reconcile_family(views, ns, family, with_model=family in models, versions=members)
-        done = await _logged(work, f"Deployment {ns}/{name}") and done
-    if not done:
-        return  # not remembered: the Deployment's next event tries again
-    if new is None:
-        _served_seen.pop((ns, name), None)
-    else:
-        _served_seen[(ns, name)] = new
+    controller = _registry(kwargs["memo"])
+    await controller.on_serving_changed(Views.of(kwargs), type, namespace or "", name, spec, status)
 
 
 # --- artifact checks and runtimes --------------------------------------------------------------------
@@ -498,41 +613,10 @@ async def check_pod_changed(type: str, namespace: str | None, body: kopf.Body, *
     views = Views.of(kwargs)
     model = views.model_of(namespace, version)
     if version and model:
-        await _logged(
-            reconcile_family(views, namespace, model, with_model=False, versions=[version]), version
+        work = _registry(kwargs["memo"]).reconcile_family(
+            views, namespace, model, with_model=False, versions=[version]
         )
-
-
-async def _reconcile_versions_of(views: Views, namespace: str | None) -> None:
-    families: dict[Key, set[str]] = {}
-    for ns, version in views.all_versions(namespace):
-        model = views.model_of(ns, version)
-        if model:
-            families.setdefault((ns, model), set()).add(version)
-    for (ns, model), members in sorted(families.items()):
-        await _logged(reconcile_family(views, ns, model, with_model=False, versions=members), f"{ns}/{model}")
-
-
-def _runtime_status(
-    kind: type[Runtime] | type[ClusterRuntime], body: Mapping[str, Any]
-) -> RuntimeStatus | None:
-    try:
-        runtime = kind.from_k8s(body)
-    except InvalidResourceError as error:
-        logger.warning("not reconciled: %s", error)
-        return None
-    formats = ", ".join(runtime.spec.formats)
-    conditions = set_condition(
-        runtime.status.conditions,
-        "Ready",
-        True,
-        "Accepted",
-        f"serves {formats} with {runtime.spec.image}",
-        now=_now(),
-        observed_generation=runtime.metadata.generation,
-    )
-    new = RuntimeStatus(observed_generation=runtime.metadata.generation, conditions=conditions)
-    return None if new.to_k8s() == runtime.status.to_k8s() else new
+        await _logged(work, version)
 
 
 @kopf.on.resume(GROUP, VERSION, "runtimes")
@@ -540,10 +624,11 @@ def _runtime_status(
 @kopf.on.update(GROUP, VERSION, "runtimes")
 async def runtime_changed(namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """A Runtime appeared or changed: its Ready condition, then the versions of its namespace."""
-    new = _runtime_status(Runtime, body)
+    controller = _registry(kwargs["memo"])
+    new = controller.runtime_status(Runtime, body)
     if new is not None:
         await _as_temporary(_write_status("Runtime", body, new.to_k8s()))
-    await _reconcile_versions_of(Views.of(kwargs), namespace or "")
+    await controller.reconcile_versions_of(Views.of(kwargs), namespace or "")
 
 
 @kopf.on.resume(GROUP, VERSION, "clusterruntimes")
@@ -551,17 +636,18 @@ async def runtime_changed(namespace: str | None, body: kopf.Body, **kwargs: Any)
 @kopf.on.update(GROUP, VERSION, "clusterruntimes")
 async def cluster_runtime_changed(body: kopf.Body, **kwargs: Any) -> None:
     """A ClusterRuntime appeared or changed: its Ready condition, then every version."""
-    new = _runtime_status(ClusterRuntime, body)
+    controller = _registry(kwargs["memo"])
+    new = controller.runtime_status(ClusterRuntime, body)
     if new is not None:
         await _as_temporary(_write_status("ClusterRuntime", body, new.to_k8s()))
-    await _reconcile_versions_of(Views.of(kwargs), None)
+    await controller.reconcile_versions_of(Views.of(kwargs), None)
 
 
 @kopf.on.event(GROUP, VERSION, "runtimes", when=_deleted)
 async def runtime_deleted(namespace: str | None, **kwargs: Any) -> None:
-    await _reconcile_versions_of(Views.of(kwargs), namespace or "")
+    await _registry(kwargs["memo"]).reconcile_versions_of(Views.of(kwargs), namespace or "")
 
 
 @kopf.on.event(GROUP, VERSION, "clusterruntimes", when=_deleted)
 async def cluster_runtime_deleted(**kwargs: Any) -> None:
-    await _reconcile_versions_of(Views.of(kwargs), None)
+    await _registry(kwargs["memo"]).reconcile_versions_of(Views.of(kwargs), None)
