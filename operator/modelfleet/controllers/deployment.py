@@ -75,6 +75,7 @@ from modelfleet.rollout.observe import (
     MANUAL_ANNOTATIONS,
     deployment_signature,
     gating_monitor,
+    live_matches,
     object_mark,
     owned_signature,
     ready_replicas,
@@ -144,10 +145,16 @@ class Applier:
     each owned Service got, so that one deleted by somebody else is created again at the same address.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[kube.Obj], kube.Obj] | None = None) -> None:
+        self.send = send if send is not None else kube.apply
+        """The server-side apply itself (`kube.apply`)."""
         self.applied: dict[ObjectKey, tuple[str, str]] = {}
         self.cluster_ips: dict[ObjectKey, str] = {}
         self.lost_services: set[ObjectKey] = set()
+        self.live: dict[ObjectKey, Mapping[str, Any]] = {}
+        """Owned objects seen on the watch and not applied since the operator started, until their first
+        apply: one that already holds the manifest is not sent again (a restart re-applies nothing that
+        is as it should be, and still repairs what was edited while the operator was down)."""
 
     def apply(self, manifest: kube.Obj) -> None:
         key = _manifest_key(manifest)
@@ -155,18 +162,26 @@ class Applier:
         known = self.applied.get(key)
         if known is not None and known[0] == digest:
             return
+        live = self.live.pop(key, None)
+        if known is None and live is not None and live_matches(manifest, live):
+            self.applied[key] = (digest, object_mark(live))
+            self._remember_address(key, manifest, live)
+            return
         address = self.cluster_ips.get(key, "") if key in self.lost_services else ""
         self.lost_services.discard(key)
         applied: kube.Obj | None = None
         if address:
             try:
-                applied = kube.apply({**manifest, "spec": {**manifest["spec"], "clusterIP": address}})
+                applied = self.send({**manifest, "spec": {**manifest["spec"], "clusterIP": address}})
             except (kube.Conflict, kube.ApiError) as error:  # the address was taken meanwhile
                 log.warning("%s %s: cluster IP %s not available again: %s", key[1], key[2], address, error)
         if applied is None:
-            applied = kube.apply(manifest)
+            applied = self.send(manifest)
         self.applied[key] = (digest, object_mark(applied or {}))
-        cluster_ip = ((applied or {}).get("spec") or {}).get("clusterIP")
+        self._remember_address(key, manifest, applied or {})
+
+    def _remember_address(self, key: ObjectKey, manifest: kube.Obj, obj: Mapping[str, Any]) -> None:
+        cluster_ip = (obj.get("spec") or {}).get("clusterIP")
         if manifest["kind"] == "Service" and cluster_ip and cluster_ip != "None":
             self.cluster_ips[key] = str(cluster_ip)
 
@@ -176,6 +191,7 @@ class Applier:
         self.applied.pop(key, None)
         self.cluster_ips.pop(key, None)
         self.lost_services.discard(key)
+        self.live.pop(key, None)
 
     def changed_by_others(
         self, type: str | None, namespace: str, api_version: str, kind: str, body: Mapping[str, Any]
@@ -183,15 +199,20 @@ class Applier:
         """Did an event of an owned object bring a change this controller did not make? A deletion
         counts, and so does a change to an object whose mark differs from the one its last apply left;
         its own writes and status updates do not. An object not applied since the operator started is
-        applied by the next reconcile anyway. A change forgets what was applied, so the next reconcile
-        applies it again."""
+        compared with its manifest by the next reconcile (`live`). A change forgets what was applied, so
+        the next reconcile applies it again."""
         key = (namespace, f"{api_version}/{kind}", str((body.get("metadata") or {}).get("name", "")))
         if type == "DELETED":
+            self.live.pop(key, None)
             if self.applied.pop(key, None) is not None and key in self.cluster_ips:
                 self.lost_services.add(key)
             return True
         known = self.applied.get(key)
-        if known is None or known[1] == object_mark(body):
+        if known is None:
+            meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+            self.live[key] = {**body, "metadata": meta}
+            return False
+        if known[1] == object_mark(body):
             return False
         del self.applied[key]
         return True

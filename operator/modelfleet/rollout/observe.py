@@ -76,6 +76,24 @@ def owned_signature(apps_deployment: Mapping[str, Any]) -> tuple[str, int]:
     return version_of(apps_deployment), ready_replicas(apps_deployment)
 
 
+def live_matches(manifest: Any, live: Any) -> bool:
+    """Does the live object already hold every field of the manifest, with the same values? The API
+    server adds defaults and other writers' fields, so the live object is a superset of what was applied;
+    lists must match item by item. A value it normalised (a quantity written another way) reads as a
+    mismatch, which only costs one apply."""
+    if isinstance(manifest, Mapping):
+        return isinstance(live, Mapping) and all(
+            key in live and live_matches(value, live[key]) for key, value in manifest.items()
+        )
+    if isinstance(manifest, list):
+        return (
+            isinstance(live, list)
+            and len(manifest) == len(live)
+            and all(live_matches(want, have) for want, have in zip(manifest, live, strict=True))
+        )
+    return bool(manifest == live and type(manifest) is type(live))
+
+
 def object_mark(obj: Mapping[str, Any]) -> str:
     """What changes when an object's desired state changes: the generation of objects that have one
     (apps/v1 Deployments: status updates leave it alone), else the resourceVersion. An event of an owned
