@@ -42,12 +42,14 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -77,8 +79,11 @@ LOCAL_KUBECONFIG = Path("/var/lib/modelfleet/admin.kubeconfig")
 SETTLE_LIMIT_SECONDS = 900.0
 NAMESPACE_DELETION_SECONDS = 900  # the namespace controller removes a few thousand objects slowly
 LOCK_FILE = Path(tempfile.gettempdir()) / "modelfleet-bench-operator.lock"
-TARGET_RSS_MB = 150.0
+TARGET_RSS_MB = 150.0  # with 1,000 Deployments (docs/design.md)
+TARGET_RSS_MB_10K = 400.0  # with 10,000
 TARGET_IDLE_CPU_PERCENT = 2.0
+TARGET_RESTART_PER_SECOND = 100.0  # Deployments reconciled per second after an operator restart
+RECONCILES = "modelfleet_reconcile_duration_seconds_count"
 SERVING_IMAGE = "localhost/iris-server:1"
 PODS_PER_SERVING_DEPLOYMENT = 2  # one router pod, one model pod; as many ClusterIP Services
 SERVICE_IPS_SPARED = 50  # Service addresses left free for everyone else when --serving takes some
@@ -117,6 +122,11 @@ def counter_total(exposition: str, name: str, labels: dict[str, str]) -> float:
         if sample.name == name and all(dict(sample.labels).get(k) == v for k, v in labels.items())
     )
     return sum(matching, 0.0)
+
+
+def target_rss_mb(count: int) -> float:
+    """The RSS target for `count` Deployments: 150 MB up to 1,000, 400 MB beyond (up to 10,000)."""
+    return TARGET_RSS_MB if count <= 1000 else TARGET_RSS_MB_10K
 
 
 def is_reconciled(obj: dict[str, Any]) -> bool:
@@ -339,6 +349,10 @@ def summarize(
     """Ratios loaded / baseline, per-Deployment costs and the verdicts against the design targets."""
     reconcile_seconds = load["deployments_reconciled_seconds"]
     bulk = load["deployments_created"]
+    restart = load.get("restart")
+    restart_rate = (
+        count / restart["reconciled_seconds"] if restart and restart["reconciled_seconds"] else None
+    )
     return {
         "rss_ratio": ratio(loaded["rss_mb"], baseline["rss_mb"]),
         "pss_ratio": ratio(loaded["pss_mb"], baseline["pss_mb"]),
@@ -348,10 +362,19 @@ def summarize(
         "deployments_per_second": bulk / reconcile_seconds if reconcile_seconds > 0 else None,
         "cpu_ms_per_deployment": 1000.0 * load["operator_cpu_seconds"] / bulk if bulk else None,
         "api_requests_per_deployment": load["api_requests"] / bulk if bulk else None,
-        "targets": {"rss_mb": TARGET_RSS_MB, "idle_cpu_percent": TARGET_IDLE_CPU_PERCENT},
+        "restart_deployments_per_second": restart_rate,
+        "restart_api_requests_per_deployment": (
+            restart["api_requests"] / count if restart and count else None
+        ),
+        "targets": {
+            "rss_mb": target_rss_mb(count),
+            "idle_cpu_percent": TARGET_IDLE_CPU_PERCENT,
+            "restart_per_second": TARGET_RESTART_PER_SECOND,
+        },
         "meets": {
-            "rss": loaded["rss_mb"] < TARGET_RSS_MB,
+            "rss": loaded["rss_mb"] < target_rss_mb(count),
             "idle_cpu": loaded["cpu_percent"] < TARGET_IDLE_CPU_PERCENT,
+            "restart": restart_rate is not None and restart_rate >= TARGET_RESTART_PER_SECOND,
         },
     }
 
@@ -415,6 +438,7 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"({_num(s['api_requests_per_deployment'], '.1f')} per Deployment) |",
         f"| peak RSS while reconciling | {load['peak_rss_mb']:.1f} MB |",
         f"| memory per Deployment (loaded - baseline RSS) / N | {s['rss_kb_per_deployment']:.1f} kB |",
+        *restart_rows(load.get("restart"), s),
         f"| final phases | {phases} |",
         f"| operator log | {log['errors']} ERROR, {log['warnings']} WARNING, "
         f"{log['tracebacks']} tracebacks |",
@@ -446,6 +470,23 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def restart_rows(restart: dict[str, Any] | None, s: dict[str, Any]) -> list[str]:
+    """The restart phase's rows of the reconcile table (none when the run had no restart phase)."""
+    if not restart:
+        return []
+    rate, target = _num(s["restart_deployments_per_second"], ".1f"), s["targets"]["restart_per_second"]
+    return [
+        f"| operator restarted: first reconcile after / all {restart['deployments']} reconciled after "
+        f"(from the new process's start; its own reconcile count) | "
+        f"{restart['first_reconcile_seconds']:.1f} s / {restart['reconciled_seconds']:.1f} s: {rate} "
+        f"Deployments/s (target >= {target:g}: {_verdict(s['meets']['restart'])}) |",
+        f"| API requests of the restarted operator until then | {restart['api_requests']:.0f} "
+        f"({_num(s['restart_api_requests_per_deployment'], '.2f')} per Deployment, watches and lists "
+        "included) |",
+        f"| operator CPU from the restart until all reconciled | {restart['cpu_seconds']:.1f} s |",
+    ]
 
 
 def log_counts(text: str, examples: int = 5) -> dict[str, Any]:
@@ -855,9 +896,17 @@ def allocation_summary(dump: str, top: int = 15) -> dict[str, Any]:
 class Operator:
     """`modelfleet operator --namespace modelfleet-bench` as a process on this host."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, tracemalloc_dir: Path | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, tracemalloc_dir: Path | None = None, metrics_port: int = 0
+    ) -> None:
         self.log_path = log_path
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self.metrics_port = metrics_port or free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "MODELFLEET_METRICS_PORT": str(self.metrics_port),
+        }
         self.tracemalloc_out: Path | None = None
         if tracemalloc_dir is not None:
             (tracemalloc_dir / "sitecustomize.py").write_text(TRACEMALLOC_HOOK)
@@ -899,6 +948,15 @@ class Operator:
             pss_mb=kb_field(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss") / MB,
         )
 
+    def reconciles(self) -> float:
+        """Deployment reconciles the operator counted (its own /metrics); 0 until it serves them."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0.0
+        return counter_total(text, RECONCILES, {"controller": "deployment"})
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -913,6 +971,56 @@ class Operator:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def restart_phase(
+    cluster: Cluster, operator: Operator, make: Callable[[], Operator], count: int, timeout: float
+) -> tuple[Operator, dict[str, Any]]:
+    """Stop the operator, start another, and time it until it has reconciled every Deployment once (its
+    own reconcile counter), with its API requests meanwhile."""
+    print(f"restarting the operator; waiting for {count} Deployment reconciles", flush=True)
+    operator.stop()
+    requests_before = cluster.operator_requests()
+    started = time.monotonic()
+    fresh = make()
+    first: float | None = None
+    last_print = started
+    while True:
+        done = fresh.reconciles()
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = now - started
+        if done >= count:
+            break
+        if now - started > timeout:
+            raise TimeoutError(
+                f"restart: {done:.0f}/{count} reconciled after {timeout:.0f} s:\n{fresh.tail()}"
+            )
+        if now - last_print >= 5:
+            print(f"  restart: {done:.0f}/{count} ({now - started:.0f} s)", flush=True)
+            last_print = now
+        fresh.sample()  # fails early if it died
+        time.sleep(0.2)
+    seconds = time.monotonic() - started
+    out = {
+        "deployments": count,
+        "first_reconcile_seconds": first if first is not None else seconds,
+        "reconciled_seconds": seconds,
+        "api_requests": cluster.operator_requests() - requests_before,
+        "cpu_seconds": fresh.sample().cpu_seconds,
+    }
+    print(
+        f"  restart: all {count} reconciled {seconds:.1f} s after the start ({count / seconds:.1f}/s), "
+        f"{out['api_requests']:.0f} API requests",
+        flush=True,
+    )
+    return fresh, out
 
 
 def idle_window(
@@ -1062,11 +1170,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="profile: trace the operator's allocations and report where its memory is (slower, and its "
         "memory figures include the tracing)",
     )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip the last phase: the operator restarted, timed until it reconciled every Deployment",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     problems = []
-    if not 1 <= args.count <= 5000:
-        problems.append("--count must be 1..5000")
+    if not 1 <= args.count <= 10000:
+        problems.append("--count must be 1..10000")
     if not 0 <= args.serving <= min(20, args.count):
         problems.append("--serving must be 0..20 and at most --count (the node holds about 110 pods)")
     if not 1 <= args.per_model <= 100:
@@ -1235,6 +1349,11 @@ def run(
         print(f"  settled after {load['settle_seconds']:.0f} s", flush=True)
         loaded = idle_window(cluster, operator, args.idle, "loaded", watches)
         allocations = operator.allocations() if args.tracemalloc else None
+        if args.restart:
+            log_path = scratch / "operator.log"  # the restarted one appends to it
+            operator, load["restart"] = restart_phase(
+                cluster, operator, lambda: Operator(kubeconfig, log_path), args.count, args.timeout
+            )
         total, reconciled, phases = deployments_watch.counts()
         load["final_phases"] = dict(phases)
         load["reconciled_at_end"] = reconciled
@@ -1286,6 +1405,7 @@ def run(
             "quiet": args.quiet,
             "workers": args.workers,
             "tracemalloc": args.tracemalloc,
+            "restart": args.restart,
         },
         "baseline": baseline,
         "loaded": loaded,

@@ -195,14 +195,40 @@ def test_summary_gives_ratios_per_deployment_costs_and_verdicts() -> None:
     assert s["cpu_ms_per_deployment"] == pytest.approx(50.0)
     assert s["api_requests_per_deployment"] == pytest.approx(24.0)
     assert s["rss_kb_per_deployment"] == pytest.approx(52 * 1024 / 1000)
-    assert s["meets"] == {"rss": True, "idle_cpu": True}
+    assert s["meets"] == {"rss": True, "idle_cpu": True, "restart": False}  # no restart phase: not met
+    assert s["restart_deployments_per_second"] is None
 
 
 def test_summary_fails_the_targets_and_has_no_ratio_over_a_zero_baseline() -> None:
     s = summarize(window(68.0, 0.0, 0), window(150.0, 2.0, 30), LOAD, 1000)
-    assert s["meets"] == {"rss": False, "idle_cpu": False}  # the targets are strict: < 150 MB, < 2%
+    assert s["meets"] == {"rss": False, "idle_cpu": False, "restart": False}  # strict: < 150 MB, < 2%
     assert s["idle_cpu_ratio"] is None
     assert s["idle_requests_ratio"] is None
+
+
+RESTART = {
+    "deployments": 10000,
+    "first_reconcile_seconds": 4.0,
+    "reconciled_seconds": 80.0,
+    "api_requests": 500.0,
+    "cpu_seconds": 60.0,
+}
+
+
+def test_the_restart_rate_and_the_10k_rss_target() -> None:
+    load = {**LOAD, "deployments_created": 10000, "restart": RESTART}
+    s = summarize(window(68.0, 0.05, 4), window(390.0, 1.0, 2), load, 10000)
+    assert s["restart_deployments_per_second"] == pytest.approx(125.0)
+    assert s["restart_api_requests_per_deployment"] == pytest.approx(0.05)
+    assert s["targets"]["rss_mb"] == 400.0  # 150 MB is the target at 1,000
+    assert s["meets"] == {"rss": True, "idle_cpu": True, "restart": True}
+    slow = summarize(
+        window(68.0, 0.05, 4),
+        window(390.0, 1.0, 2),
+        {**load, "restart": {**RESTART, "reconciled_seconds": 101.0}},
+        10000,
+    )
+    assert not slow["meets"]["restart"]  # 99 per second
 
 
 def test_markdown_shows_the_figures_and_the_verdicts() -> None:
@@ -226,8 +252,13 @@ def test_markdown_shows_the_figures_and_the_verdicts() -> None:
         },
         "baseline": baseline,
         "loaded": loaded,
-        "load": LOAD,
-        "summary": summarize(baseline, loaded, LOAD, 1000),
+        "load": {**LOAD, "restart": {**RESTART, "deployments": 1000, "reconciled_seconds": 8.0}},
+        "summary": summarize(
+            baseline,
+            loaded,
+            {**LOAD, "restart": {**RESTART, "deployments": 1000, "reconciled_seconds": 8.0}},
+            1000,
+        ),
         "operator_log": log_counts("2026-11-23 03:00:00,000 ERROR kopf: boom | bang\n"),
     }
     text = markdown(report, "operator-x.json")
@@ -235,6 +266,8 @@ def test_markdown_shows_the_figures_and_the_verdicts() -> None:
     assert "< 2%: met" in text
     assert "160.0 s: 6.2 Deployments/s" in text
     assert "| final phases | Failed 1000 |" in text
+    assert "4.0 s / 8.0 s: 125.0 Deployments/s (target >= 100: met) |" in text
+    assert "| API requests of the restarted operator until then | 500 (0.50 per Deployment" in text
     assert "the loaded one starting 95 s after the last Deployment was reconciled" in text
     assert "| log, 1 x | `ERROR kopf: boom / bang` |" in text  # a pipe would break the table
 
@@ -259,7 +292,7 @@ def test_log_counts_group_lines_that_differ_only_in_numbers() -> None:
     "argv",
     [
         ["--count", "0"],
-        ["--count", "5001"],
+        ["--count", "10001"],
         ["--serving", "21"],
         ["--count", "3", "--serving", "4"],
         ["--idle", "5"],
