@@ -48,6 +48,25 @@ def test_owned_objects_are_kept_by_owner_without_managed_fields_and_with_their_k
     assert reads.owned_deployments("ml", "fraud", "model") == []
 
 
+def test_owned_objects_and_router_pods_are_kept_without_their_spec() -> None:
+    template = {
+        "template": {"spec": {"containers": [{"name": "server", "image": "localhost/iris-server:1"}]}}
+    }
+    status = {"readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 3}
+    (kept,) = indexed(
+        cache.cached_owned_deployments, [owned("iris-iris-v1", "model", spec=template, status=status)]
+    )[("ml", "iris")]
+    assert "spec" not in kept
+    assert kept["status"] == status  # what ready_replicas reads
+    assert kept["metadata"]["labels"]["app.kubernetes.io/component"] == "model"
+    pod_status = {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"name": "router"}]}
+    (pod,) = indexed(
+        cache.cached_router_pods, [owned("iris-router-abc", "router", spec={}, status=pod_status)]
+    )[("ml", "iris")]
+    assert pod["status"] == {"phase": "Running", "podIP": "10.0.0.5"}
+    assert "spec" not in pod
+
+
 def test_objects_owned_by_nothing_of_ours_are_not_kept() -> None:
     body = owned("x", "model")
     body["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}]

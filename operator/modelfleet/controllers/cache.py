@@ -8,7 +8,7 @@ decision taken on a stale object is refused by the API server and taken again.
 
 What is cached: the modelfleet kinds (ClusterRuntimes and Runtimes too); the apps/v1 Deployments and
 Services the operator owns; the router pods (for scraping) and the artifact check pods. Objects are kept
-without their managedFields.
+without their managedFields; owned objects and router pods with their metadata and status only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ def _plain(body: Mapping[str, Any], api_version: str, kind: str) -> Obj:
     """The object as the API server sent it, without managedFields, with its apiVersion and kind."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     return {**body, "apiVersion": api_version, "kind": kind, "metadata": meta}
+
+
+def _slim(body: Mapping[str, Any], api_version: str, kind: str, status: tuple[str, ...] = ()) -> Obj:
+    """Metadata and status only (of the status, only the fields named, when some are): what the
+    controllers read of the objects they own. A pod template is most of an object's memory, and an
+    operator with 10,000 Deployments caches tens of thousands of owned objects."""
+    plain = _plain(body, api_version, kind)
+    kept = dict(body.get("status") or {})
+    if status:
+        kept = {k: v for k, v in kept.items() if k in status}
+    return {"apiVersion": api_version, "kind": kind, "metadata": plain["metadata"], "status": kept}
 
 
 def _owner(body: Mapping[str, Any]) -> str:
@@ -91,21 +102,21 @@ def cached_monitors_by_deployment(namespace: str | None, body: kopf.Body, **_: A
 def cached_owned_deployments(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
     """(namespace, owning modelfleet Deployment) -> its apps/v1 Deployments."""
     owner = _owner(body)
-    return {(namespace or "", owner): _plain(body, "apps/v1", "Deployment")} if owner else {}
+    return {(namespace or "", owner): _slim(body, "apps/v1", "Deployment")} if owner else {}
 
 
 @kopf.index("", "v1", "services", labels=MANAGED)
 def cached_owned_services(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
     """(namespace, owning modelfleet Deployment) -> its Services."""
     owner = _owner(body)
-    return {(namespace or "", owner): _plain(body, "v1", "Service")} if owner else {}
+    return {(namespace or "", owner): _slim(body, "v1", "Service")} if owner else {}
 
 
 @kopf.index("", "v1", "pods", labels={**MANAGED, "app.kubernetes.io/component": COMPONENT_ROUTER})
 def cached_router_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
     """(namespace, the modelfleet.io/deployment label) -> router pods."""
     deployment = str((body.get("metadata") or {}).get("labels", {}).get(DEPLOYMENT_LABEL, ""))
-    return {(namespace or "", deployment): _plain(body, "v1", "Pod")} if deployment else {}
+    return {(namespace or "", deployment): _slim(body, "v1", "Pod", ("phase", "podIP"))} if deployment else {}
 
 
 def _runtime_spec(body: Mapping[str, Any]) -> RuntimeSpec | None:
