@@ -318,6 +318,16 @@ def test_the_node_cache_mounts_a_host_path_and_is_used_only_with_a_digest() -> N
     assert not isinstance(server, str)
     pod_spec = build_version_deployment(OWNER, "iris-v4", server, 1, cached)["spec"]["template"]["spec"]
     assert "--cache-dir" in pod_spec["initContainers"][0]["args"]
+    assert "--cache-max-bytes" not in pod_spec["initContainers"][0]["args"]  # no limit unless one is set
+    limited = FetchSettings(
+        image="localhost/modelfleet:dev",
+        node_cache="/var/cache/modelfleet/artifacts",
+        node_cache_max_bytes=5 << 30,
+    )
+    args = build_version_deployment(OWNER, "iris-v4", server, 1, limited)["spec"]["template"]["spec"][
+        "initContainers"
+    ][0]["args"]
+    assert args[args.index("--cache-max-bytes") + 1] == str(5 << 30)
     assert {
         "name": "artifact-cache",
         "hostPath": {"path": "/var/cache/modelfleet/artifacts", "type": "DirectoryOrCreate"},

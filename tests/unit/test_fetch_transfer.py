@@ -303,3 +303,72 @@ def test_a_node_cache_that_cannot_be_written_is_skipped_not_fatal(claim: Path, t
     assert (report.result, report.digest) == (Result.FETCHED, expected)
     assert any(line.startswith(f"node cache {not_a_directory} is not usable (") for line in lines), lines
     assert len(list((tmp_path / "d").iterdir())) == 2
+
+
+def test_a_node_cache_over_its_limit_drops_the_least_recently_used_entries(
+    claim: Path, tmp_path: Path
+) -> None:
+    """Three artifacts of 7,016, 8 and 7,000 bytes with a 7,100-byte limit: each fetch keeps what it just
+    used and removes the least recently used others; a pod's copy stays whole when its entry goes."""
+    root = claim / "models"
+    (root / "third").mkdir()
+    (root / "third" / "w.bin").write_bytes(b"x" * 7000)
+    uris = {
+        "dir": "pvc://models/iris/4",
+        "single": "pvc://models/iris/single.joblib",
+        "third": "pvc://models/third",
+    }
+    digests = {
+        "dir": digest_path(root / "iris" / "4").digest,
+        "single": digest_path(root / "iris" / "single.joblib").digest,
+        "third": digest_path(root / "third").digest,
+    }
+    cache = tmp_path / "cache"
+
+    def entries() -> set[str]:
+        return {p.parent.name for p in cache.glob("sha256-*/complete")}
+
+    def name(key: str) -> str:
+        return "sha256-" + digests[key].removeprefix("sha256:")
+
+    def get(key: str, dest: str) -> list[str]:
+        report, lines = fetch(
+            claim, uris[key], tmp_path / dest, digest=digests[key], cache_dir=cache, cache_max_bytes=7100
+        )
+        assert report.ok, report.message
+        return lines
+
+    get("dir", "a")
+    get("single", "b")  # 7,024 bytes in all: within the limit
+    assert entries() == {name("dir"), name("single")}
+    os.utime(cache / name("dir") / "complete", (1000, 1000))  # "dir" was used long ago
+    os.utime(cache / name("single") / "complete", (2000, 2000))
+    lines = get("third", "c")  # 14,024 bytes: "dir" goes first, and that is enough
+    assert entries() == {name("single"), name("third")}
+    assert any(f"removed {name('dir')} (6.9 KiB)" in line for line in lines)
+    assert (tmp_path / "a" / "model.joblib").read_bytes() == b"weights" * 1000  # the pod's files stay
+    # a cache hit counts as a use: "single" is now the most recent, so "third" is the one to go
+    os.utime(cache / name("third") / "complete", (3000, 3000))
+    get("single", "d")
+    assert entries() == {name("single"), name("third")}  # 7,008 bytes: within the limit, nothing goes
+    get("dir", "e")
+    assert entries() == {name("dir"), name("single")}
+
+
+def test_an_entry_another_fetch_holds_is_not_evicted(claim: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    from modelfleet.fetch.cache import NodeCache
+
+    expected = digest_path(claim / "models" / "iris" / "4").digest
+    cache = tmp_path / "cache"
+    fetch(claim, "pvc://models/iris/4", tmp_path / "a", digest=expected, cache_dir=cache)
+    single = digest_path(claim / "models" / "iris" / "single.joblib").digest
+    fetch(claim, "pvc://models/iris/single.joblib", tmp_path / "b", digest=single, cache_dir=cache)
+    name = "sha256-" + expected.removeprefix("sha256:")
+    with (cache / f"{name}.lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert NodeCache(cache).evict(0, keep=single) == []  # the only candidate is in use
+    (gone,) = NodeCache(cache).evict(0, keep=single)
+    assert (gone.name, gone.size) == (name, 7016)
+    assert NodeCache(cache).evict(0, keep=single) == []  # what is kept is never removed

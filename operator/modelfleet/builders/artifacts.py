@@ -53,6 +53,8 @@ class FetchSettings:
     """The largest artifact the pre-rollout check reads; a larger one is refused as ArtifactTooLarge."""
     node_cache: str = ""
     """A host path for the per-node cache of artifacts by digest; empty: no cache (the default)."""
+    node_cache_max_bytes: int = 0
+    """The node cache's size limit (least recently used entries go); 0: no limit."""
 
 
 def _pvc_claim(uri: str) -> str:
@@ -75,6 +77,8 @@ def fetch_args(
     args += ["--max-bytes", str(limit), "--timeout", str(settings.timeout_seconds)]
     if cache and artifact.digest:
         args += ["--cache-dir", CACHE_MOUNT]
+        if settings.node_cache_max_bytes > 0:
+            args += ["--cache-max-bytes", str(settings.node_cache_max_bytes)]
     if _pvc_claim(artifact.uri):
         args += ["--pvc-root", PVC_ROOT]
     if check:

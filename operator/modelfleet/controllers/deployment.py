@@ -94,7 +94,8 @@ CONFLICT_RETRY_SECONDS = 0.2
 def fetch_settings_from_environment(image: str) -> FetchSettings:
     """How artifacts are fetched, from the operator's environment (the chart sets it): the fetcher
     image (MODELFLEET_FETCH_IMAGE, else `image`), MODELFLEET_ARTIFACT_MAX_BYTES,
-    MODELFLEET_ARTIFACT_TIMEOUT (seconds) and MODELFLEET_ARTIFACT_NODE_CACHE (a host path; unset: off)."""
+    MODELFLEET_ARTIFACT_TIMEOUT (seconds), MODELFLEET_ARTIFACT_NODE_CACHE (a host path; unset: off) and
+    MODELFLEET_ARTIFACT_NODE_CACHE_MAX_BYTES (its size limit; unset: none)."""
     defaults = FetchSettings(image=image)
 
     def number(variable: str, default: int) -> int:
@@ -116,6 +117,7 @@ def fetch_settings_from_environment(image: str) -> FetchSettings:
         check_max_bytes=max_bytes,
         timeout_seconds=number("MODELFLEET_ARTIFACT_TIMEOUT", defaults.timeout_seconds),
         node_cache=os.environ.get("MODELFLEET_ARTIFACT_NODE_CACHE", "").strip(),
+        node_cache_max_bytes=number("MODELFLEET_ARTIFACT_NODE_CACHE_MAX_BYTES", 0),
     )
 
 

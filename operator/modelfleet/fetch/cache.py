@@ -8,8 +8,14 @@ with the same digest downloads nothing.
 Pods on one node share the cache safely: the fetch that finds no complete entry downloads under the
 lock while the others wait, then finds it complete. Entries are hard-linked into the destination
 (copied when the destination is on another filesystem) and verified against the digest as they are
-read; an entry that no longer matches is deleted and downloaded again. Nothing is ever evicted: delete
-an entry while holding its lock (`flock <cache>/sha256-<hex>.lock rm -rf <cache>/sha256-<hex>`).
+read; an entry that no longer matches is deleted and downloaded again.
+
+Each use of an entry touches its marker, so the marker's mtime is when it was last used. With a size
+limit (`--cache-max-bytes`), a fetch that put an entry in the cache, or took one from it, then removes
+the least recently used complete entries until the cache fits, never the one it just used and never one
+another fetch holds (each is removed under its lock, taken without waiting). Removing an entry does not
+disturb a pod that has it: the pod's files are hard links (or copies) of their own. By hand: `flock
+<cache>/sha256-<hex>.lock rm -rf <cache>/sha256-<hex>`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelfleet.fetch.digest import CHUNK, FileDigest, check_relative_path, parse_digest
@@ -59,6 +66,10 @@ class CacheEntry:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def touch(self) -> None:
+        """Mark the entry as used now (the marker's mtime orders the eviction)."""
+        os.utime(self.marker)
 
     def seal(self, downloaded: Downloaded) -> None:
         """Mark the entry complete: its files read-only, then the marker, written last and atomically."""
@@ -123,9 +134,53 @@ def _copy(source: Path, target: Path, expected: FileDigest, progress: Progress) 
         raise CacheEntryCorrupt(f"{expected.path} no longer matches its digest")
 
 
+@dataclass(frozen=True)
+class Evicted:
+    name: str
+    size: int
+
+
 class NodeCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def entries(self) -> list[tuple[float, int, CacheEntry]]:
+        """(last use, size in bytes, entry) of the complete entries, least recently used first."""
+        found = []
+        for marker in self.root.glob(f"sha256-*/{MARKER}"):
+            try:
+                entry = CacheEntry(self.root, "sha256:" + marker.parent.name.removeprefix("sha256-"))
+                held = entry.complete()
+                used = marker.stat().st_mtime
+            except (OSError, ValueError):  # removed meanwhile, or a name that is no digest
+                continue
+            if held is not None:
+                found.append((used, held.size, entry))
+        return sorted(found, key=lambda item: (item[0], item[2].dir.name))
+
+    def evict(self, max_bytes: int, keep: str) -> list[Evicted]:
+        """Remove least recently used entries until the complete ones add up to `max_bytes` at most; never
+        the entry of `keep`, nor one another fetch holds the lock of. What was removed, in order."""
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        removed: list[Evicted] = []
+        for _, size, entry in entries:
+            if total <= max_bytes:
+                break
+            if entry.digest == keep:
+                continue
+            with (self.root / f"{entry.dir.name}.lock").open("a") as lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use: another fetch on this node reads or writes it
+                try:
+                    entry.discard()
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            total -= size
+            removed.append(Evicted(entry.dir.name, size))
+        return removed
 
     @contextmanager
     def locked(self, digest: str, waiting: Callable[[], None] | None = None) -> Iterator[CacheEntry]:

@@ -71,6 +71,7 @@ class Options:
     max_bytes: int = DEFAULT_MAX_BYTES
     timeout: float = DEFAULT_TIMEOUT
     cache_dir: Path | None = None
+    cache_max_bytes: int | None = None
     pvc_root: Path = DEFAULT_PVC_ROOT
     check: bool = False
     replace: bool = False
@@ -262,6 +263,7 @@ class Fetcher:
                 if held is not None:
                     hit = self._from_cache(entry, held, staging, expected)
                     if hit is not None:
+                        self._used(cache_dir, entry)
                         return hit
                 content = entry.reset()
             except OSError as error:  # a cache this fetch may not write is no reason to fail it
@@ -274,8 +276,24 @@ class Fetcher:
                 entry.discard()
                 raise
             entry.materialize(downloaded, staging, Progress(lambda _: None, self.clock), verify=False)
+            self._used(cache_dir, entry)
             return self._done(Result.FETCHED, downloaded, expected, "kept in the node cache")
         raise AssertionError("unreachable")  # for mypy: ExitStack may swallow exceptions
+
+    def _used(self, cache_dir: Path, entry: CacheEntry) -> None:
+        """The entry was just used: mark it so, then keep the cache within its limit (never failing the
+        fetch over it: the artifact is in place)."""
+        try:
+            entry.touch()
+            limit = self.options.cache_max_bytes
+            if limit is None:
+                return
+            for gone in NodeCache(cache_dir).evict(limit, keep=entry.digest):
+                self.say(
+                    f"node cache over {human_bytes(limit)}: removed {gone.name} ({human_bytes(gone.size)})"
+                )
+        except OSError as error:
+            self.say(f"node cache {cache_dir}: not kept within its limit ({error.strerror})")
 
     def _from_cache(self, entry: CacheEntry, held: Downloaded, staging: Path, expected: str) -> Report | None:
         """The artifact from a complete cache entry, verified; None (and the entry gone) when damaged."""
@@ -388,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache-dir", type=Path, help="node cache directory (used only with --digest)")
     parser.add_argument(
+        "--cache-max-bytes",
+        type=_type(parse_size),
+        help="size limit of the node cache, e.g. 50Gi: the least recently used entries go (default: none)",
+    )
+    parser.add_argument(
         "--pvc-root",
         type=Path,
         default=DEFAULT_PVC_ROOT,
@@ -414,6 +437,8 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--dest is required (or --check to verify without keeping anything)")
     if args.max_bytes <= 0 or not 0 < args.timeout < math.inf:
         parser.error("--max-bytes and --timeout must be positive")
+    if args.cache_max_bytes is not None and (args.cache_max_bytes <= 0 or args.cache_dir is None):
+        parser.error("--cache-max-bytes must be positive, and needs --cache-dir")
     options = Options(
         uri=args.uri,
         dest=args.dest,
@@ -421,6 +446,7 @@ def main(argv: Sequence[str]) -> int:
         max_bytes=args.max_bytes,
         timeout=args.timeout,
         cache_dir=args.cache_dir,
+        cache_max_bytes=args.cache_max_bytes,
         pvc_root=args.pvc_root,
         check=args.check,
         replace=args.replace,
