@@ -301,9 +301,23 @@ def test_metrics_off_removes_port_service_and_variable() -> None:
     assert [p["name"] for p in container["ports"]] == ["health"]
 
 
+def test_the_node_cache_and_its_limit_reach_the_operator_only_when_enabled() -> None:
+    def env(*sets: str) -> dict[str, str]:
+        return {e["name"]: e.get("value", "") for e in operator_container(render(*sets))["env"]}
+
+    assert "MODELFLEET_ARTIFACT_NODE_CACHE" not in env()
+    assert "MODELFLEET_ARTIFACT_NODE_CACHE_MAX_BYTES" not in env()
+    on = env("artifacts.nodeCache.enabled=true")
+    assert on["MODELFLEET_ARTIFACT_NODE_CACHE"] == "/var/cache/modelfleet/artifacts"
+    assert on["MODELFLEET_ARTIFACT_NODE_CACHE_MAX_BYTES"] == str(50 << 30)
+    unbounded = env("artifacts.nodeCache.enabled=true", "artifacts.nodeCache.maxBytes=0")
+    assert "MODELFLEET_ARTIFACT_NODE_CACHE_MAX_BYTES" not in unbounded
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
+        (("artifacts.nodeCache.maxBytes=-1",), "minimum"),
         (("replicas=0",), "minimum: got 0, want 1"),
         (("image.pullPolicy=Sometimes",), "pullPolicy"),
         (("bogus=1",), "additional properties 'bogus' not allowed"),
