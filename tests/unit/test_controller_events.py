@@ -19,19 +19,20 @@ BODY = {
 }
 
 
+class Recorder(list[dict[str, Any]]):
+    """Stands where kopf.event would: what would have been handed over, in order."""
+
+    def __call__(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        self.append({"ref": ref, "type": type, "reason": reason, "message": message})
+
+
 @pytest.fixture
-def posted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-
-    def fake_event(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
-        calls.append({"ref": ref, "type": type, "reason": reason, "message": message})
-
-    monkeypatch.setattr("kopf.event", fake_event)
-    return calls
+def posted() -> Recorder:
+    return Recorder()
 
 
-def test_an_event_refers_to_the_object_only(posted: list[dict[str, Any]]) -> None:
-    events.post(BODY, "Warning", "ImageNotAllowed", "image x is not allowed")
+def test_an_event_refers_to_the_object_only(posted: Recorder) -> None:
+    events.post(BODY, "Warning", "ImageNotAllowed", "image x is not allowed", send=posted)
     assert posted == [
         {
             "ref": {
@@ -46,9 +47,9 @@ def test_an_event_refers_to_the_object_only(posted: list[dict[str, Any]]) -> Non
     ]
 
 
-def test_a_resource_model_is_referred_to_by_its_metadata(posted: list[dict[str, Any]]) -> None:
+def test_a_resource_model_is_referred_to_by_its_metadata(posted: Recorder) -> None:
     model = Model.from_k8s({"metadata": {"name": "iris", "namespace": "ml", "uid": "u-2"}, "spec": {}})
-    events.post(model, "Normal", "Registered", "registered")
+    events.post(model, "Normal", "Registered", "registered", send=posted)
     assert posted[0]["ref"] == {
         "apiVersion": "modelfleet.io/v1alpha1",
         "kind": "Model",
@@ -56,8 +57,8 @@ def test_a_resource_model_is_referred_to_by_its_metadata(posted: list[dict[str, 
     }
 
 
-def test_messages_are_one_line_and_bounded(posted: list[dict[str, Any]]) -> None:
-    events.post(BODY, "Normal", "Servable", "a\n  b\tc " + "x" * 2000)
+def test_messages_are_one_line_and_bounded(posted: Recorder) -> None:
+    events.post(BODY, "Normal", "Servable", "a\n  b\tc " + "x" * 2000, send=posted)
     message = posted[0]["message"]
     assert message.startswith("a b c x")
     assert len(message) == 1024
@@ -65,26 +66,28 @@ def test_messages_are_one_line_and_bounded(posted: list[dict[str, Any]]) -> None
 
 
 @pytest.mark.parametrize("reason", ["", "imageNotAllowed", "Image Not Allowed", "Bad-Reason", "X" * 129])
-def test_a_reason_that_is_not_camel_case_is_refused(posted: list[dict[str, Any]], reason: str) -> None:
+def test_a_reason_that_is_not_camel_case_is_refused(posted: Recorder, reason: str) -> None:
     with pytest.raises(ValueError, match="CamelCase"):
-        events.post(BODY, "Normal", reason, "m")
+        events.post(BODY, "Normal", reason, "m", send=posted)
     assert posted == []
 
 
-def test_only_normal_and_warning_are_types(posted: list[dict[str, Any]]) -> None:
+def test_only_normal_and_warning_are_types(posted: Recorder) -> None:
     with pytest.raises(ValueError, match="Normal or Warning"):
-        events.post(BODY, "Error", "Failed", "m")  # type: ignore[arg-type]
+        events.post(BODY, "Error", "Failed", "m", send=posted)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Normal or Warning"):
-        events.post_all(BODY, [Notice("Error", "Failed", "m")])  # type: ignore[arg-type]
+        events.post_all(BODY, [Notice("Error", "Failed", "m")], send=posted)  # type: ignore[arg-type]
 
 
-def test_an_object_without_a_name_cannot_have_events(posted: list[dict[str, Any]]) -> None:
+def test_an_object_without_a_name_cannot_have_events(posted: Recorder) -> None:
     with pytest.raises(ValueError, match=r"metadata\.name"):
-        events.post({"apiVersion": "v1", "kind": "X", "metadata": {}}, "Normal", "Ok", "m")
+        events.post({"apiVersion": "v1", "kind": "X", "metadata": {}}, "Normal", "Ok", "m", send=posted)
 
 
-def test_post_all_keeps_the_order(posted: list[dict[str, Any]]) -> None:
-    events.post_all(BODY, [Notice("Warning", "ImageNotAllowed", "one"), Notice("Normal", "Approved", "two")])
+def test_post_all_keeps_the_order(posted: Recorder) -> None:
+    events.post_all(
+        BODY, [Notice("Warning", "ImageNotAllowed", "one"), Notice("Normal", "Approved", "two")], send=posted
+    )
     assert [(p["type"], p["reason"], p["message"]) for p in posted] == [
         ("Warning", "ImageNotAllowed", "one"),
         ("Normal", "Approved", "two"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, cast
 
 import kopf
@@ -71,7 +71,17 @@ def reference(obj: Mapping[str, Any] | Resource[Any, Any]) -> dict[str, Any]:
     }
 
 
-def post(obj: Mapping[str, Any] | Resource[Any, Any], type: EventType, reason: str, message: str) -> None:
+Send = Callable[..., None]
+"""What hands an Event over: `kopf.event(ref, type=..., reason=..., message=...)` unless told."""
+
+
+def post(
+    obj: Mapping[str, Any] | Resource[Any, Any],
+    type: EventType,
+    reason: str,
+    message: str,
+    send: Send | None = None,
+) -> None:
     """Post one Event about `obj` (a body as read from the API, or a modelfleet.api resource).
 
     `reason` must be CamelCase; `message` is cut to 1024 characters. A bad type or reason is a bug in
@@ -86,7 +96,9 @@ def post(obj: Mapping[str, Any] | Resource[Any, Any], type: EventType, reason: s
         text = text[: MESSAGE_LIMIT - 3] + "..."
     ref = reference(obj)
     try:
-        kopf.event(cast(kopf.Body, ref), type=type, reason=reason, message=text)
+        (send if send is not None else kopf.event)(
+            cast(kopf.Body, ref), type=type, reason=reason, message=text
+        )
     except LookupError:  # no operator context: a unit test or a script
         logger.warning("event not posted (no operator running): %s %s: %s", type, reason, text)
         return
@@ -94,9 +106,11 @@ def post(obj: Mapping[str, Any] | Resource[Any, Any], type: EventType, reason: s
     logger.log(logging.WARNING if type == "Warning" else logging.INFO, "%s: %s: %s", name, reason, text)
 
 
-def post_all(obj: Mapping[str, Any] | Resource[Any, Any], items: Iterable[EventLike]) -> None:
+def post_all(
+    obj: Mapping[str, Any] | Resource[Any, Any], items: Iterable[EventLike], send: Send | None = None
+) -> None:
     """Post each of `items` about `obj`, in order."""
     for item in items:
         if item.type not in ("Normal", "Warning"):
             raise ValueError(f"event type must be Normal or Warning, not {item.type!r}")
-        post(obj, "Warning" if item.type == "Warning" else "Normal", item.reason, item.message)
+        post(obj, "Warning" if item.type == "Warning" else "Normal", item.reason, item.message, send)
