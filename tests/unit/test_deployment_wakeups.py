@@ -221,3 +221,40 @@ def test_objects_of_an_owner_without_a_loop_wake_nobody() -> None:
     subject, loops = controller()
     subject.on_owned_object("DELETED", service(), "ml", "v1", "Service")
     assert loops.woken == []
+
+
+# --- its own status write, not yet in the cache ------------------------------------------------------
+
+
+def cached_deployment(resource_version: str, spec: dict[str, Any] | None = None) -> Cache:
+    body = {
+        "apiVersion": "modelfleet.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": "iris", "namespace": "ml", "resourceVersion": resource_version, "uid": "u"},
+        "spec": spec if spec is not None else {"model": 7},  # invalid: a reconcile stops right after reading
+    }
+    return Cache({**{index: {} for index in INDEXES}, "cached_deployments": {("ml", "iris"): [body]}})
+
+
+def test_a_reconcile_waits_while_the_cache_shows_the_object_from_before_its_own_write() -> None:
+    from modelfleet.controllers import deployment
+
+    subject = DeploymentController(
+        cached_deployment("41"), router_image="localhost/modelfleet:test", loops=Loops()
+    )
+    subject.written[("ml", "iris")] = ("41", float("inf"))  # wrote over resourceVersion 41
+    assert subject.reconcile_sync("ml", "iris") == deployment.CACHE_WAIT_SECONDS
+    assert ("ml", "iris") in subject.written
+
+    subject.cache = cached_deployment("42")  # the write reached the cache: decide on it
+    assert subject.reconcile_sync("ml", "iris") is None  # (the invalid spec ends it there)
+    assert subject.written == {}
+
+
+def test_a_write_that_never_shows_in_the_cache_is_waited_for_only_so_long() -> None:
+    subject = DeploymentController(
+        cached_deployment("41"), router_image="localhost/modelfleet:test", loops=Loops()
+    )
+    subject.written[("ml", "iris")] = ("41", 0.0)  # the deadline has passed
+    assert subject.reconcile_sync("ml", "iris") is None
+    assert subject.written == {}

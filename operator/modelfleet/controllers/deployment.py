@@ -89,6 +89,11 @@ ROUTER_IMAGE_VARIABLE = "MODELFLEET_ROUTER_IMAGE"
 RESYNC_SECONDS = 600.0
 """Without any change, a Deployment is reconciled again this often (a safety net, not the trigger)."""
 CONFLICT_RETRY_SECONDS = 0.2
+#: After its own status write, a reconcile that finds the cache still showing the object as it was
+#: before the write comes back this soon, rather than decide on it (its write would be refused)...
+CACHE_WAIT_SECONDS = 0.1
+#: ... for this long at most (a watch that lost the event relists; the resourceVersion check guards).
+CACHE_WAIT_LIMIT_SECONDS = 5.0
 
 
 def fetch_settings_from_environment(image: str) -> FetchSettings:
@@ -288,6 +293,9 @@ class DeploymentController:
         """What of each Deployment last woke its loop (`deployment_signature`)."""
         self.owned_seen: dict[Key, tuple[str, int]] = {}
         """What a reconcile reads of each owned apps/v1 Deployment (`owned_signature`), by its name."""
+        self.written: dict[Key, tuple[str, float]] = {}
+        """Per Deployment whose status this controller just wrote: the resourceVersion it wrote over
+        (while the cache still shows it, the write has not reached the cache) and until when to wait."""
 
     def wake(self, namespace: str, name: str) -> None:
         """Reconcile this Deployment soon (the Monitor controller calls it after a new measurement)."""
@@ -310,6 +318,11 @@ class DeploymentController:
         body = self.cache.deployment(namespace, name)
         if body is None:
             raise Gone(f"{namespace}/{name}")
+        behind = self.written.get((namespace, name))
+        if behind is not None:
+            if body["metadata"].get("resourceVersion") == behind[0] and time.monotonic() < behind[1]:
+                return CACHE_WAIT_SECONDS  # this controller's own write is not in the cache yet
+            del self.written[(namespace, name)]
         try:
             deployment = Deployment.from_k8s(body)
         except InvalidResourceError as error:
@@ -411,6 +424,10 @@ class DeploymentController:
                 kube.replace_status(
                     "Deployment", namespace, name, new_status, deployment.metadata.resource_version
                 )
+                self.written[(namespace, name)] = (
+                    deployment.metadata.resource_version,
+                    time.monotonic() + CACHE_WAIT_LIMIT_SECONDS,
+                )
             except kube.Conflict:
                 return CONFLICT_RETRY_SECONDS  # changed since read: decide again from what is there now
             old = {(h.version, h.result, h.finished_at) for h in status.history}
@@ -462,6 +479,7 @@ class DeploymentController:
             self.loops.stop(namespace, name)
             self.seen.pop(key, None)
             self.interest.pop(key, None)
+            self.written.pop(key, None)
             return
         signature = deployment_signature(body)
         if self.seen.get(key) == signature and key in self.loops:
