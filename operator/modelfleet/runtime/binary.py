@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelfleet.oip import FORMATS
+from modelfleet.oip import FORMATS, ITEM_SIZES, ProtocolError, flatten, pack, unpack
 
 HEADER = "inference-header-content-length"
-
-# OIP datatype -> struct format character: the table of the project's codec.
-_FORMATS = FORMATS
 
 
 class BinaryDataError(ValueError):
@@ -36,33 +33,28 @@ class BinaryDataError(ValueError):
 
 
 def decode_tensor(datatype: str, raw: bytes) -> list[Any]:
-    """The flat `data` list of a tensor sent as raw bytes."""
+    """The flat `data` list of a tensor sent as raw bytes (BYTES elements as text, for JSON)."""
     if datatype == "BYTES":
         return _decode_bytes(raw)
-    code = _FORMATS.get(datatype)
-    if code is None:
+    if datatype not in FORMATS:
         raise BinaryDataError(f"datatype {datatype!r} is not supported in binary form")
-    size = struct.calcsize(code)
+    size = ITEM_SIZES[datatype]
     if len(raw) % size:
         raise BinaryDataError(f"{len(raw)} bytes is not a whole number of {datatype} elements")
-    return list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+    return unpack(datatype, raw, len(raw) // size)
 
 
 def encode_tensor(datatype: str, data: Any) -> bytes:
     """The raw bytes of a tensor given as a (possibly nested) JSON `data` list."""
-    values = list(_flatten(data))
-    if datatype == "BYTES":
-        out = bytearray()
-        for value in values:
-            item = value.encode() if isinstance(value, str) else bytes(value)
-            out += struct.pack("<I", len(item)) + item
-        return bytes(out)
-    code = _FORMATS.get(datatype)
-    if code is None:
+    if datatype != "BYTES" and datatype not in FORMATS:
         raise BinaryDataError(f"datatype {datatype!r} is not supported in binary form")
-    if code not in "?efd":
+    values = flatten(data)
+    if datatype != "BYTES" and FORMATS[datatype] not in "?efd":
         values = [int(v) for v in values]
-    return struct.pack(f"<{len(values)}{code}", *values)
+    try:
+        return pack(datatype, values)
+    except ProtocolError as error:
+        raise BinaryDataError(str(error)) from None
 
 
 def _decode_bytes(raw: bytes) -> list[Any]:
@@ -81,14 +73,6 @@ def _decode_bytes(raw: bytes) -> list[Any]:
             raise BinaryDataError("a BYTES element is not UTF-8 text") from error
         offset += length
     return out
-
-
-def _flatten(data: Any) -> Iterator[Any]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data
 
 
 @dataclass(frozen=True)
