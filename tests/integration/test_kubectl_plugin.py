@@ -175,6 +175,8 @@ def test_watch_redraws_on_a_change_and_ends_on_ctrl_c(cluster: Cluster, iris: st
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # started with SIGINT ignored, as from a script's background job (CI's case): Ctrl-C still ends it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert process.stdout is not None
     try:

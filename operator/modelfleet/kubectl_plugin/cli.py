@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -179,6 +180,9 @@ def run(args: argparse.Namespace, out: TextIO, connector: Callable[[Target], Kub
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C ends a watch even when this process was started with SIGINT ignored (as a shell does for
+    # a command it runs in the background, and everything started from there inherits)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:
