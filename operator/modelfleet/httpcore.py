@@ -156,6 +156,10 @@ class HTTPServer:
         self.connections: set[_Connection] = set()
         self.in_flight = 0
         self.shutting_down = False
+        self.draining = False
+        """Set while a server about to stop still serves (its address not yet out of every load
+        balancer): each answer closes its connection, so a keep-alive client opens a new one, which
+        goes elsewhere, instead of finding this one closed under it later."""
         self.date_header = b""
         self.overloaded = Response.error(
             503,
@@ -451,7 +455,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         server = self.server
-        keep_alive = keep_alive and not server.shutting_down
+        keep_alive = keep_alive and not server.shutting_down and not server.draining
         if keep_alive:
             connection = b"connection: keep-alive\r\n" if request and request.http_version == "1.0" else b""
         else:

@@ -1,5 +1,6 @@
 """Failures operators meet, under real traffic: manual abort and a quick retry, owned objects deleted or
-edited by hand, a router pod killed mid-window, and the cluster's own components restarted mid-rollout.
+edited by hand, a router pod killed mid-window or deleted mid-rollout, and the cluster's own components
+restarted mid-rollout.
 
 Each test records what clients saw (requests, errors, the longest gap between two good answers) in the
 e2e results file. The component restarts need the project's local cluster (`cluster/restart.sh`); they
@@ -258,6 +259,49 @@ def test_one_of_two_router_pods_killed_mid_window_leaves_the_rollout_judged(flee
             "partialWindows": sum(1 for m in of_canary if m.get("partial")),
         },
     )
+
+
+def test_one_of_two_router_pods_deleted_mid_rollout_costs_clients_nothing(fleet: Fleet) -> None:
+    """Given two router pods and a canary at 20%, when one router pod is deleted (as a node drain, a
+    scale-down or a router upgrade does), then its router serves on for its drain delay, closing each
+    connection it answers, while its endpoint leaves every node's rules: clients see no error, a new pod
+    takes its place, and the rollout goes on to promotion."""
+    load = serve_with_canary_ahead(fleet, steps=SLOW_STEPS)
+    fleet.patch("iris", {"spec": {"router": {"replicas": 2}}})
+
+    def router_pods() -> list[str]:
+        pods = fleet.cluster.kubectl(
+            "get", "pods", "-n", fleet.namespace, "-l", "app.kubernetes.io/component=router", "-o", "name"
+        ).stdout.split()
+        return sorted(pods)
+
+    def ready_routers() -> int:
+        status = fleet.cluster.get("deployment.apps", "iris-router", fleet.namespace).get("status") or {}
+        return int(status.get("readyReplicas") or 0)
+
+    fleet.cluster.wait_for(
+        "two router pods ready", lambda: ready_routers() == 2 and len(router_pods()) == 2, 90
+    )
+    helpers.wait_until_serving(load, "iris-v1")
+    started = time.time()
+    fleet.set_version("iris-v2")
+    fleet.wait_status("iris-v2 at 20%", lambda s: s.get("canaryWeight") == 20, 120)
+    victim = router_pods()[0]
+    deleted = time.time()
+    fleet.cluster.kubectl("delete", "-n", fleet.namespace, victim, "--wait=true", timeout=60)
+    gone_after = time.time() - deleted
+    fleet.cluster.wait_for(
+        "a new router pod ready", lambda: ready_routers() == 2 and victim not in router_pods(), 90
+    )
+    final = fleet.wait_status("iris-v2 promoted", promoted("iris-v2"), 180)
+    load.stop()
+
+    saw = clients_saw(load, deleted)
+    helpers.record_result("router_pod_deleted_mid_rollout", {**saw, "podGoneSeconds": round(gone_after, 1)})
+    assert saw["errors"] == 0, saw
+    assert saw["requests"] > 0
+    assert_steps_never_go_back(fleet, "iris-v2", started)
+    assert final["history"][0]["result"] == "Promoted"
 
 
 # --- the cluster's own components restarted mid-rollout ------------------------------------------------

@@ -146,7 +146,7 @@ def test_router_deployment_service_and_endpoint() -> None:
     assert pod["serviceAccountName"] == "iris-router"
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/modelfleet:1.0"
-    assert container["args"] == ["router", "--configmap", "ml/iris-router"]
+    assert container["args"] == ["router", "--configmap", "ml/iris-router", "--drain-delay", "3s"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9090}
     service = build_router_service(OWNER)
     assert service["metadata"]["name"] == "iris"

@@ -38,6 +38,7 @@ class App:
         self.rejected: list[int] = []
         self.waiting = 0
         self.both_waiting = asyncio.Event()
+        self.server: HTTPServer | None = None
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         self.calls += 1
@@ -63,6 +64,7 @@ async def serving(limits: Limits = FAST) -> Any:
         app.handle, limits, "test", extra_headers=b"x-made-by: server\r\n", on_reject=app.rejected.append
     )
     _, port = await server.listen("127.0.0.1", 0)
+    app.server = server
     try:
         yield app, port
     finally:
@@ -370,5 +372,33 @@ def test_nothing_a_client_sends_stops_the_server(chunks: list[bytes]) -> None:
             writer.close()
             response = await exchange(port, post(b"/after", b"", b"connection: close\r\n"))
             assert status_of(response) == 200
+
+    run(scenario)
+
+
+def test_a_draining_server_still_answers_but_closes_each_connection_after_its_answer() -> None:
+    """Between SIGTERM and closing, the router serves on while its endpoint leaves the load balancers;
+    each answer then says `connection: close` and closes, so a keep-alive client's next request opens
+    a new connection (which goes to another pod) rather than meet this one closed under it."""
+
+    async def scenario() -> None:
+        async with serving() as (app, port):
+            server = app.server
+            assert server is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post(b"/x", b""))
+            before = await reader.read(4096)
+            assert status_of(before) == 200
+            assert b"connection: close" not in before  # kept alive
+
+            server.draining = True
+            writer.write(post(b"/x", b""))
+            during = await asyncio.wait_for(reader.read(4096), 2.0)
+            assert status_of(during) == 200
+            assert b"connection: close\r\n" in during
+            assert await asyncio.wait_for(reader.read(4096), 2.0) == b""  # and it was closed
+            writer.close()
+            # new connections are still served while draining
+            assert status_of(await exchange(port, post(b"/x", b"", b"connection: close\r\n"))) == 200
 
     run(scenario)

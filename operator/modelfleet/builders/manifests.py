@@ -35,6 +35,7 @@ VERSION_LABEL = "modelfleet.io/version"
 DEFAULT_ROUTER_IMAGE = "localhost/modelfleet:dev"
 ROUTER_TRAFFIC_PORT = 8080
 ROUTER_ADMIN_PORT = 9090
+ROUTER_DRAIN_DELAY = "3s"  # well inside the pod's 15 s grace period, with the 10 s for requests under way
 ENDPOINT_PORT = 80
 _DNS_LABEL_MAX = 63
 
@@ -367,7 +368,9 @@ def build_router_deployment(
         "name": "router",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["router", "--configmap", f"{owner.namespace}/{name}"],
+        # after SIGTERM the router serves on for the drain delay, closing each connection it answers,
+        # while the endpoint of the terminating pod leaves every node's rules (clients lose nothing)
+        "args": ["router", "--configmap", f"{owner.namespace}/{name}", "--drain-delay", ROUTER_DRAIN_DELAY],
         "ports": [
             {"name": "http", "containerPort": ROUTER_TRAFFIC_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},

@@ -244,6 +244,7 @@ async def serve(args: argparse.Namespace, limits: Limits) -> int:
         args.drain_delay,
         args.shutdown_grace,
     )
+    traffic.draining = True  # from now on every answer closes its connection
     await asyncio.sleep(args.drain_delay)
     if watcher is not None:
         watcher.stop()
