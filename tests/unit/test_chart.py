@@ -145,11 +145,12 @@ def test_operator_command_watches_all_namespaces_with_leader_election() -> None:
     container = operator_container(render())
     assert container["image"] == "localhost/modelfleet:dev"
     assert container["command"] == ["modelfleet"]
-    assert container["args"][:4] == [
+    assert container["args"][:5] == [
         "operator",
         "--all-namespaces",
         "--leader-elect",
         "--leader-election-namespace=modelfleet-system",
+        "--leader-election-lease-provided",  # the release makes the Lease; the pod may start first
     ]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -202,8 +203,7 @@ def test_leader_election_role_is_limited_to_the_one_lease() -> None:
     docs = render()
     role = one(docs, "Role", "mf-modelfleet-leader-election")
     assert role["metadata"]["namespace"] == "modelfleet-system"
-    assert role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    assert role["rules"] == [  # no create: the release makes the Lease
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],

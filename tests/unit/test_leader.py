@@ -182,6 +182,27 @@ def test_first_candidate_creates_the_lease_and_leads() -> None:
     assert lease.record.holder == "a"
 
 
+def test_a_lease_that_comes_with_the_installation_is_waited_for_never_created() -> None:
+    """The chart makes the Lease in the same release as the operator's Deployment, and the pod may start
+    first: with create=False the candidate waits until the Lease exists, then takes it."""
+    lease, time = MemoryLease(), FakeTime()
+    candidate = LeaderElector(
+        lease, "a", T, clock=time.clock, wall=lambda: f"wall-{time.now:.0f}", sleep=time.sleep, create=False
+    )
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert not await candidate.try_acquire_or_renew()
+        assert lease.writes == []  # nothing created
+        lease.record = LeaseRecord(holder="")  # as the release renders it: empty
+        await candidate.acquire()
+
+    asyncio.run(scenario())
+    assert candidate.leading
+    assert lease.record is not None
+    assert lease.record.holder == "a"
+
+
 def test_a_second_candidate_waits_while_the_leader_renews() -> None:
     lease, time = MemoryLease(), FakeTime()
     a, b = elector(lease, "a", time), elector(lease, "b", time)

@@ -212,8 +212,12 @@ class LeaderElector:
         wall: Callable[[], str] = lambda: micro_time(datetime.now(UTC)),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         same_pod: bool = False,
+        create: bool = True,
     ) -> None:
         self.store = store
+        self.create = create
+        """Create the Lease when it is missing; False when it comes with the installation (the chart
+        makes it, in the same release as this operator's Deployment, which may start first)."""
         self.identity = identity
         self.pod = pod_of(identity) if same_pod else ""
         """This candidate's pod, when an earlier container of it may hand its Lease on at once."""
@@ -254,6 +258,8 @@ class LeaderElector:
     def _attempt(self) -> bool:
         now = self.clock()
         found = self.store.get()
+        if found is None and not self.create:
+            return False  # not there yet: whoever installs the operator makes it
         if found is None:
             record = claim(None, self.identity, self.wall(), self.timing)
             self._resource_version = self.store.create(record)
@@ -285,8 +291,11 @@ class LeaderElector:
     async def acquire(self) -> None:
         """Wait until this identity holds the Lease."""
         while not await self.try_acquire_or_renew():
-            holder = self.observation.record.holder if self.observation else ""
-            logger.info("waiting for the lease (held by %s)", holder or "nobody")
+            if self.observation is None and not self.create:
+                logger.info("waiting for the lease to be created (it comes with the installation)")
+            else:
+                holder = self.observation.record.holder if self.observation else ""
+                logger.info("waiting for the lease (held by %s)", holder or "nobody")
             await self.sleep(self.timing.retry_period)
         logger.info("acquired the lease as %s", self.identity)
 

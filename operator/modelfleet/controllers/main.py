@@ -47,6 +47,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="",
         help="namespace of the leader-election Lease (default: the pod's namespace, else `default`)",
     )
+    parser.add_argument(
+        "--leader-election-lease-provided",
+        action="store_true",
+        help="the Lease is made by the installation (the chart): wait for it instead of creating it",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -139,6 +144,7 @@ def main(argv: list[str]) -> int:
             leader.KubernetesLeaseStore(lease_namespace, leader.LEASE_NAME),
             leader.default_identity(),
             same_pod=leader.in_a_pod(),
+            create=not args.leader_election_lease_provided,
         )
         return asyncio.run(leader.run_as_leader(elector, run_operator, liveness_url=args.liveness))
     asyncio.run(run_operator())
