@@ -343,9 +343,12 @@ def test_model_is_served_through_the_installed_operator(cluster: Cluster, releas
 
 
 def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None) -> bool:
-    """The API server's own authorizer answers (SubjectAccessReview through kubectl auth can-i)."""
+    """The API server's own authorizer answers (SubjectAccessReview through kubectl auth can-i).
+    `resource` may name a subresource, `pods/exec` (kubectl would read `TYPE/NAME` as an object)."""
     where = ["-n", namespace] if namespace else ["--all-namespaces"]
-    result = cluster.kubectl("auth", "can-i", verb, resource, f"--as={account}", *where, check=False)
+    kind, _, subresource = resource.partition("/")
+    sub = [f"--subresource={subresource}"] if subresource else []
+    result = cluster.kubectl("auth", "can-i", verb, kind, *sub, f"--as={account}", *where, check=False)
     answer = result.stdout.strip()
     assert answer in ("yes", "no"), f"kubectl auth can-i answered {answer!r}: {result.stderr}"
     return answer == "yes"
