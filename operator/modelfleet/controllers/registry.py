@@ -200,10 +200,14 @@ async def _write_status(kind: str, body: Mapping[str, Any], status: dict[str, An
         raise StatusConflict(str(error)) from None
 
 
-async def _read(views: Views, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
-    """The object from the watch cache; from the API server when the registry runs without it. A cached
-    object a little behind is harmless: the status write names the resourceVersion it read."""
-    if views.cache is not None:
+async def _read(
+    views: Views, kind: str, namespace: str, name: str, fresh: bool = False
+) -> Mapping[str, Any] | None:
+    """The object from the watch cache; from the API server when `fresh` (an attempt after a lost race)
+    or when the registry runs without the cache. A cached object a little behind costs one refused write:
+    the status write names the resourceVersion it read. The retry must not wait for the cache: kopf
+    updates an object's index entry only between that object's handlers, and this may run in one."""
+    if views.cache is not None and not fresh:
         return (
             views.cache.model_version(namespace, name)
             if kind == "ModelVersion"
@@ -312,18 +316,22 @@ class RegistryController:
         """Reconcile the given versions of `model`, then the Model itself, under the Model's lock."""
         members = sorted(set(versions))
 
+        attempts = 0
+
         async def attempt() -> None:
+            nonlocal attempts
+            fresh, attempts = attempts > 0, attempts + 1
             async with self.lock(namespace, model):
                 for version in members:
-                    await self.reconcile_version(views, namespace, version)
+                    await self.reconcile_version(views, namespace, version, fresh=fresh)
                 if with_model:
-                    await self.reconcile_model(views, namespace, model)
+                    await self.reconcile_model(views, namespace, model, fresh=fresh)
 
         await _retrying(f"{namespace}/{model}", attempt)
 
-    async def reconcile_version(self, views: Views, namespace: str, name: str) -> None:
+    async def reconcile_version(self, views: Views, namespace: str, name: str, fresh: bool = False) -> None:
         """Write the status of one ModelVersion (caller holds its Model's lock)."""
-        body = await _read(views, "ModelVersion", namespace, name)
+        body = await _read(views, "ModelVersion", namespace, name, fresh)
         if body is None:
             return
         try:
@@ -407,9 +415,9 @@ class RegistryController:
 
         self.timers[key] = loop.call_later(delay + 0.5, fire)
 
-    async def reconcile_model(self, views: Views, namespace: str, name: str) -> None:
+    async def reconcile_model(self, views: Views, namespace: str, name: str, fresh: bool = False) -> None:
         """Write the status of one Model (caller holds its lock)."""
-        body = await _read(views, "Model", namespace, name)
+        body = await _read(views, "Model", namespace, name, fresh)
         if body is None:
             return
         try:
