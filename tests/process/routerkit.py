@@ -206,7 +206,11 @@ async def load(
             while remaining[0] > 0 and time.monotonic() < deadline and not (stop and stop.is_set()):
                 remaining[0] -= 1
                 try:
-                    tally.add(await send(reader, writer, path, body))
+                    reply = await send(reader, writer, path, body)
+                    tally.add(reply)
+                    if reply.headers.get("connection", "").lower() == "close":  # as any HTTP client does
+                        writer.close()
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 except (OSError, asyncio.IncompleteReadError) as error:
                     tally.failures.append(repr(error))
                     writer.close()

@@ -357,4 +357,5 @@ def test_during_the_drain_delay_it_is_not_ready_but_still_serves(
     wait_until(lambda: not _ready(proxy), 2)
     tally = asyncio.run(load(proxy.port, requests=20, concurrency=2))
     assert dict(tally.statuses) == {200: 20}
+    assert tally.failures == []  # each answer closed its connection, and the client opened another
     assert proxy.proc.wait(10) == 0
