@@ -286,17 +286,18 @@ def start_object_store(
     access_key = "mf" + secrets.token_hex(8)
     secret_key = secrets.token_urlsafe(30)
     cluster.apply(store_manifests(namespace, name, access_key, secret_key))
+    applied = time.monotonic()
 
     def pod_ip() -> str | None:
         pod = cluster.get("pod", name, namespace)
         status = pod.get("status", {})
         for container in status.get("containerStatuses", []):
             waiting = container.get("state", {}).get("waiting", {})
-            if waiting.get("reason") in {
-                "ErrImageNeverPull",
-                "CrashLoopBackOff",
-                "CreateContainerConfigError",
-            }:
+            reason = waiting.get("reason")
+            # CreateContainerConfigError can be passing: a kubelet whose Secret cache has not synced
+            # yet ("failed to sync secret cache", seen on a fresh cluster) retries on its own
+            lasting = reason == "CreateContainerConfigError" and time.monotonic() - applied > 30
+            if reason in {"ErrImageNeverPull", "CrashLoopBackOff"} or lasting:
                 raise RuntimeError(
                     f"object store {namespace}/{name}: {waiting['reason']}: {waiting.get('message', '')} "
                     f"(is {IMAGE} built? images/build.sh versitygw)"
