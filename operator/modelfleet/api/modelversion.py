@@ -140,8 +140,30 @@ class RunLineage(ApiModel):
     """Link to the run."""
 
 
+class DatasetLineage(ApiModel):
+    """A dataset the training run read, as the experiment tracker logged it."""
+
+    name: ShortText = ""
+    """The dataset's name."""
+    digest: ShortText = ""
+    """The tracker's digest of the dataset."""
+    source: Text = ""
+    """Where the dataset was read from (URI or table name)."""
+    context: ShortText = ""
+    """How the run used it: training, evaluation ..."""
+
+
+class SignatureLineage(ApiModel):
+    """The model's input and output schema, as the tracker recorded it (MLflow's signature, JSON)."""
+
+    inputs: LongText = ""
+    """The input schema."""
+    outputs: LongText = ""
+    """The output schema."""
+
+
 class Lineage(ApiModel):
-    """Provenance of a version: code, data, training run and offline metrics. Immutable."""
+    """Provenance of a version: code, data, training run, parameters and offline metrics. Immutable."""
 
     source: SourceLineage | None = None
     """The code the version was built from."""
@@ -153,6 +175,14 @@ class Lineage(ApiModel):
         default_factory=dict, max_length=64
     )
     """Offline evaluation metrics by name, e.g. {accuracy: 0.973, f1: 0.968}."""
+    params: dict[Annotated[str, StringConstraints(max_length=250)], ShortText] = Field(
+        default_factory=dict, max_length=100
+    )
+    """Training parameters by name, e.g. {max_depth: "3"}."""
+    datasets: tuple[DatasetLineage, ...] = Field(default=(), max_length=16)
+    """The datasets the training run read."""
+    signature: SignatureLineage | None = None
+    """The model's input and output schema."""
 
 
 class ArtifactCredentials(ApiModel):
