@@ -41,7 +41,15 @@ from modelfleet.api.deployment import (
     StrategyType,
     rollout_hash,
 )
-from modelfleet.api.model import Governance, Model, ModelSpec, ModelStatus
+from modelfleet.api.model import (
+    Governance,
+    MlflowSource,
+    Model,
+    ModelSource,
+    ModelSpec,
+    ModelStatus,
+    SourceStatus,
+)
 from modelfleet.api.modelversion import (
     Approval,
     Artifact,
@@ -104,7 +112,9 @@ __all__ = [
     "Metric",
     "MetricResult",
     "MetricType",
+    "MlflowSource",
     "Model",
+    "ModelSource",
     "ModelSpec",
     "ModelStatus",
     "ModelVersion",
@@ -126,6 +136,7 @@ __all__ = [
     "Runtime",
     "RuntimeSpec",
     "RuntimeStatus",
+    "SourceStatus",
     "Strategy",
     "StrategyType",
     "Time",
