@@ -295,3 +295,35 @@ def test_a_failed_sync_keeps_what_was_known_and_says_why() -> None:
 
 def test_version_names() -> None:
     assert version_name("iris", "7") == "iris-v7"
+
+
+def _imported(status: dict[str, Any] | None = None, deleted: bool = True) -> ModelVersion:
+    manifest = plan_sync(model(), Snapshot("iris", (registered("1"),), {}), {}, T0).apply[0]
+    if deleted:
+        manifest["metadata"]["annotations"][DELETED_ANNOTATION] = "2026-05-01T10:01:00Z"
+    return applied({**manifest, "status": status or {}})
+
+
+def test_a_version_deleted_in_mlflow_is_not_servable_any_more() -> None:
+    from modelfleet.registry import Reason, servability
+
+    check = servability(model(), _imported())
+
+    assert not check.servable
+    assert check.reason == Reason.DELETED_AT_SOURCE
+    assert "deleted in MLflow (noticed 2026-05-01T10:01:00Z)" in check.message
+
+
+def test_a_serving_version_deleted_in_mlflow_keeps_serving_and_retires_once_nothing_serves_it() -> None:
+    from modelfleet.api import ModelVersionPhase
+    from modelfleet.registry import version_status
+
+    serving = version_status(model(), _imported({"phase": "Serving"}), ["iris"], now=T1)
+    assert serving.phase == ModelVersionPhase.SERVING
+    ready = get_condition(serving.conditions, "Ready")
+    assert ready is not None
+    assert ready.reason == "DeletedAtSource"
+    assert ready.message.startswith("serving in Deployment iris; ModelVersion iris-v1: deleted in MLflow")
+
+    after = version_status(model(), _imported(serving.to_k8s()), [], now=T1)
+    assert after.phase == ModelVersionPhase.RETIRED

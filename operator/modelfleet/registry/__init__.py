@@ -27,6 +27,7 @@ from modelfleet.api import (
     set_condition,
 )
 from modelfleet.registry.artifacts import CheckOutcome, Runtimes, choose_runtime
+from modelfleet.registry.mlflow import DELETED_ANNOTATION
 
 #: The condition of an artifact version that records the operator's check of its artifact.
 ARTIFACT_VERIFIED = "ArtifactVerified"
@@ -56,6 +57,8 @@ class Reason(StrEnum):
     """The Model requires artifact digests and the version gives none."""
     NO_RUNTIME = "NoRuntime"
     """No runtime serves the artifact's format (or the named runtime does not exist or serve it)."""
+    DELETED_AT_SOURCE = "DeletedAtSource"
+    """The registry of record (MLflow) no longer has the version: it is not rolled out again."""
     ARTIFACT_VERIFYING = "ArtifactVerifying"
     """The artifact has not been checked yet: the version waits, it is not refused."""
     ARTIFACT_UNREACHABLE = "ArtifactUnreachable"
@@ -175,6 +178,9 @@ def servability(
     approval_problem = _approval_problem(model, version)
     if approval_problem:
         problems.append((Reason.APPROVAL_REQUIRED, approval_problem))
+    deleted = version.metadata.annotations.get(DELETED_ANNOTATION, "")
+    if deleted:
+        problems.insert(0, (Reason.DELETED_AT_SOURCE, f"deleted in MLflow (noticed {deleted})"))
     if problems:
         text = f"ModelVersion {name}: " + "; ".join(message for _, message in problems)
         return Servability(False, problems[0][0], _clip(text))
@@ -272,7 +278,12 @@ def version_status(
     check = servability(model, version, runtimes=runtimes, conditions=conditions)
     serving = tuple(sorted(set(served_by)))[:STATUS_LIST_LIMIT]
 
-    if not check.servable:
+    if check.reason == Reason.DELETED_AT_SOURCE:
+        # never removed, and what serves keeps serving; retired once nothing serves it
+        phase = ModelVersionPhase.SERVING if serving else ModelVersionPhase.RETIRED
+        where = f"serving in Deployment {_names(serving)}; " if serving else ""
+        ready = (ConditionStatus.FALSE, check.reason.value, f"{where}{check.message}: not rolled out again")
+    elif not check.servable:
         phase = ModelVersionPhase.PENDING if check.pending else ModelVersionPhase.REJECTED
         ready = (ConditionStatus.FALSE, check.reason.value, check.message)
     elif serving:
