@@ -162,13 +162,14 @@ def list_objects(api_version: str, kind: str, namespace: str, selector: str = ""
     return [{**kind_ok, **item} for item in items]
 
 
-def apply(manifest: Obj) -> Obj:
-    """Server-side apply (field manager `modelfleet`, conflicts forced): create or update in one step."""
+def apply(manifest: Obj, field_manager: str = FIELD_MANAGER) -> Obj:
+    """Server-side apply (field manager `modelfleet` unless given, conflicts forced): create or update in
+    one step."""
     meta = manifest["metadata"]
     out: Obj = request(
         "PATCH",
         path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
-        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        query=[("fieldManager", field_manager), ("force", "true")],
         body=manifest,
         content_type="application/apply-patch+yaml",
     )

@@ -44,6 +44,7 @@ from modelfleet.api import (
     ModelVersion,
     Runtime,
     RuntimeStatus,
+    SourceStatus,
     get_condition,
     set_condition,
 )
@@ -287,6 +288,7 @@ class RegistryController:
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.background: set[asyncio.Task[bool]] = set()
         self.served_seen: dict[Key, Served] = {}
+        self.sources: dict[Key, SourceStatus] = {}
 
     def now(self) -> datetime:
         return self.clock().replace(microsecond=0)
@@ -426,13 +428,20 @@ class RegistryController:
             logger.warning("not reconciled: %s", error)
             return
         versions = views.versions_of(namespace, name)
-        new = model_status(model, versions, views.serving_versions_of(namespace, name), now=self.now())
+        serving = views.serving_versions_of(namespace, name)
+        source = self.sources.get((namespace, name))
+        new = model_status(model, versions, serving, now=self.now(), source=source)
         if new.to_k8s() == model.status.to_k8s():
             return
         await _write_status("Model", body, new.to_k8s())
         old_generation = model.status.observed_generation
         spec_changed = old_generation is not None and old_generation != model.metadata.generation
         events.post_all(body, model_notices(model.status, new, spec_changed=spec_changed))
+
+    async def publish_source(self, views: Views, namespace: str, name: str, source: SourceStatus) -> None:
+        """The MLflow sync's latest `status.source` of a Model: written with the rest of its status."""
+        self.sources[(namespace, name)] = source
+        await self.reconcile_family(views, namespace, name)
 
     async def reconcile_versions_of(self, views: Views, namespace: str | None) -> None:
         """Every version (of one namespace): a runtime that appeared or went away may change them all."""
@@ -580,7 +589,9 @@ async def model_deleted(namespace: str | None, name: str, **kwargs: Any) -> None
     """A Model was deleted: its versions say their Model is missing."""
     views, ns = Views.of(kwargs), namespace or ""
     versions = views.versions_of(ns, name)
-    work = _registry(kwargs["memo"]).reconcile_family(views, ns, name, with_model=False, versions=versions)
+    controller = _registry(kwargs["memo"])
+    controller.sources.pop((ns, name), None)
+    work = controller.reconcile_family(views, ns, name, with_model=False, versions=versions)
     await _logged(work, f"versions of Model {ns}/{name}")
 
 

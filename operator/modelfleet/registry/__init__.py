@@ -23,6 +23,7 @@ from modelfleet.api import (
     ModelVersion,
     ModelVersionPhase,
     ModelVersionStatus,
+    SourceStatus,
     get_condition,
     set_condition,
 )
@@ -366,9 +367,16 @@ def _approved_condition(model: Model | None, version: ModelVersion) -> tuple[Con
 
 
 def model_status(
-    model: Model, versions: Iterable[str], serving: Iterable[str], *, now: datetime
+    model: Model,
+    versions: Iterable[str],
+    serving: Iterable[str],
+    *,
+    now: datetime,
+    source: SourceStatus | None = None,
 ) -> ModelStatus:
-    """The whole new status of `model`: its versions, those serving traffic, and `Ready`."""
+    """The whole new status of `model`: its versions, those serving traffic, `Ready`, and, for a Model
+    mirrored from a registry of record, `source`: the latest sync's (None: the status's own, which a
+    restarted operator keeps until its first sync)."""
     all_versions = sorted(set(versions))
     serving_versions = sorted(set(serving))
     message = f"{_count(len(all_versions), 'version')}, {len(serving_versions)} serving"
@@ -384,6 +392,7 @@ def model_status(
         observed_generation=generation,
         versions=tuple(all_versions[:STATUS_LIST_LIMIT]),
         serving_versions=tuple(serving_versions[:STATUS_LIST_LIMIT]),
+        source=(source or model.status.source) if model.spec.source is not None else None,
         conditions=conditions,
     )
 
