@@ -74,7 +74,8 @@ def operator_container(docs: list[Doc]) -> Doc:
 # The operator's rules in each namespace it watches: what the controllers and kopf do, nothing more.
 EXPECTED_NAMESPACED_RULES = {
     ("modelfleet.io", "models"): {"get", "list", "watch", "patch"},
-    ("modelfleet.io", "modelversions"): {"get", "list", "watch", "patch"},
+    # ModelVersions are also made: the MLflow sync mirrors a registered model's versions
+    ("modelfleet.io", "modelversions"): {"get", "list", "watch", "create", "patch"},
     ("modelfleet.io", "deployments"): {"get", "list", "watch", "patch"},
     ("modelfleet.io", "monitors"): {"get", "list", "watch", "patch"},
     ("modelfleet.io", "runtimes"): {"get", "list", "watch", "patch"},
@@ -184,6 +185,17 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mf-modelfleet", "namespace": "modelfleet-system"}
     ]
+
+
+@pytest.mark.parametrize(
+    "sets", [("mlflow.readSecrets=true",), ("mlflow.readSecrets=true", "watchNamespaces={ml,team-b}")]
+)
+def test_mlflow_read_secrets_adds_get_on_secrets_and_nothing_else(sets: tuple[str, ...]) -> None:
+    secret_rules = [r for r in all_rules(render(*sets)) if "secrets" in r["resources"]]
+    namespaces = 2 if any("watchNamespaces" in s for s in sets) else 1
+    assert len(secret_rules) == namespaces
+    for rule in secret_rules:
+        assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
 
 
 @pytest.mark.parametrize(

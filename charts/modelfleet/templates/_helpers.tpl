@@ -45,8 +45,12 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
 {{- define "modelfleet.namespacedRules" -}}
 # The namespaced kinds: kopf watches them and keeps its bookkeeping in their annotations.
 - apiGroups: [modelfleet.io]
-  resources: [models, modelversions, deployments, monitors, runtimes]
+  resources: [models, deployments, monitors, runtimes]
   verbs: [get, list, watch, patch]
+# ModelVersions also made: the MLflow sync mirrors a registered model's versions.
+- apiGroups: [modelfleet.io]
+  resources: [modelversions]
+  verbs: [get, list, watch, create, patch]
 # One status writer per kind.
 - apiGroups: [modelfleet.io]
   resources: [models/status, modelversions/status, deployments/status, monitors/status, runtimes/status]
@@ -88,6 +92,13 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.mlflow.readSecrets }}
+# mlflow.readSecrets: the MLflow sync reads the Secrets that Models name for the tracking server's
+# credentials and webhook secret (get only: it never lists or watches Secrets).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end -}}
 
 {{/* Namespaces to watch, validated: an empty list means all namespaces. */}}

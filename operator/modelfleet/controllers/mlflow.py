@@ -259,7 +259,15 @@ class MlflowSync:
         if source.credentials is None:
             return Credentials()
         secret = source.credentials.secret_name
-        data = await self.read(namespace, secret)
+        try:
+            data = await self.read(namespace, secret)
+        except kube.ApiError as error:
+            if error.status == 403:
+                raise SyncError(
+                    SyncReason.CREDENTIALS_MISSING,
+                    f"the operator may not read Secret {secret} (the chart's mlflow.readSecrets)",
+                ) from None
+            raise SyncError(SyncReason.CREDENTIALS_MISSING, f"Secret {secret} not read: {error}") from None
         if data is None:
             raise SyncError(SyncReason.CREDENTIALS_MISSING, f"Secret {secret} not found")
         if data.get(TOKEN_KEY):
