@@ -384,3 +384,29 @@ def test_the_check_pod_is_owned_by_the_version_and_cleans_up_after_itself() -> N
     assert "--dest" not in container["args"]
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert len(check_pod_name("v" * 200)) <= 63
+
+
+def _fetch_args(server: Any) -> list[str]:
+    manifest = build_version_deployment(OWNER, "iris-v4", server, 1, FETCH)
+    args: list[str] = manifest["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    return args
+
+
+def test_an_artifact_registered_without_a_digest_is_fetched_with_the_one_its_check_computed() -> None:
+    computed = "sha256:" + "ab" * 32
+    mv = version({"digest": None}, status={"artifact": {"digest": computed}})
+    assert mv.spec.artifact is not None
+    assert mv.spec.artifact.digest is None
+
+    unpinned = server_of(mv.spec, RUNTIMES, "iris")
+    pinned = server_of(mv.spec, RUNTIMES, "iris", computed)
+
+    assert "--digest" not in _fetch_args(unpinned)
+    args = _fetch_args(pinned)
+    assert args[args.index("--digest") + 1] == computed
+
+
+def test_the_registered_digest_wins_over_a_computed_one() -> None:
+    other = "sha256:" + "cd" * 32
+    args = _fetch_args(server_of(version().spec, RUNTIMES, "iris", other))
+    assert args[args.index("--digest") + 1] == DIGEST

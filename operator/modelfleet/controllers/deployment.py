@@ -238,6 +238,12 @@ def _parse(kind: Any, body: kube.Obj | None) -> Any:
         return None
 
 
+def _verified_digest(version: ModelVersion) -> str:
+    """The digest the version's artifact check computed, if any (pinned when the spec gives none)."""
+    checked = version.status.artifact
+    return checked.digest if checked is not None else ""
+
+
 def _monitor(cache: Cache, namespace: str, deployment: Deployment) -> MonitorObservation | None:
     """The Monitor(s) that may gate the rollout; `gating_monitor` decides which one does."""
     named = deployment.spec.strategy.canary.monitor
@@ -345,7 +351,7 @@ class DeploymentController:
         for version_name, mv in versions.items():
             if mv is None:
                 continue
-            resolved = server_of(mv.spec, runtimes, spec.model)
+            resolved = server_of(mv.spec, runtimes, spec.model, _verified_digest(mv))
             if isinstance(resolved, str):
                 log.warning("%s/%s: %s: %s", namespace, name, version_name, resolved)
             else:
@@ -382,7 +388,9 @@ class DeploymentController:
             server = servers.get(version)
             if server is None:
                 mv = _parse(ModelVersion, self.cache.model_version(namespace, version))
-                found = server_of(mv.spec, runtimes, spec.model) if mv is not None else None
+                found = (
+                    server_of(mv.spec, runtimes, spec.model, _verified_digest(mv)) if mv is not None else None
+                )
                 if found is None or isinstance(found, str):
                     log.warning(
                         "%s/%s: ModelVersion %s %s, its pods are left as they are",

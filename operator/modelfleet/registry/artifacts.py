@@ -182,11 +182,18 @@ def image_server(spec: ModelVersionSpec) -> Server:
     )
 
 
-def artifact_server(spec: ModelVersionSpec, choice: RuntimeChoice, model_name: str) -> Server:
+def artifact_server(
+    spec: ModelVersionSpec, choice: RuntimeChoice, model_name: str, verified_digest: str = ""
+) -> Server:
     """The server of an artifact version: the runtime's, with the version's args, env and resources
-    added, and the artifact's whereabouts in the environment."""
+    added, and the artifact's whereabouts in the environment. An artifact registered without a digest
+    is fetched with `verified_digest`, the one its check computed, so that what serves is exactly what
+    was checked."""
     if spec.artifact is None:
         raise ValueError("not an artifact version")
+    artifact = spec.artifact
+    if not artifact.digest and verified_digest:
+        artifact = artifact.model_copy(update={"digest": verified_digest})
     runtime = choice.spec
     given = {e.name for e in spec.env}
     env = (
@@ -204,19 +211,22 @@ def artifact_server(spec: ModelVersionSpec, choice: RuntimeChoice, model_name: s
         args=(*runtime.args, *spec.args),
         env=env,
         resources=spec.resources if spec.resources is not None else runtime.resources,
-        artifact=spec.artifact,
+        artifact=artifact,
         runtime=choice.ref,
     )
 
 
-def server_of(spec: ModelVersionSpec, runtimes: Runtimes, model_name: str) -> Server | str:
-    """The server of a version, or why an artifact version has none."""
+def server_of(
+    spec: ModelVersionSpec, runtimes: Runtimes, model_name: str, verified_digest: str = ""
+) -> Server | str:
+    """The server of a version, or why an artifact version has none; `verified_digest`: the digest
+    its artifact check computed (status.artifact.digest), pinned when the spec gives none."""
     if spec.artifact is None:
         return image_server(spec)
     choice = choose_runtime(spec, runtimes)
     if isinstance(choice, str):
         return choice
-    return artifact_server(spec, choice, model_name)
+    return artifact_server(spec, choice, model_name, verified_digest)
 
 
 # --- reading a check pod ----------------------------------------------------------------------------
