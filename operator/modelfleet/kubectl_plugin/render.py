@@ -288,8 +288,9 @@ def version_rows(view: DeploymentView, versions: Mapping[str, Obj]) -> list[list
     roles = [(s.stable_version, "stable"), (s.canary_version, "canary")]
     if s.previous_stable_version and s.previous_warm_until is not None:
         roles.append((s.previous_stable_version, "previous (warm)"))
-    if view.spec is not None and view.spec.version not in {s.stable_version, s.canary_version}:
-        roles.append((view.spec.version, "requested"))
+    requested = view.spec.version if view.spec is not None else None  # None: it follows an alias
+    if requested and requested not in {s.stable_version, s.canary_version}:
+        roles.append((requested, "requested"))
     rows = []
     for name, role in roles:
         if not name:
