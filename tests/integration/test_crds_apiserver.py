@@ -294,6 +294,7 @@ def test_a_full_status_written_by_the_models_reads_back_the_same(api: Api) -> No
         {
             "observedGeneration": 1,
             "phase": "Progressing",
+            "targetVersion": "iris-v2",
             "stableVersion": "iris-v1",
             "canaryVersion": "iris-v2",
             "canaryWeight": 20,
@@ -340,8 +341,8 @@ def test_a_full_status_written_by_the_models_reads_back_the_same(api: Api) -> No
     assert read == status
     assert read.phase == DeploymentPhase.PROGRESSING
     wide = api.cluster.kubectl("get", api.resource("Deployment"), "iris", "-n", api.namespace).stdout
-    assert wide.split("\n")[0].split() == ["NAME", "STABLE", "CANARY", "WEIGHT", "PHASE", "AGE"]
-    assert wide.split("\n")[1].split()[:5] == ["iris", "iris-v1", "iris-v2", "20", "Progressing"]
+    assert wide.split("\n")[0].split() == ["NAME", "TARGET", "STABLE", "CANARY", "WEIGHT", "PHASE", "AGE"]
+    assert wide.split("\n")[1].split()[:6] == ["iris", "iris-v2", "iris-v1", "iris-v2", "20", "Progressing"]
 
 
 def test_an_empty_status_with_nulls_is_stored_by_a_full_replace(api: Api) -> None:

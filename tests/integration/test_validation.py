@@ -203,7 +203,19 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "deployment-missing-version",
         "Deployment",
         with_(DEPLOYMENT, version=None),
-        ["spec.version", "Required"],
+        ["spec", "exactly one of version and versionFrom must be set"],
+    ),
+    (
+        "deployment-version-and-version-from",
+        "Deployment",
+        with_(DEPLOYMENT, versionFrom={"mlflowAlias": "champion"}),
+        ["spec", "exactly one of version and versionFrom must be set"],
+    ),
+    (
+        "deployment-alias-not-an-mlflow-alias",
+        "Deployment",
+        with_(DEPLOYMENT, version=None, versionFrom={"mlflowAlias": "prod/eu"}),
+        ["spec.versionFrom.mlflowAlias", "should match"],
     ),
     (
         "deployment-unknown-strategy",
@@ -351,6 +363,11 @@ def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
             obj("Model", "iris", MODEL),
             obj("ModelVersion", "iris-v1", VERSION),
             obj("Deployment", "iris", DEPLOYMENT),
+            obj(
+                "Deployment",
+                "iris-champion",
+                with_(DEPLOYMENT, version=None, versionFrom={"mlflowAlias": "champion"}),
+            ),
             obj("Monitor", "iris", MONITOR),
             obj("ModelVersion", "iris-v4", ARTIFACT_VERSION),
             obj(

@@ -31,6 +31,7 @@ from modelfleet.api import (
     RolloutResult,
     Strategy,
     Verdict,
+    VersionFrom,
     set_condition,
 )
 
@@ -50,10 +51,14 @@ def meta(name: str, namespace: str, annotations: dict[str, str] | None = None) -
     return out
 
 
-def deployment_spec(version: str = "iris-v2", monitor: str | None = "iris-quality") -> DeploymentSpec:
+def deployment_spec(
+    version: str = "iris-v2", monitor: str | None = "iris-quality", *, alias: str = ""
+) -> DeploymentSpec:
+    """Naming `version`, or following the MLflow `alias` when given."""
     return DeploymentSpec(
         model="iris",
-        version=version,
+        version=None if alias else version,
+        version_from=VersionFrom(mlflow_alias=alias) if alias else None,
         strategy=Strategy(canary=CanaryStrategy(steps=STEPS, monitor=monitor)),
     )
 

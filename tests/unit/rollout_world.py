@@ -1,7 +1,9 @@
 """A small world for rollout tests: one Deployment, its pods, its Monitor and a clock.
 
 Tests read as scenarios: given a world, when something happens (`tick`, `ready`, `measure`, `annotate`,
-`change`), then `decide()` and look at the status and the actions.
+`change`, an MLflow alias that moves: `alias`), then `decide()` and look at the status and the actions.
+The version the spec asks for is resolved as the controller resolves it (`resolve_target` against the
+world's Model), so a spec that follows an alias goes through the same path.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelfleet.api.deployment import DeploymentPhase, DeploymentSpec, DeploymentStatus
+from modelfleet.api.model import Model
 from modelfleet.api.monitor import Measurement, MetricResult, OnDegraded, Verdict
 from modelfleet.rollout import (
     SERVABLE,
@@ -24,6 +27,7 @@ from modelfleet.rollout import (
     Servability,
     SetTraffic,
     decide,
+    resolve_target,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -55,10 +59,23 @@ RESULTS: dict[Verdict, MetricResult] = {
 }
 
 
-def deployment_spec(version: str = "v1", **fields: Any) -> DeploymentSpec:
+def deployment_spec(version: str = "v1", *, alias: str = "", **fields: Any) -> DeploymentSpec:
+    """A Deployment of Model iris naming `version`, or following the MLflow `alias` when given."""
     strategy = fields.pop("strategy", {"canary": {"steps": STEPS}})
-    return DeploymentSpec.model_validate(
-        {"model": "iris", "version": version, "strategy": strategy, **fields}
+    asks = {"versionFrom": {"mlflowAlias": alias}} if alias else {"version": version}
+    return DeploymentSpec.model_validate({"model": "iris", **asks, "strategy": strategy, **fields})
+
+
+def mlflow_model(aliases: dict[str, str], *, synced: bool = True, source: bool = True) -> Model:
+    """Model iris mirrored from MLflow, with the aliases its last sync saw (none synced yet: `synced`)."""
+    spec = {"mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "registeredModel": "iris"}}
+    status = {"aliases": aliases, **({"lastSyncTime": "2024-05-01T11:59:00Z"} if synced else {})}
+    return Model.from_k8s(
+        {
+            "metadata": {"name": "iris", "namespace": "ml"},
+            "spec": {"source": spec} if source else {},
+            "status": {"source": status} if synced or aliases else {},
+        }
     )
 
 
@@ -84,6 +101,8 @@ class World:
         self.error_limit = error_limit
         self.on_degraded = on_degraded
         self.measurements: list[Measurement] = []
+        self.model: Model | None = mlflow_model({})
+        """The Model as the Deployment's controller reads it (None: it does not exist)."""
         self.last: Decision | None = None
 
     # --- when -------------------------------------------------------------------------------------
@@ -98,15 +117,17 @@ class World:
                 on_degraded=self.on_degraded,
                 measurements=tuple(self.measurements),
             )
+        target = resolve_target(self.spec, self.model)
         observation = Observation(
             generation=self.generation,
             servability=self.servability,
+            target=target,
             ready_replicas=dict(self.ready_replicas),
             annotations=frozenset(self.annotations),
             monitor=monitor,
             endpoint="http://iris.ml.svc:80",
         )
-        decision = decide(self.spec, self.status, observation, self.now)
+        decision = decide(target.resolved(self.spec), self.status, observation, self.now)
         self.status = decision.status
         for action in decision.of_type(ConsumeAnnotation):
             self.annotations.discard(action.name)
@@ -132,9 +153,20 @@ class World:
     def change(self, **fields: Any) -> World:
         """Edit the spec (fields as in YAML); bumps metadata.generation like the API server."""
         data = self.spec.to_k8s()
+        if "version" in fields or "versionFrom" in fields:  # a spec names its version or follows an alias
+            data.pop("version", None)
+            data.pop("versionFrom", None)
         data.update(fields)
         self.spec = DeploymentSpec.model_validate(data)
         self.generation += 1
+        return self
+
+    def alias(self, name: str, version: str | None) -> World:
+        """The Model's MLflow sync saw alias `name` point at `version` (None: the alias is gone)."""
+        assert self.model is not None
+        assert self.model.status.source is not None
+        aliases = {**self.model.status.source.aliases, name: version or ""}
+        self.model = mlflow_model({a: v for a, v in aliases.items() if v})
         return self
 
     def not_servable(self, reason: str) -> World:
@@ -155,6 +187,15 @@ class World:
         self.change(version=version)
         self.ready(version)
         self.decide()
+        assert self.status.stable_version == version, self.status.message
+        return self
+
+    def following(self, alias: str = "champion", version: str = "v1") -> World:
+        """Given the spec following MLflow `alias`, which points at `version`, stable and healthy."""
+        data = {k: v for k, v in self.spec.to_k8s().items() if k not in {"version", "versionFrom"}}
+        self.spec = DeploymentSpec.model_validate({**data, "versionFrom": {"mlflowAlias": alias}})
+        self.generation += 1
+        self.alias(alias, version).ready(version).decide()
         assert self.status.stable_version == version, self.status.message
         return self
 

@@ -341,12 +341,60 @@ def test_bad_deployment_spec_is_refused_with_the_field_named(fields: dict[str, A
     assert str(info.value).startswith("Deployment ml/iris: invalid: ")
 
 
+def test_a_deployment_can_follow_an_mlflow_alias_instead_of_naming_its_version() -> None:
+    deployment = Deployment.from_k8s(
+        load("""
+kind: Deployment
+metadata: {name: iris, namespace: ml}
+spec:
+  model: iris
+  versionFrom: {mlflowAlias: champion}
+status:
+  targetVersion: iris-v7
+""")
+    )
+    assert deployment.spec.version is None
+    assert deployment.spec.alias == "champion"
+    assert deployment.status.target_version == "iris-v7"
+    assert deployment.spec.to_k8s()["versionFrom"] == {"mlflowAlias": "champion"}
+    assert "version" not in deployment.spec.to_k8s()
+    assert spec().alias == ""  # a spec that names its version follows no alias
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"version": "iris-v2", "versionFrom": {"mlflowAlias": "champion"}}, "both"),
+        ({}, "neither"),
+    ],
+)
+def test_a_deployment_names_its_version_or_follows_an_alias_never_both_nor_neither(
+    fields: dict[str, Any], message: str
+) -> None:
+    obj = {"metadata": {"name": "iris", "namespace": "ml"}, "spec": {"model": "iris", **fields}}
+    with pytest.raises(InvalidResourceError) as info:
+        Deployment.from_k8s(obj)
+    assert info.value.errors == ("spec: exactly one of version and versionFrom must be set",), message
+
+
+@pytest.mark.parametrize("alias", ["champion", "Prod_2", "a-b", "x" * 255])
+def test_alias_names_follow_mlflow(alias: str) -> None:
+    parsed = DeploymentSpec.model_validate({"model": "iris", "versionFrom": {"mlflowAlias": alias}})
+    assert parsed.alias == alias
+
+
+@pytest.mark.parametrize("alias", ["", "has space", "a/b", "v1.2", "x" * 256])
+def test_alias_names_mlflow_refuses_are_refused(alias: str) -> None:
+    with pytest.raises(ValidationError, match=r"versionFrom\.mlflowAlias"):
+        DeploymentSpec.model_validate({"model": "iris", "versionFrom": {"mlflowAlias": alias}})
+
+
 def test_every_problem_is_listed() -> None:
-    obj = {"metadata": {"name": "iris"}, "spec": {"model": "iris", "replicas": 500}}
+    obj = {"metadata": {"name": "iris"}, "spec": {"model": "iris", "version": "Iris", "replicas": 500}}
     with pytest.raises(InvalidResourceError) as info:
         Deployment.from_k8s(obj)
     assert info.value.errors == (
-        "spec.version: Field required",
+        "spec.version: String should match pattern '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$'",
         "spec.replicas: Input should be less than or equal to 100",
     )
 

@@ -224,7 +224,7 @@ def test_names_scope_and_subresources(kind: str, plural: str, short: str, scope:
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        ("Deployment", ["Stable", "Canary", "Weight", "Phase", "Age"]),
+        ("Deployment", ["Target", "Stable", "Canary", "Weight", "Phase", "Age"]),
         ("ModelVersion", ["Model", "Version", "Image", "Artifact", "Phase", "Approved", "Age"]),
         ("ClusterRuntime", ["Formats", "Image", "Ready", "Age"]),
         ("Runtime", ["Formats", "Image", "Ready", "Age"]),
@@ -278,7 +278,22 @@ def test_deployment_defaults_in_the_schema() -> None:
     assert at(spec, "replicas").items() >= {"minimum": 0, "maximum": 100}.items()
     assert at(spec, "strategy.type")["enum"] == ["Canary", "Immediate"]
     assert "default" not in at(spec, "model")
-    assert spec["required"] == ["model", "version"]
+    assert spec["required"] == ["model"]  # and exactly one of version and versionFrom (a rule)
+
+
+def test_a_deployment_names_its_version_or_follows_an_alias_never_both() -> None:
+    spec = at(schema_of("Deployment"), "spec")
+    assert (
+        rules(spec)["exactly one of version and versionFrom must be set"]
+        == "has(self.version) != has(self.versionFrom)"
+    )
+    alias = at(spec, "versionFrom.mlflowAlias")
+    assert alias.items() >= {"pattern": "^[A-Za-z0-9_-]+$", "maxLength": 255, "minLength": 1}.items()
+    assert at(spec, "versionFrom")["required"] == ["mlflowAlias"]
+    assert at(schema_of("Deployment"), "status.targetVersion")["type"] == "string"
+    wide = {c["name"]: c for c in CRDS["Deployment"]["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert wide["Target"]["jsonPath"] == ".status.targetVersion"
+    assert (wide["Alias"]["jsonPath"], wide["Alias"]["priority"]) == (".spec.versionFrom.mlflowAlias", 1)
 
 
 def test_model_version_defaults_and_immutability() -> None:

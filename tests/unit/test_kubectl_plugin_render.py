@@ -226,6 +226,64 @@ def test_status_after_a_rollback_holds_the_version_back_and_names_the_last_rollo
     assert "iris-v3  requested" in text
 
 
+def test_status_names_the_version_the_spec_asks_for() -> None:
+    text = render.render_status(deployment(canary_status()), [], VERSIONS, NOW)
+
+    assert "Target:      iris-v2 (spec.version)" in text
+
+
+def test_status_of_a_deployment_following_an_alias_names_the_alias_and_where_it_points() -> None:
+    spec = deployment_spec(alias="champion")
+    status = rolled_back_status().model_copy(update={"target_version": "iris-v4", "rolled_back_version": ""})
+
+    text = render.render_status(deployment(status, spec=spec), [], VERSIONS, NOW)
+
+    assert "Target:      iris-v4 (alias champion)" in text
+    assert "iris-v4  alias champion  -" in text  # requested through the alias, not rolled out (yet)
+
+
+def test_status_of_an_alias_that_resolves_to_no_version() -> None:
+    status = rolled_back_status().model_copy(
+        update={
+            "target_version": "",
+            "rolled_back_version": "",
+            "phase": DeploymentPhase.HEALTHY,
+            "message": "nothing rolled out: alias champion of Model iris points at no version,"
+            " serving iris-v2",
+        }
+    )
+
+    text = render.render_status(deployment(status, spec=deployment_spec(alias="champion")), [], VERSIONS, NOW)
+
+    assert "Target:      none (alias champion resolves to no version)" in text
+    assert columns(text, "STABLE")["MESSAGE"].startswith("nothing rolled out: alias champion of Model iris")
+    assert [line.split()[:2] for line in text.splitlines() if line.startswith("  iris-")] == [
+        ["iris-v2", "stable"]
+    ]
+
+
+def test_a_version_held_back_while_its_alias_points_at_it() -> None:
+    status = rolled_back_status().model_copy(update={"target_version": "iris-v3"})
+    obj = deployment(status, spec=deployment_spec(alias="champion"))
+
+    assert "Held back:   iris-v3 (not rolled out again until alias champion moves" in render.render_status(
+        obj, [], VERSIONS, NOW
+    )
+    assert render.describe_request("retry", obj) == (
+        "iris: iris-v3 (rolled back: errors 1 > 0.05) will be rolled out again from the first step."
+    )
+    moved = deployment(
+        status.model_copy(update={"target_version": "iris-v4"}), spec=deployment_spec(alias="champion")
+    )
+    assert "alias champion points at iris-v4, so that is what rolls out" in render.describe_request(
+        "retry", moved
+    )
+    rolling = deployment(canary_status(), spec=deployment_spec(alias="champion"))
+    assert "until alias champion moves or `kubectl modelfleet retry iris`" in render.describe_request(
+        "abort", rolling
+    )
+
+
 def test_status_shows_requests_the_operator_has_not_consumed() -> None:
     obj = deployment(canary_status(), annotations={PROMOTE_ANNOTATION: "true", "other": "x"})
 

@@ -1,17 +1,22 @@
-"""What the Deployment controller reads of the cluster, in the rollout's terms: ready pods, the gating
-Monitor, and which changes wake a Deployment."""
+"""What the Deployment controller reads of the cluster, in the rollout's terms: the version the spec asks
+for, ready pods, the gating Monitor, and which changes wake a Deployment."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelfleet.api import Monitor
+import pytest
+from rollout_world import deployment_spec, mlflow_model
+
+from modelfleet.api import Model, Monitor
+from modelfleet.rollout import Target
 from modelfleet.rollout.observe import (
     deployment_signature,
     gating_monitor,
     object_mark,
     owned_signature,
     ready_replicas,
+    resolve_target,
 )
 
 MEASURED = {"time": "2024-05-01T12:00:00Z", "version": "iris-v2", "results": []}
@@ -37,6 +42,45 @@ def apps(ready: int, updated: int, generation: int = 1, observed: int = 1) -> di
         "metadata": {"generation": generation, "annotations": {"modelfleet.io/version": "iris-v1"}},
         "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": updated},
     }
+
+
+def test_a_spec_that_names_its_version_asks_for_it_whatever_the_model_says() -> None:
+    assert resolve_target(deployment_spec("iris-v2"), None) == Target("iris-v2")
+    assert resolve_target(deployment_spec("iris-v2"), mlflow_model({"champion": "iris-v7"})) == Target(
+        "iris-v2"
+    )
+
+
+def test_an_alias_resolves_to_the_model_version_the_models_mlflow_sync_saw_it_point_at() -> None:
+    model = mlflow_model({"champion": "iris-v7", "challenger": "iris-v8"})
+
+    target = resolve_target(deployment_spec(alias="champion"), model)
+
+    assert target == Target("iris-v7")
+    resolved = target.resolved(deployment_spec(alias="champion"))
+    assert (resolved.version, resolved.alias) == ("iris-v7", "champion")
+
+
+@pytest.mark.parametrize(
+    ("model", "reason", "pending"),
+    [
+        (None, "alias champion unknown: Model iris not found", True),
+        (mlflow_model({}, source=False), "alias champion unknown: Model iris has no MLflow source", False),
+        (
+            mlflow_model({}, synced=False),
+            "alias champion unknown: Model iris has not synced with MLflow yet",
+            True,
+        ),
+        (mlflow_model({"challenger": "iris-v8"}), "alias champion of Model iris points at no version", False),
+    ],
+)
+def test_an_alias_that_resolves_to_no_version_says_why(
+    model: Model | None, reason: str, pending: bool
+) -> None:
+    target = resolve_target(deployment_spec(alias="champion"), model)
+
+    assert target == Target(reason=reason, pending=pending)
+    assert target.resolved(deployment_spec(alias="champion")).version is None
 
 
 def test_only_pods_of_the_current_template_count_as_ready() -> None:

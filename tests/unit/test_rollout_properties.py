@@ -1,7 +1,8 @@
 """Properties of the rollout state machine under random sequences of events.
 
 Pods come and go, time jumps, measurements pass or fail, annotations are set, the spec changes
-(version, steps, strategy, paused): whatever happens, the invariants below hold after every decision.
+(version, steps, strategy, paused), the spec follows an MLflow alias that moves or points nowhere:
+whatever happens, the invariants below hold after every decision.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from modelfleet.api.deployment import (
     rollout_hash,
 )
 from modelfleet.api.monitor import OnDegraded, Verdict
-from modelfleet.rollout import EnsureVersion, RemoveVersion, SetTraffic, step_weight
+from modelfleet.rollout import EnsureVersion, RemoveVersion, SetTraffic, resolve_target, step_weight
 
 VERSIONS = ("v1", "v2", "v3", "v4")
 STEP_LISTS: list[list[dict[str, Any]]] = [
@@ -81,6 +82,14 @@ class RolloutMachine(RuleBasedStateMachine):
         self.world.change(version=version)
         self.step()
 
+    @rule(version=st.sampled_from([*VERSIONS, None]))
+    def alias_moves(self, version: str | None) -> None:
+        """The spec follows alias champion (from now on), which the MLflow sync saw at `version`."""
+        self.world.alias("champion", version)
+        if self.world.spec.alias != "champion":
+            self.world.change(versionFrom={"mlflowAlias": "champion"})
+        self.step()
+
     @rule(steps=st.sampled_from(STEP_LISTS), immediate=st.booleans())
     def strategy_changes(self, steps: list[dict[str, Any]], immediate: bool) -> None:
         kind = "Immediate" if immediate else "Canary"
@@ -124,7 +133,7 @@ class RolloutMachine(RuleBasedStateMachine):
         abort_pending = ABORT in world.annotations
         decision = world.decide()
         new = decision.status
-        spec = world.spec
+        spec = resolve_target(world.spec, world.model).resolved(world.spec)  # as decide() saw it
         steps = spec.strategy.canary.steps
         new_entries = (
             new.history[: max(0, len(new.history) - len(old.history))] if old.history else new.history
@@ -161,8 +170,10 @@ class RolloutMachine(RuleBasedStateMachine):
                 assert new.stable_version != blocked
 
         # A spec change mid-rollout ends that rollout, and any new one starts from stable at step 0.
-        if old.canary_version and (
-            rollout_hash(spec) != old.rollout_hash or spec.version == old.stable_version
+        if (
+            old.canary_version
+            and spec.version is not None
+            and (rollout_hash(spec) != old.rollout_hash or spec.version == old.stable_version)
         ):
             assert any(h.version == old.canary_version for h in new_entries)
             if spec.version == old.stable_version:
@@ -170,6 +181,17 @@ class RolloutMachine(RuleBasedStateMachine):
             if new.canary_version:
                 assert new.current_step == 0
                 assert new.stable_version == old.stable_version
+        # An alias that points nowhere rolls nothing out and moves no rollout forward.
+        assert new.target_version == (spec.version or "")
+        if spec.version is None:
+            if not old.canary_version:
+                assert new.canary_version == ""
+            elif same_rollout:  # held where it was
+                assert (new.current_step, new.canary_weight) == (old.current_step, old.canary_weight)
+            elif new.canary_version:  # restarted by a spec change while held: at step 0, held there
+                assert (new.current_step, new.canary_weight, new.step_started_at) == (0, 0, None)
+            if not old.stable_version:
+                assert not decision.of_type(EnsureVersion)
         if abort_pending and old.canary_version and old.stable_version:
             assert any(h.result == RolloutResult.ABORTED for h in new_entries)
             assert new.canary_version != old.canary_version or new.rollout_started_at == world.now

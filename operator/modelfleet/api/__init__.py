@@ -39,6 +39,7 @@ from modelfleet.api.deployment import (
     RouterSpec,
     Strategy,
     StrategyType,
+    VersionFrom,
     rollout_hash,
 )
 from modelfleet.api.model import (
@@ -141,6 +142,7 @@ __all__ = [
     "StrategyType",
     "Time",
     "Verdict",
+    "VersionFrom",
     "format_duration",
     "format_time",
     "get_condition",

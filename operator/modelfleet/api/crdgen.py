@@ -139,6 +139,14 @@ KINDS: tuple[Kind, ...] = (
         DeploymentStatus,
         (
             PrinterColumn("Model", ".spec.model", priority=1),
+            PrinterColumn(
+                "Target",
+                ".status.targetVersion",
+                description="Version the spec asks for: spec.version, or where versionFrom points",
+            ),
+            PrinterColumn(
+                "Alias", ".spec.versionFrom.mlflowAlias", description="MLflow alias followed", priority=1
+            ),
             PrinterColumn("Stable", ".status.stableVersion", description="Version serving the rest"),
             PrinterColumn("Canary", ".status.canaryVersion", description="Version being rolled out"),
             PrinterColumn("Weight", ".status.canaryWeight", "integer", "Percent of traffic on the canary"),

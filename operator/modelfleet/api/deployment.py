@@ -29,6 +29,7 @@ from modelfleet.api.common import (
     condition_list,
     parse_duration,
 )
+from modelfleet.api.model import AliasName
 from modelfleet.api.modelversion import ResourceRequirements
 from modelfleet.api.monitor import MetricResult, Verdict
 
@@ -40,17 +41,20 @@ ABORT_ANNOTATION = "modelfleet.io/abort"
 RETRY_ANNOTATION = "modelfleet.io/retry"
 
 
-def _positive(*fields: str) -> JsonDict:
+def _positive_rules(*fields: str) -> list[JsonDict]:
     """CEL rules that refuse a zero duration in each of `fields` (present ones only)."""
-    return {
-        "x-kubernetes-validations": [
-            {
-                "rule": f"!has(self.{f}) || !self.{f}.matches('{ZERO_DURATION_PATTERN}')",
-                "message": f"{f} must be greater than zero",
-            }
-            for f in fields
-        ]
-    }
+    return [
+        {
+            "rule": f"!has(self.{f}) || !self.{f}.matches('{ZERO_DURATION_PATTERN}')",
+            "message": f"{f} must be greater than zero",
+        }
+        for f in fields
+    ]
+
+
+def _positive(*fields: str) -> JsonDict:
+    """The schema extra with `_positive_rules`."""
+    return {"x-kubernetes-validations": list(_positive_rules(*fields))}
 
 
 def _check_positive(model: ApiModel, *fields: str) -> None:
@@ -119,7 +123,7 @@ class StrategyType(StrEnum):
 
 
 class Strategy(ApiModel):
-    """How a change of spec.version is rolled out."""
+    """How a change of the version to serve (spec.version, or where versionFrom points) is rolled out."""
 
     model_config = ConfigDict(json_schema_extra=_positive("rollbackWindow"))
 
@@ -196,15 +200,39 @@ class RouterSpec(ApiModel):
     """CPU and memory of a router pod (core/v1 ResourceRequirements)."""
 
 
-class DeploymentSpec(ApiModel):
-    """Serve a Model, and roll a new version out progressively when spec.version changes."""
+class VersionFrom(ApiModel):
+    """Where the version to serve is looked up, instead of naming it in spec.version."""
 
-    model_config = ConfigDict(json_schema_extra=_positive("progressDeadline"))
+    mlflow_alias: AliasName
+    """An alias of the Model's MLflow registered model (spec.source.mlflow), e.g. `champion`: the
+    Deployment serves the ModelVersion the alias points at (Model status.source.aliases), and moving
+    the alias starts a rollout."""
+
+
+class DeploymentSpec(ApiModel):
+    """Serve a Model, and roll a new version out progressively when spec.version (or the version
+    versionFrom resolves to) changes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *_positive_rules("progressDeadline"),
+                {
+                    "rule": "has(self.version) != has(self.versionFrom)",
+                    "message": "exactly one of version and versionFrom must be set",
+                },
+            ]
+        }
+    )
 
     model: Name
     """The Model (same namespace) to serve."""
-    version: Name
-    """The ModelVersion (same namespace) to serve. Changing it starts a rollout."""
+    version: Name | None = None
+    """The ModelVersion (same namespace) to serve. Changing it starts a rollout. Exactly one of version
+    and versionFrom."""
+    version_from: VersionFrom | None = None
+    """Follow a registry alias instead of naming the version: the version it resolves to is served, and
+    status.targetVersion names it. Exactly one of version and versionFrom."""
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
     """Pods per version."""
     paused: bool = False
@@ -221,7 +249,14 @@ class DeploymentSpec(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_positive(self, "progress_deadline")
+        if (self.version is None) == (self.version_from is None):
+            raise ValueError("exactly one of version and versionFrom must be set")
         return self
+
+    @property
+    def alias(self) -> str:
+        """The MLflow alias the Deployment follows (versionFrom.mlflowAlias); empty for spec.version."""
+        return self.version_from.mlflow_alias if self.version_from is not None else ""
 
 
 def rollout_hash(spec: DeploymentSpec) -> str:
@@ -230,7 +265,8 @@ def rollout_hash(spec: DeploymentSpec) -> str:
     Those are the model, the version, the strategy type and the canary steps: changing any of them
     mid-rollout restarts it. Replicas, pause, monitor, mirroring, fallback and router settings are left
     out: they apply to a rollout under way without restarting it. Durations are hashed normalised, so
-    `60s` and `1m` hash the same.
+    `60s` and `1m` hash the same. The version is spec.version as the rollout sees it, already resolved
+    from versionFrom: following an alias hashes the same as naming the version it points at.
     """
     relevant = {
         "model": spec.model,
@@ -248,7 +284,8 @@ class DeploymentPhase(StrEnum):
     PROGRESSING = "Progressing"
     """A rollout is under way."""
     PAUSED = "Paused"
-    """A rollout holds its weight: spec.paused, or a pause step without duration."""
+    """A rollout holds its weight: spec.paused, a pause step without duration, or an alias
+    (spec.versionFrom) that points at no version for now."""
     HEALTHY = "Healthy"
     """One version serves all traffic and is healthy."""
     ROLLED_BACK = "RolledBack"
@@ -256,7 +293,8 @@ class DeploymentPhase(StrEnum):
     DEGRADED = "Degraded"
     """The serving version fails its monitor (steady state, onDegraded: Alert) or is not ready."""
     FAILED = "Failed"
-    """Nothing can serve: e.g. the version does not exist or is rejected, and there is no stable one."""
+    """Nothing can serve: e.g. the version does not exist or is rejected, or the alias followed points
+    at no version, and there is no stable one."""
 
 
 class AnalysisStatus(StatusModel):
@@ -284,7 +322,7 @@ class RolloutResult(StrEnum):
     ABORTED = "Aborted"
     """Stopped by hand (modelfleet.io/abort)."""
     SUPERSEDED = "Superseded"
-    """spec.version changed before the rollout ended."""
+    """spec.version (or the version its alias points at) changed before the rollout ended."""
 
 
 class HistoryEntry(StatusModel):
@@ -309,6 +347,9 @@ class DeploymentStatus(StatusModel):
     """The metadata.generation this status was computed from."""
     phase: DeploymentPhase | None = None
     """Progressing, Paused, Healthy, RolledBack, Degraded or Failed."""
+    target_version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The ModelVersion the spec asks for: spec.version, or the one versionFrom resolved to; empty while
+    versionFrom resolves to none (the message says why)."""
     stable_version: Annotated[str, StringConstraints(max_length=253)] = ""
     """The version that serves the traffic not sent to the canary."""
     canary_version: Annotated[str, StringConstraints(max_length=253)] = ""
@@ -323,7 +364,8 @@ class DeploymentStatus(StatusModel):
     """Hash of the spec being rolled out (model, version, strategy); a change restarts the rollout."""
     rolled_back_version: Annotated[str, StringConstraints(max_length=253)] = ""
     """The version last rolled back, by hand (modelfleet.io/abort) or automatically (a failing canary,
-    a degraded promotion): held back until spec.version changes or modelfleet.io/retry is set."""
+    a degraded promotion): held back until spec.version (or the version its alias points at) changes
+    or modelfleet.io/retry is set."""
     aborted_version: Annotated[str, StringConstraints(max_length=253)] | None = None
     """Deprecated: the former name of rolledBackVersion. Read once, into rolledBackVersion, and never
     written again."""

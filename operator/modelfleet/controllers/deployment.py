@@ -2,12 +2,15 @@
 
 Each modelfleet Deployment has one loop (`modelfleet.controllers.loops`). A reconcile reads the
 Deployment, its ModelVersions and Model, the readiness of its versions' pods and its Monitor's recent
-measurements, asks the pure `modelfleet.rollout.decide` for the next status and actions, applies the
+measurements, resolves the version the spec asks for (spec.version, or the Model's alias that
+spec.versionFrom follows: `modelfleet.rollout.resolve_target`), asks the pure
+`modelfleet.rollout.decide` for the next status and actions, applies the
 owned objects (server-side apply), writes the status (only when it changed, and only if the object did
 not change since it was read), consumes the manual-control annotations and posts the Events.
 
 The loop is woken by changes of the Deployment (spec or annotations), of its versions' apps/v1
-Deployments (pods getting ready), of its ModelVersions and Model, by new Monitor measurements, by a
+Deployments (pods getting ready), of its ModelVersions and Model (its status too: an alias that
+moved), by new Monitor measurements, by a
 change somebody else made to an owned object, and when the decision asks to come back (`requeue_after`:
 a pause ending, a deadline, a warm version expiring). Nothing that matters lives in memory: the status
 is the state machine.
@@ -61,6 +64,7 @@ from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
 from modelfleet.registry.artifacts import Server, server_of
 from modelfleet.rollout import (
+    SERVABLE,
     ConsumeAnnotation,
     EnsureVersion,
     Event,
@@ -70,6 +74,7 @@ from modelfleet.rollout import (
     SetTraffic,
     addressed_versions,
     decide,
+    resolve_target,
 )
 from modelfleet.rollout.observe import (
     MANUAL_ANNOTATIONS,
@@ -336,17 +341,28 @@ class DeploymentController:
             return None
         if deployment.metadata.deletion_timestamp is not None:
             return None  # garbage collection removes the owned objects
-        spec, status = deployment.spec, deployment.status
+        status = deployment.status
         owner = Owner(name=name, namespace=namespace, uid=deployment.metadata.uid)
 
-        wanted = {spec.version, status.stable_version, status.canary_version, status.previous_stable_version}
+        model: Model | None = _parse(Model, self.cache.model(namespace, deployment.spec.model))
+        target = resolve_target(deployment.spec, model)
+        # what the rollout, the builders and the addresses read: spec.version is the version it asks for
+        spec = target.resolved(deployment.spec)
+        asked = spec.version or ""
+        wanted = {asked, status.stable_version, status.canary_version, status.previous_stable_version}
         versions: dict[str, ModelVersion | None] = {
             v: _parse(ModelVersion, self.cache.model_version(namespace, v)) for v in sorted(wanted - {""})
         }
-        model: Model | None = _parse(Model, self.cache.model(namespace, spec.model))
         self.interest[(namespace, name)] = frozenset({*versions, f"model:{spec.model}"})
         runtimes = self.cache.runtimes(namespace)
-        check = servability(model, versions[spec.version], version_name=spec.version, runtimes=runtimes)
+        # while an alias points nowhere, a rollout under way holds: its canary must stay servable
+        checked = asked or status.canary_version
+        served = SERVABLE
+        if checked:
+            check = servability(model, versions[checked], version_name=checked, runtimes=runtimes)
+            served = Servability(
+                check.servable, "" if check.servable else check.message, pending=check.pending
+            )
         servers: dict[str, Server] = {}
         for version_name, mv in versions.items():
             if mv is None:
@@ -362,9 +378,8 @@ class DeploymentController:
         annotations = {a for a in MANUAL_ANNOTATIONS if deployment.metadata.annotations.get(a) == "true"}
         observation = Observation(
             generation=deployment.metadata.generation,
-            servability=Servability(
-                check.servable, "" if check.servable else check.message, pending=check.pending
-            ),
+            servability=served,
+            target=target,
             ready_replicas=ready,
             annotations=annotations,
             monitor=_monitor(self.cache, namespace, deployment),

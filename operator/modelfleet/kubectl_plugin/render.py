@@ -87,6 +87,24 @@ class DeploymentView:
     def monitor_name(self) -> str:
         return (self.spec.strategy.canary.monitor or "") if self.spec else ""
 
+    @property
+    def alias(self) -> str:
+        """The MLflow alias the spec follows (versionFrom.mlflowAlias); empty when it names its version."""
+        return self.spec.alias if self.spec else ""
+
+    @property
+    def target(self) -> str:
+        """The version the spec asks for: spec.version, or what the operator resolved versionFrom to
+        (status.targetVersion); empty when unknown."""
+        if self.spec is not None and self.spec.version:
+            return self.spec.version
+        return self.status.target_version
+
+    @property
+    def until_moved(self) -> str:
+        """What releases a rolled-back version: `spec.version changes` or `alias champion moves`."""
+        return f"alias {self.alias} moves" if self.alias else "spec.version changes"
+
     def requested(self) -> list[str]:
         """Manual-control requests set and not yet consumed by the operator."""
         return [cmd for cmd, key in REQUESTS.items() if self.annotations.get(key) == "true"]
@@ -216,6 +234,16 @@ def steps_line(view: DeploymentView) -> str:
     return " > ".join(parts)
 
 
+def target_line(view: DeploymentView) -> str:
+    """`iris-v4 (spec.version)`, `iris-v4 (alias champion)`, or `none (alias champion resolves to no
+    version)` while the alias resolves to none (the message says why)."""
+    if not view.alias:
+        return f"{view.target} (spec.version)" if view.target else "-"
+    if not view.target:
+        return f"none (alias {view.alias} resolves to no version)"
+    return f"{view.target} (alias {view.alias})"
+
+
 def phase_of(view: DeploymentView) -> str:
     return view.status.phase.value if view.status.phase else "Unknown"
 
@@ -288,8 +316,8 @@ def version_rows(view: DeploymentView, versions: Mapping[str, Obj]) -> list[list
     roles = [(s.stable_version, "stable"), (s.canary_version, "canary")]
     if s.previous_stable_version and s.previous_warm_until is not None:
         roles.append((s.previous_stable_version, "previous (warm)"))
-    if view.spec is not None and view.spec.version not in {s.stable_version, s.canary_version}:
-        roles.append((view.spec.version, "requested"))
+    if view.target and view.target not in {s.stable_version, s.canary_version}:
+        roles.append((view.target, f"alias {view.alias}" if view.alias else "requested"))
     rows = []
     for name, role in roles:
         if not name:
@@ -330,13 +358,14 @@ def render_status(
     if view.problem:
         lines.append(f"note: {view.problem}")
     lines += ["", table(ROLLOUT_HEADERS, [rollout_row(view)]), ""]
+    lines.append(f"Target:      {target_line(view)}")
     lines.append(f"Steps:       {steps_line(view)}")
     lines.append(f"Conditions:  {conditions_line(s.conditions)}")
     if s.canary_version and s.rollout_started_at is not None:
         lines.append(f"Rollout:     {s.canary_version} started {age(s.rollout_started_at, now)} ago")
     if s.rolled_back_version and not s.canary_version:
         lines.append(
-            f"Held back:   {s.rolled_back_version} (not rolled out again until spec.version changes "
+            f"Held back:   {s.rolled_back_version} (not rolled out again until {view.until_moved} "
             f"or `kubectl modelfleet retry {view.name}`)"
         )
     requested = view.requested()
@@ -469,7 +498,7 @@ def describe_request(command: str, deployment: Obj) -> str:
             return (
                 f"{name}: {s.canary_version} will be rolled back now ({at}): weight 0,"
                 f" {s.stable_version or 'the stable version'} serves all traffic. It will not be rolled out"
-                f" again until spec.version changes or `kubectl modelfleet retry {name}`."
+                f" again until {view.until_moved} or `kubectl modelfleet retry {name}`."
             )
         return (
             f"{name}: no rollout is under way (phase {phase_of(view)}), so the operator will ignore the"
@@ -483,12 +512,13 @@ def describe_request(command: str, deployment: Obj) -> str:
             )
         if not s.rolled_back_version:
             return f"{name}: no version is held back after a rollback, so there is nothing to retry."
-        wanted = view.spec.version if view.spec else ""
+        wanted = view.target
         reason = next((h.reason for h in s.history if h.version == s.rolled_back_version and h.reason), "")
         why = f" (rolled back: {reason})" if reason else ""
         if wanted and wanted != s.rolled_back_version:
+            asks = f"alias {view.alias} points at" if view.alias else "spec.version is"
             return (
-                f"{name}: {s.rolled_back_version}{why} will no longer be held back; spec.version is {wanted},"
+                f"{name}: {s.rolled_back_version}{why} will no longer be held back; {asks} {wanted},"
                 f" so that is what rolls out."
             )
         return f"{name}: {s.rolled_back_version}{why} will be rolled out again from the first step."

@@ -6,6 +6,7 @@ describes the phases, the step logic and the verdict rules.
 """
 
 from modelfleet.rollout.machine import addressed_versions, decide, step_weight
+from modelfleet.rollout.observe import resolve_target
 from modelfleet.rollout.types import (
     SERVABLE,
     Action,
@@ -20,6 +21,7 @@ from modelfleet.rollout.types import (
     RemoveVersion,
     Servability,
     SetTraffic,
+    Target,
 )
 
 __all__ = [
@@ -36,7 +38,9 @@ __all__ = [
     "RemoveVersion",
     "Servability",
     "SetTraffic",
+    "Target",
     "addressed_versions",
     "decide",
+    "resolve_target",
     "step_weight",
 ]

@@ -4,6 +4,11 @@ A pure function: the whole state lives in the Deployment's status, the clock is 
 answer is the complete new status plus the actions that bring the world in line with it. The rules
 (docs/rollout.md tells the same story with a diagram):
 
+- spec.version is the version the spec asks for: named, or resolved from versionFrom's alias by the
+  caller (`Target.resolved`), so an alias that moves behaves like a spec.version that changes. An alias
+  that resolves to no version (spec.version None, `observation.target` says why) rolls nothing out and
+  touches nothing serving: the stable version keeps serving, a rollout under way holds its step and
+  weight (its Monitor and the annotations still act), a first version waits or fails.
 - No stable version yet: spec.version becomes stable as soon as its pods are ready.
 - A new spec.version starts a rollout from the stable version: its pods come up at weight 0, then
   `Immediate` switches all traffic once they are ready, and `Canary` walks the steps. A step is entered
@@ -56,6 +61,7 @@ from modelfleet.rollout.types import (
     Observation,
     RemoveVersion,
     SetTraffic,
+    Target,
 )
 
 MANUAL_ANNOTATIONS = (ABORT_ANNOTATION, RETRY_ANNOTATION, PROMOTE_ANNOTATION)
@@ -76,7 +82,7 @@ def addressed_versions(spec: DeploymentSpec, status: DeploymentStatus) -> frozen
     rollback window), but its Service, and so its cluster IP and DNS answer, stays for as long as the
     Deployment may send it traffic again, so no router or DNS cache can hold a stale address."""
     named = {
-        spec.version,
+        spec.version or "",
         status.stable_version,
         status.canary_version,
         status.previous_stable_version,
@@ -103,6 +109,11 @@ class _Rollout:
         self.old = status
         self.obs = obs
         self.now = now
+        self.version = spec.version or ""  # what the spec asks for; "" while versionFrom resolves to none
+        self.alias = spec.alias
+        target = obs.target or Target(self.version)
+        self.unresolved = "" if self.version else target.reason or "spec.versionFrom resolves to no version"
+        self.unresolved_pending = target.pending
         self.steps = spec.strategy.canary.steps
         self.hash = rollout_hash(spec)
         self.stable = status.stable_version
@@ -132,8 +143,10 @@ class _Rollout:
 
     def run(self) -> Decision:
         self._manual_control()
-        if self.rolled_back and self.spec.version != self.rolled_back:
-            self.rolled_back = ""  # spec.version moved on: the rolled-back version may be tried again later
+        if self.rolled_back and self.version and self.version != self.rolled_back:
+            # spec.version moved on: the rolled-back version may be tried again later (an alias that
+            # points nowhere for a while has not moved on)
+            self.rolled_back = ""
         if self.canary:
             self._check_rollout_still_wanted()
         if not self.stable:
@@ -180,24 +193,43 @@ class _Rollout:
             self.removed.append(self.canary)
             self._reset_rollout()
             return
-        if self.spec.version == self.stable:
-            self._end(RolloutResult.SUPERSEDED, f"spec.version set back to {self.stable}")
+        if self.version == self.stable:
+            what = f"alias {self.alias}" if self.alias else "spec.version"
+            self._end(RolloutResult.SUPERSEDED, f"{what} set back to {self.stable}")
+        elif self.unresolved:
+            # held: the rollout stays where it is, unless the rest of the spec changed meanwhile (steps,
+            # strategy): then it restarts at step 0 as it would for its version named, and stays held
+            version = self.canary
+            held = rollout_hash(self.spec.model_copy(update={"version": version}))
+            if self.rollout_hash != held:
+                self._end(RolloutResult.SUPERSEDED, "spec changed mid-rollout", keep_pods=True)
+                self._start_rollout(version, held)
+            elif not self.obs.servability.servable:  # of the canary it holds
+                self._end(RolloutResult.ROLLED_BACK, f"no longer servable: {self.obs.servability.reason}")
         elif self.rollout_hash != self.hash:
-            same_version = self.spec.version == self.canary
-            reason = "spec changed mid-rollout" if same_version else f"superseded by {self.spec.version}"
+            same_version = self.version == self.canary
+            if same_version:
+                reason = "spec changed mid-rollout"
+            elif self.alias:
+                reason = f"alias {self.alias} moved to {self.version}"
+            else:
+                reason = f"superseded by {self.version}"
             self._end(RolloutResult.SUPERSEDED, reason, keep_pods=same_version)
         elif not self.obs.servability.servable:
             self._end(RolloutResult.ROLLED_BACK, f"no longer servable: {self.obs.servability.reason}")
 
-    def _start_rollout(self) -> None:
-        self.canary = self.spec.version
-        self.rollout_hash = self.hash
+    def _start_rollout(self, version: str = "", hash_: str = "") -> None:
+        """Start rolling out spec.version (or `version`, whose rollout hash is `hash_`)."""
+        self.canary = version or self.version
+        self.rollout_hash = hash_ or self.hash
         self.started_at = self.now
         self.weight = 0
         self.step = 0
         self.step_started_at = None
         self.analysis = AnalysisStatus(last_measured_at=self.now)
         how = "all at once when ready" if self._immediate else f"{len(self.steps)} steps"
+        if self.alias:
+            how = f"alias {self.alias}, {how}"
         self._event(
             "Normal", EventReason.ROLLOUT_STARTED, f"rolling out {self.canary} over {self.stable} ({how})"
         )
@@ -218,8 +250,8 @@ class _Rollout:
                 self._promote("promoted by hand (modelfleet.io/promote)")
                 return
             self.waiting.append("promotion waits for the canary pods")
-        if self.spec.paused:
-            return
+        if self.spec.paused or self.unresolved:
+            return  # held: no step entered, nothing promoted by the steps, no deadline
         if self._immediate:
             if ready:
                 self._promote("pods ready (Immediate strategy)")
@@ -341,7 +373,13 @@ class _Rollout:
 
     def _first_version(self) -> None:
         """No stable version yet: spec.version becomes stable once its pods are ready."""
-        version = self.spec.version
+        version = self.version
+        if self.unresolved:
+            if self.unresolved_pending:
+                self.waiting.append(f"waiting: {self.unresolved}")
+            else:
+                self.failure = self.unresolved
+            return
         if self.obs.servability.pending:
             self.waiting.append(f"waiting for {version}: {self.obs.servability.reason}")
             return
@@ -373,13 +411,16 @@ class _Rollout:
             self._judge(self.stable, monitor)
             if self.analysis.failures >= monitor.failure_limit:
                 self._stable_degraded(monitor)
-        version = self.spec.version
-        if version == self.stable:
+        version = self.version
+        if self.unresolved:
+            pass  # nothing to roll out: the stable version keeps serving, the message says why
+        elif version == self.stable:
             self.rollout_hash = self.hash
         elif version == self.rolled_back:
             pass  # rolled back: waits for a new spec.version or modelfleet.io/retry
         elif not self.obs.servability.servable:
-            self.not_rolled_out = f"{version} not rolled out: {self.obs.servability.reason}"
+            named = f"{version} (alias {self.alias})" if self.alias else version
+            self.not_rolled_out = f"{named} not rolled out: {self.obs.servability.reason}"
         else:
             self._start_rollout()
 
@@ -540,7 +581,8 @@ class _Rollout:
                 and (pause := self.steps[self.step].pause) is not None
                 and pause.duration is None
             )
-            return DeploymentPhase.PAUSED if self.spec.paused or indefinite else DeploymentPhase.PROGRESSING
+            held = self.spec.paused or indefinite or bool(self.unresolved)
+            return DeploymentPhase.PAUSED if held else DeploymentPhase.PROGRESSING
         if not self.stable:
             return DeploymentPhase.FAILED if self.failure else DeploymentPhase.PROGRESSING
         if self.degraded:
@@ -548,7 +590,7 @@ class _Rollout:
         if self.spec.replicas > 0 and self.obs.ready_replicas.get(self.stable, 0) == 0:
             self.degraded = f"{self.stable} has no ready pods ({self._pods_text(self.stable)})"
             return DeploymentPhase.DEGRADED
-        if self.spec.version == self.rolled_back:
+        if self.rolled_back and self.version == self.rolled_back:
             return DeploymentPhase.ROLLED_BACK
         return DeploymentPhase.HEALTHY
 
@@ -562,11 +604,13 @@ class _Rollout:
                 parts = [self._step_text()]
             if self.spec.paused:
                 parts.insert(0, "paused (spec.paused)")
+            if self.unresolved:
+                parts.insert(0, f"rollout held: {self.unresolved}")
             parts += [*self.waiting, self._monitor_text()]
         elif not self.stable:
             parts = [self.failure] if self.failure else self.waiting
         elif phase == DeploymentPhase.DEGRADED:
-            parts = [self.degraded]
+            parts = [self.degraded, self._not_rolled_out_text()]
         else:
             if phase == DeploymentPhase.ROLLED_BACK:
                 reason = next((h.reason for h in self.history if h.version == self.rolled_back), "")
@@ -576,26 +620,32 @@ class _Rollout:
                     else f"{self.rolled_back} rolled back"
                 ]
             else:
-                parts = [self.not_rolled_out]
+                parts = [self._not_rolled_out_text()]
             parts.append(f"serving {self.stable}")
             if self.previous and self.warm_until is not None:
                 parts.append(f"{self.previous} warm until {format_time(self.warm_until)}")
             parts.append(self._monitor_text())
         return ", ".join(p for p in parts if p)[:MESSAGE_LIMIT]
 
+    def _not_rolled_out_text(self) -> str:
+        """Why the version the spec asks for is not rolled out while stable serves, if it is not."""
+        return f"nothing rolled out: {self.unresolved}" if self.unresolved else self.not_rolled_out
+
     def _conditions(self, phase: DeploymentPhase, message: str) -> tuple[Condition, ...]:
-        serving_all = self.spec.version == self.stable and self._ready(self.stable)
+        serving_all = self.version == self.stable and self._ready(self.stable)
+        not_served = (
+            ConditionReason.VERSION_UNRESOLVED
+            if self.unresolved
+            else ConditionReason.VERSION_NOT_SERVABLE
+            if self.not_rolled_out
+            else ""
+        )
         # a condition's reason is a ConditionReason, or the phase itself (RolledBack, Degraded, Failed)
         ready: tuple[bool, str]
         if phase == DeploymentPhase.HEALTHY and serving_all:
             ready = (True, ConditionReason.HEALTHY)
         elif phase == DeploymentPhase.HEALTHY:
-            ready = (
-                False,
-                ConditionReason.VERSION_NOT_SERVABLE
-                if self.not_rolled_out
-                else ConditionReason.PODS_NOT_READY,
-            )
+            ready = (False, not_served or ConditionReason.PODS_NOT_READY)
         else:
             ready = (False, phase.value)
         in_progress = phase in {DeploymentPhase.PROGRESSING, DeploymentPhase.PAUSED}
@@ -603,10 +653,10 @@ class _Rollout:
             in_progress,
             {
                 DeploymentPhase.PROGRESSING: ConditionReason.ROLLOUT_IN_PROGRESS,
-                DeploymentPhase.PAUSED: ConditionReason.ROLLOUT_PAUSED,
-                DeploymentPhase.HEALTHY: ConditionReason.VERSION_NOT_SERVABLE
-                if self.not_rolled_out
-                else ConditionReason.ROLLOUT_COMPLETE,
+                DeploymentPhase.PAUSED: ConditionReason.VERSION_UNRESOLVED
+                if self.unresolved
+                else ConditionReason.ROLLOUT_PAUSED,
+                DeploymentPhase.HEALTHY: not_served or ConditionReason.ROLLOUT_COMPLETE,
             }.get(phase, phase.value),
         )
         if phase == DeploymentPhase.DEGRADED:
@@ -619,7 +669,9 @@ class _Rollout:
         elif phase == DeploymentPhase.FAILED:
             degraded = (
                 True,
-                ConditionReason.VERSION_NOT_SERVABLE
+                ConditionReason.VERSION_UNRESOLVED
+                if self.unresolved
+                else ConditionReason.VERSION_NOT_SERVABLE
                 if not self.obs.servability.servable
                 else ConditionReason.PROGRESS_DEADLINE_EXCEEDED,
             )
@@ -649,6 +701,8 @@ class _Rollout:
             self._event("Warning", EventReason(phase.value), message)
         if self.not_rolled_out and self.not_rolled_out not in self.old.message:
             self._event("Warning", EventReason.VERSION_NOT_SERVABLE, self.not_rolled_out)
+        if self.unresolved and self.stable and self.unresolved not in self.old.message:
+            self._event("Warning", EventReason.VERSION_UNRESOLVED, self.unresolved)
         if self.stable:
             self.ensured = {self.stable: self.spec.replicas, **self.ensured}
         versions: list[Action] = [EnsureVersion(v, n) for v, n in self.ensured.items()]
@@ -661,6 +715,7 @@ class _Rollout:
         status = DeploymentStatus(
             observed_generation=self.obs.generation,
             phase=phase,
+            target_version=self.version,
             stable_version=self.stable,
             canary_version=self.canary,
             canary_weight=self.weight,

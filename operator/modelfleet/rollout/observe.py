@@ -1,6 +1,8 @@
 """What the Deployment controller reads of the cluster, turned into the rollout's terms: pure functions
 of plain objects (the dicts the API server returns), so that each rule is tested without a cluster.
 
+- `resolve_target`: which ModelVersion the spec asks for (spec.version, or what versionFrom's alias
+  points at), and why none when it points nowhere.
 - `ready_replicas`: which pods of a version count as ready.
 - `gating_monitor`: which Monitor gates a Deployment's rollout, and what the rollout sees of it.
 - `deployment_signature`, `owned_signature`, `object_mark`: which changes of a Deployment and of the
@@ -12,11 +14,42 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelfleet.api import ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION, Monitor
+from modelfleet.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    DeploymentSpec,
+    Model,
+    Monitor,
+)
 from modelfleet.builders import VERSION_ANNOTATION
-from modelfleet.rollout.types import MonitorObservation
+from modelfleet.rollout.types import MonitorObservation, Target
 
 MANUAL_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION)
+
+
+def resolve_target(spec: DeploymentSpec, model: Model | None) -> Target:
+    """The ModelVersion the Deployment's spec asks for. spec.version is taken as named; an alias
+    (versionFrom.mlflowAlias) is looked up in `model`'s status.source.aliases, which its MLflow sync
+    writes. When the alias resolves to none, the target has no version and says why: the Model is
+    missing or not synced yet (pending: that may change on its own), has no MLflow source, or the alias
+    points at no version."""
+    if spec.version is not None:
+        return Target(spec.version)
+    alias = spec.alias
+    if model is None:
+        return Target(reason=f"alias {alias} unknown: Model {spec.model} not found", pending=True)
+    if model.spec.source is None or model.spec.source.mlflow is None:
+        return Target(reason=f"alias {alias} unknown: Model {spec.model} has no MLflow source")
+    source = model.status.source
+    version = source.aliases.get(alias, "") if source is not None else ""
+    if version:
+        return Target(version)
+    if source is None or source.last_sync_time is None:
+        return Target(
+            reason=f"alias {alias} unknown: Model {spec.model} has not synced with MLflow yet", pending=True
+        )
+    return Target(reason=f"alias {alias} of Model {spec.model} points at no version")
 
 
 def version_of(obj: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal, TypeVar
 
-from modelfleet.api.deployment import DeploymentStatus
+from modelfleet.api.deployment import DeploymentSpec, DeploymentStatus
 from modelfleet.api.monitor import Measurement, MonitorSpec, OnDegraded
 
 
@@ -31,6 +31,26 @@ class Servability:
 
 
 SERVABLE = Servability(True)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version the spec asks for: spec.version as named, or the version spec.versionFrom resolves
+    to (`modelfleet.rollout.observe.resolve_target`). The rollout decides on a spec whose `version` is
+    this version (`resolved`), so following an alias behaves exactly like naming its version."""
+
+    version: str = ""
+    """The ModelVersion to serve; empty when versionFrom resolves to none."""
+    reason: str = ""
+    """Why it resolves to none, e.g. `alias champion of Model iris points at no version`."""
+    pending: bool = False
+    """It may resolve on its own (the Model, or its first sync with MLflow, is not there yet): a first
+    version waits instead of failing."""
+
+    def resolved(self, spec: DeploymentSpec) -> DeploymentSpec:
+        """`spec` as the rollout reads it: `version` is this version (None when there is none);
+        versionFrom is kept, so the rollout can say which alias moved."""
+        return spec.model_copy(update={"version": self.version or None})
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,10 @@ class Observation:
     generation: int
     """metadata.generation of the Deployment."""
     servability: Servability = SERVABLE
-    """Of spec.version."""
+    """Of spec.version; while versionFrom resolves to none, of the canary a rollout under way holds."""
+    target: Target | None = None
+    """How spec.version was found: None when the spec names it; else what versionFrom resolved to, and
+    why not when it resolved to none (spec.version is then None)."""
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
     """Ready pods of each version in play (stable, canary, previous); a missing version has none."""
     annotations: Collection[str] = frozenset()
@@ -137,6 +160,9 @@ class EventReason(StrEnum):
     """The Monitor could not measure errorLimit times in a row."""
     VERSION_NOT_SERVABLE = "VersionNotServable"
     """spec.version may not take traffic (its Model's rules); the stable version keeps serving."""
+    VERSION_UNRESOLVED = "VersionUnresolved"
+    """spec.versionFrom resolves to no version; the stable version keeps serving, a rollout under way
+    holds."""
     DEGRADED = "Degraded"
     """The phase became Degraded: the serving version fails its Monitor or has no ready pods."""
     FAILED = "Failed"
@@ -152,6 +178,9 @@ class ConditionReason(StrEnum):
     """The serving version lacks ready pods."""
     VERSION_NOT_SERVABLE = "VersionNotServable"
     """spec.version may not take traffic."""
+    VERSION_UNRESOLVED = "VersionUnresolved"
+    """spec.versionFrom resolves to no version: the Model is missing, has no MLflow source, or the alias
+    points at no version."""
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     """Progressing: a rollout is under way."""
     ROLLOUT_PAUSED = "RolloutPaused"
