@@ -43,6 +43,7 @@ from modelfleet.api.deployment import (
 )
 from modelfleet.api.model import Governance, Model, ModelSpec, ModelStatus
 from modelfleet.api.modelversion import (
+    VERSION_HISTORY_LIMIT,
     Approval,
     Artifact,
     ArtifactCredentials,
@@ -52,6 +53,8 @@ from modelfleet.api.modelversion import (
     ModelVersionPhase,
     ModelVersionSpec,
     ModelVersionStatus,
+    ProductionEntry,
+    ProductionResult,
     Protocol,
     ReferenceData,
 )
@@ -78,6 +81,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "RETRY_ANNOTATION",
     "VERSION",
+    "VERSION_HISTORY_LIMIT",
     "AnalysisStatus",
     "Approval",
     "Artifact",
@@ -118,6 +122,8 @@ __all__ = [
     "ObjectMeta",
     "OnDegraded",
     "Pause",
+    "ProductionEntry",
+    "ProductionResult",
     "PrometheusQuery",
     "Protocol",
     "ReferenceData",
