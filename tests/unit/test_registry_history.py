@@ -399,3 +399,36 @@ def test_times_are_those_of_the_deployment_not_of_the_registry() -> None:
     retired = Registry(iris=iris).status_of("iris-v1").history[0]
     assert retired.finished_at == replaced_at
     assert iris.now - replaced_at == timedelta(hours=1)
+
+
+def test_a_version_serving_in_a_deployment_deleted_before_its_record_began_is_retired_since_unknown() -> None:
+    # given a status written before the record existed: iris-v1 served by iris, no history
+    iris = World(deployment_spec("iris-v1")).serving("iris-v1")
+    before = ModelVersionStatus(phase=ModelVersionPhase.SERVING, served_by=("iris",))
+    registry = Registry(iris=iris)
+    registry.statuses["iris-v1"] = before
+    del registry.deployments["iris"]
+
+    status = registry.status_of("iris-v1", now=iris.now)
+
+    (retired,) = status.history
+    assert (retired.result, retired.reason, retired.started_at) == (RETIRED, "Deployment iris deleted", None)
+    assert status.phase == ModelVersionPhase.RETIRED
+
+
+def test_without_knowing_which_deployments_exist_nothing_is_inferred_from_an_absence() -> None:
+    # the registry run alone (its own tests) has no cache of Deployments: served_by alone proves nothing
+    before = ModelVersionStatus(phase=ModelVersionPhase.SERVING, served_by=("iris",))
+    assert production_record((), [], now=World().now, present=None, served_before=before.served_by) == ()
+    # an open entry still ends, in words that hold either way
+    promoted = ProductionEntry(deployment="iris", result=PROMOTED, reason="first version")
+    (retired, _) = production_record([promoted], [], now=World().now, present=None)
+    assert retired.reason == "no longer stable in Deployment iris"
+
+
+def test_a_canary_serving_in_a_live_deployment_is_not_retired_for_want_of_a_history_entry() -> None:
+    iris = World(deployment_spec("iris-v1")).serving("iris-v1")
+    registry = Registry(iris=iris)
+    canary(iris, "iris-v2")  # no history entry names iris-v2 yet
+    registry.status_of("iris-v2")
+    assert registry.status_of("iris-v2").history == ()

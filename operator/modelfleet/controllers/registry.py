@@ -206,10 +206,11 @@ class Views:
         """What the statuses of the Deployments naming `version` say of it."""
         return list(self.records.get((namespace, version), ()))
 
-    def existing_deployments(self, namespace: str, names: Iterable[str]) -> set[str]:
-        """Those of `names` that are Deployments in the watch cache (none when the registry runs alone)."""
+    def existing_deployments(self, namespace: str, names: Iterable[str]) -> set[str] | None:
+        """Those of `names` that are Deployments in the watch cache; None (not known) when the registry
+        runs alone."""
         if self.cache is None:
-            return set()
+            return None
         return {n for n in names if self.cache.deployment(namespace, n) is not None}
 
 
@@ -381,7 +382,8 @@ class RegistryController:
         runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
         now = self.now()
         started, outcome, pod = await self.check_artifact(views, body, version, now)
-        recorded = {entry.deployment for entry in version.status.history}
+        records = views.records_of(namespace, name)
+        named = {e.deployment for e in version.status.history} | {r.deployment for r in records}
         new = version_status(
             model,
             version,
@@ -390,8 +392,8 @@ class RegistryController:
             runtimes=runtimes,
             check_started=started,
             outcome=outcome,
-            records=views.records_of(namespace, name),
-            present=views.existing_deployments(namespace, recorded),
+            records=records,
+            present=views.existing_deployments(namespace, named | set(version.status.served_by)),
         )
         if new.to_k8s() != version.status.to_k8s():
             await _write_status("ModelVersion", body, new.to_k8s())

@@ -279,7 +279,7 @@ def version_status(
     check_started: bool = False,
     outcome: CheckOutcome | None = None,
     records: Iterable[DeploymentRecord] = (),
-    present: Container[str] = (),
+    present: Container[str] | None = None,
 ) -> ModelVersionStatus:
     """The whole new status of `version`, given its Model (None: not found) and the Deployments serving it.
 
@@ -287,7 +287,8 @@ def version_status(
     what a finished check found (None: nothing new); the `ArtifactVerified` condition and
     `status.artifact` keep what the checks found. `records` are what the Deployments' statuses say of
     the version (one per Deployment naming it), merged into its production record (`status.history`,
-    see `modelfleet.registry.history.production_record`; `present` names the Deployments that exist).
+    see `modelfleet.registry.history.production_record`; `present` holds the Deployments that exist,
+    None when that is not known).
 
     Phase: Pending while the Model does not exist or the artifact is not checked yet; Rejected when
     it breaks the Model's rules or its artifact failed its check; else
@@ -312,7 +313,9 @@ def version_status(
         )
     check = servability(model, version, runtimes=runtimes, conditions=conditions)
     serving = tuple(sorted(set(served_by)))[:STATUS_LIST_LIMIT]
-    history = production_record(old.history, records, now=now, present=present)
+    history = production_record(
+        old.history, records, now=now, present=present, served_before=old.served_by, served_now=serving
+    )
     latest = outcome_text(history[0]) if history else ""
 
     if not check.servable:

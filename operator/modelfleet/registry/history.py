@@ -163,15 +163,20 @@ def production_record(
     seen: Iterable[DeploymentRecord],
     *,
     now: datetime,
-    present: Container[str] = (),
+    present: Container[str] | None = None,
+    served_before: Iterable[str] = (),
+    served_now: Iterable[str] = (),
 ) -> tuple[ProductionEntry, ...]:
     """The new production record of a version: its `old` record, with what the Deployments' statuses
     say of it (`seen`, one per Deployment that names it) merged in, newest first, at most 20.
 
     A Deployment in which the record's newest entry is Promoted (the version is stable there) but
     which no longer has it as stable and says nothing that ends it (deleted, or its history trimmed)
-    retires it now: reason `Deployment D deleted`, or `no longer stable in Deployment D` when
-    `present` holds D (the Deployments known to exist).
+    retires it now: reason `Deployment D deleted` when `present` (the Deployments that exist; None:
+    not known) lacks D, else `no longer stable in Deployment D`. So does a deleted Deployment that
+    served the version at the last look (`served_before`, the old `servedBy`) and serves it no more
+    (`served_now`) where the record has no open entry (a record begun after the promotion): since when
+    is not known then.
     """
     records = list(seen)
     merged: dict[tuple[str, ProductionResult, datetime | None, datetime | None], ProductionEntry] = {}
@@ -182,19 +187,25 @@ def production_record(
     for entry in sorted(merged.values(), key=_age):
         newest[entry.deployment] = entry
     stable_in = {r.deployment for r in records if r.stable}
+    gone = {d for d in served_before if present is not None and d not in present}
+    gone -= {r.deployment for r in records} | set(served_now)
+    ended: dict[str, datetime | None] = {}  # Deployment -> since when the version was stable there
     for deployment, last in newest.items():
-        if last.result != ProductionResult.PROMOTED or deployment in stable_in:
-            continue
+        if last.result == ProductionResult.PROMOTED and deployment not in stable_in:
+            ended[deployment] = last.finished_at
+    for deployment in gone:
+        ended.setdefault(deployment, None)
+    for deployment, since in sorted(ended.items()):
         reason = (
-            f"no longer stable in Deployment {deployment}"
-            if deployment in present
-            else f"Deployment {deployment} deleted"
+            f"Deployment {deployment} deleted"
+            if present is not None and deployment not in present
+            else f"no longer stable in Deployment {deployment}"
         )
         retired = ProductionEntry(
             deployment=deployment,
             result=ProductionResult.RETIRED,
             reason=reason,
-            started_at=last.finished_at,
+            started_at=since,
             finished_at=now,
         )
         merged.setdefault(_key(retired), retired)
