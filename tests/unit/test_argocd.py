@@ -29,6 +29,7 @@ from modelfleet.api import (
 )
 from modelfleet.api.deployment import DeploymentPhase
 from modelfleet.registry import model_status, version_status
+from modelfleet.registry.history import deployment_records
 from support.cluster import REPO
 from support.tools import lua_binary
 
@@ -262,6 +263,21 @@ def test_model_version_health_follows_its_phase(
     result, message = health("ModelVersion", version_obj(status), tmp_path)
     assert result == expected
     assert message.startswith(phase)
+
+
+def test_model_version_health_says_its_latest_outcome(tmp_path: Path) -> None:
+    # given iris-v2 served at 10% as the canary of Deployment iris, then rolled back by its monitor
+    world = World(monitor="iris-quality").serving("iris-v1").rolling_out("iris-v2")
+    serving = version_status(model(), version(), ["iris"], now=NOW)
+    world.measure(Verdict.FAIL).measure(Verdict.FAIL).decide()
+    records = [r for v, r in deployment_records("iris", world.status).items() if v == "iris-v2"]
+    the_version = ModelVersion.from_k8s({**version().to_k8s(), "status": serving.to_k8s()})
+    status = version_status(model(), the_version, [], now=NOW, records=records).to_k8s()
+
+    result, message = health("ModelVersion", version_obj(status), tmp_path)
+
+    assert result == "Healthy"  # it may be rolled out again
+    assert message == "Retired: rolled back in iris: errors 0.31 > 0.05"
 
 
 # ---- Monitor: statuses as the Monitor controller writes them -----------------------------------------

@@ -225,7 +225,7 @@ def test_names_scope_and_subresources(kind: str, plural: str, short: str, scope:
     ("kind", "columns"),
     [
         ("Deployment", ["Target", "Stable", "Canary", "Weight", "Phase", "Age"]),
-        ("ModelVersion", ["Model", "Version", "Image", "Artifact", "Phase", "Approved", "Age"]),
+        ("ModelVersion", ["Model", "Version", "Image", "Artifact", "Phase", "Approved", "Age", "Message"]),
         ("ClusterRuntime", ["Formats", "Image", "Ready", "Age"]),
         ("Runtime", ["Formats", "Image", "Ready", "Age"]),
         ("Model", ["Versions", "Serving", "Ready", "Age"]),

@@ -327,3 +327,25 @@ def test_a_serving_version_deleted_in_mlflow_keeps_serving_and_retires_once_noth
 
     after = version_status(model(), _imported(serving.to_k8s()), [], now=T1)
     assert after.phase == ModelVersionPhase.RETIRED
+
+
+def test_a_rolled_back_version_is_tagged_rolled_back_with_the_reason_from_its_record() -> None:
+    manifest = plan_sync(model(), Snapshot("iris", (registered("2"),), {}), {}, T0).apply[0]
+    record = [
+        {
+            "deployment": "iris",
+            "result": "RolledBack",
+            "reason": "error-rate 0.31 > 0.05",
+            "startedAt": "2026-05-01T10:00:00Z",
+            "finishedAt": "2026-05-01T10:02:00Z",
+        },
+        {"deployment": "iris-eu", "result": "Promoted", "finishedAt": "2026-04-01T10:00:00Z"},
+    ]
+    rolled_back = applied({**manifest, "status": {"phase": "Ready", "history": record}})
+
+    plan = plan_sync(model(), Snapshot("iris", (registered("2"),), {}), {"iris-v2": rolled_back}, T1)
+
+    assert set(plan.tags) == {
+        TagChange("2", PHASE_TAG, "RolledBack"),
+        TagChange("2", ROLLBACK_REASON_TAG, "iris: error-rate 0.31 > 0.05"),
+    }

@@ -52,6 +52,7 @@ from modelfleet.api.model import (
     SourceStatus,
 )
 from modelfleet.api.modelversion import (
+    VERSION_HISTORY_LIMIT,
     Approval,
     Artifact,
     ArtifactCredentials,
@@ -61,6 +62,8 @@ from modelfleet.api.modelversion import (
     ModelVersionPhase,
     ModelVersionSpec,
     ModelVersionStatus,
+    ProductionEntry,
+    ProductionResult,
     Protocol,
     ReferenceData,
 )
@@ -87,6 +90,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "RETRY_ANNOTATION",
     "VERSION",
+    "VERSION_HISTORY_LIMIT",
     "AnalysisStatus",
     "Approval",
     "Artifact",
@@ -129,6 +133,8 @@ __all__ = [
     "ObjectMeta",
     "OnDegraded",
     "Pause",
+    "ProductionEntry",
+    "ProductionResult",
     "PrometheusQuery",
     "Protocol",
     "ReferenceData",

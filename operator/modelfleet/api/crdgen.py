@@ -128,6 +128,11 @@ KINDS: tuple[Kind, ...] = (
             PrinterColumn("Runtime", ".status.artifact.runtime", priority=1),
             PrinterColumn("Format", ".spec.artifact.format", priority=1),
             AGE,
+            PrinterColumn(
+                "Message",
+                ".status.message",
+                description="Why it is in its phase, or its latest outcome: rolled back in iris: ...",
+            ),
         ),
     ),
     Kind(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints, field_validator, model_validator
 
 from modelfleet.api.common import (
     ApiModel,
@@ -368,6 +368,41 @@ class ArtifactStatus(StatusModel):
     """When the last check started."""
 
 
+#: The production record of a version holds at most this many entries (the newest).
+VERSION_HISTORY_LIMIT = 20
+
+
+class ProductionResult(StrEnum):
+    """How one stretch of a version's life in a Deployment ended."""
+
+    PROMOTED = "Promoted"
+    """It became the Deployment's stable version (also when a rollback made it stable again)."""
+    ROLLED_BACK = "RolledBack"
+    """Its rollout failed its analysis or deadline, or it was rolled back after its promotion."""
+    ABORTED = "Aborted"
+    """Its rollout was stopped before it ended: by hand (modelfleet.io/abort), or because spec.version
+    or the rollout's spec changed (the Deployment's Superseded); the reason says which."""
+    RETIRED = "Retired"
+    """It stopped being the Deployment's stable version: another version was promoted, or the
+    Deployment was deleted."""
+
+
+class ProductionEntry(StatusModel):
+    """One entry of a version's production record: what happened to it in one Deployment."""
+
+    deployment: Name
+    """The Deployment (same namespace)."""
+    result: ProductionResult
+    """Promoted, RolledBack, Aborted or Retired."""
+    reason: Text = ""
+    """Why, e.g. `errors 0.31 > 0.05` or `replaced by iris-v3`."""
+    started_at: Time | None = None
+    """When the rollout started (Promoted, RolledBack, Aborted), or when the version became stable
+    (Retired), if known."""
+    finished_at: Time | None = None
+    """When it ended so."""
+
+
 class ModelVersionStatus(StatusModel):
     """What the operator observed about the version."""
 
@@ -381,8 +416,19 @@ class ModelVersionStatus(StatusModel):
     """Why the version is in its phase, e.g. which rule it breaks."""
     artifact: ArtifactStatus | None = None
     """For an artifact version: what the operator's check found, and the runtime that serves it."""
+    history: tuple[ProductionEntry, ...] = Field(default=(), max_length=VERSION_HISTORY_LIMIT)
+    """The production record, newest first (at most 20): promotions, rollbacks, aborts and
+    retirements in every Deployment, kept after the Deployment trims its own history or is deleted."""
     conditions: tuple[Condition, ...] = condition_list()
     """Ready: may be rolled out (or is serving). Approved: governance allows it to take traffic."""
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _bound_history(cls, value: object) -> object:
+        # A status written by an operator with a larger bound still parses: keep the newest entries.
+        if isinstance(value, list | tuple) and len(value) > VERSION_HISTORY_LIMIT:
+            return value[:VERSION_HISTORY_LIMIT]
+        return value
 
 
 class ModelVersion(Resource[ModelVersionSpec, ModelVersionStatus]):

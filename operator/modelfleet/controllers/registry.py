@@ -6,7 +6,9 @@ What triggers what:
 - a Model created, changed or found at start-up: its status, then every one of its versions
   (governance may have changed); a Model deleted: its versions (they become Pending);
 - a modelfleet Deployment whose served versions (stable, canary at weight > 0) change: its Model's
-  `servingVersions` and the `servedBy` of the versions that started or stopped serving;
+  `servingVersions` and the `servedBy` of the versions that started or stopped serving; one whose
+  history gains an entry, or whose stable version changes, or that is deleted: the production record
+  (`status.history`) of the versions it names;
 - an artifact version: a check pod (`modelfleet fetch --check` with the version's credentials Secret)
   runs before anything rolls it out; its report (the container's termination message) becomes the
   `ArtifactVerified` condition and `status.artifact`, and the pod is removed. A check that may pass
@@ -14,7 +16,9 @@ What triggers what:
   or of a (Cluster)Runtime reconciles the versions concerned;
 - a Runtime or ClusterRuntime: its own `Ready` condition.
 
-Reads come from kopf indexes (the watch caches: no GET or LIST per reconcile; run alone, without the
+Reads come from kopf indexes (the watch caches: no GET or LIST per reconcile; what each Deployment's
+status says of each version it names is an index of its own, slim, computed by
+`modelfleet.registry.history.deployment_records`; run alone, without the
 shared caches, the registry reads the object it writes with one GET). Each status is computed whole and
 written only when it changed (one status writer), guarded by the resourceVersion it was computed from.
 The state between reconciles is the `RegistryController`'s, kept in kopf's memo.
@@ -60,15 +64,17 @@ from modelfleet.controllers.cache import Cache
 from modelfleet.registry import (
     ARTIFACT_VERIFIED,
     Notice,
-    Served,
+    Observed,
     model_notices,
     model_status,
-    served_changes,
+    observe,
+    observed_changes,
     served_versions,
     version_notices,
     version_status,
 )
 from modelfleet.registry.artifacts import CheckOutcome, CheckReason, check_due, check_outcome
+from modelfleet.registry.history import DeploymentRecord, deployment_records
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +104,16 @@ def registry_versions(namespace: str | None, name: str, spec: kopf.Spec, **_: An
     return {(namespace or "", model): name} if isinstance(model, str) and model else {}
 
 
-def _served(status: Mapping[str, Any]) -> frozenset[str]:
+def _deployment_status(status: Mapping[str, Any]) -> DeploymentStatus | None:
     try:
-        return served_versions(DeploymentStatus.model_validate(dict(status or {})))
+        return DeploymentStatus.model_validate(dict(status or {}))
     except ValidationError:
-        return frozenset()
+        return None
+
+
+def _served(status: Mapping[str, Any]) -> frozenset[str]:
+    parsed = _deployment_status(status)
+    return served_versions(parsed) if parsed is not None else frozenset()
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
@@ -127,6 +138,18 @@ def registry_served_by(namespace: str | None, name: str, status: kopf.Status, **
     return {(namespace or "", version): name for version in _served(status)}
 
 
+@kopf.index(GROUP, VERSION, "deployments")
+def registry_records(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[Key, DeploymentRecord]:
+    """(namespace, version) -> what each Deployment's status says of that version: whether it is the
+    stable one, and the entries of the version's production record there."""
+    parsed = _deployment_status(status)
+    if parsed is None:
+        return {}
+    return {(namespace or "", v): record for v, record in deployment_records(name, parsed).items()}
+
+
 @dataclass(frozen=True)
 class Views:
     """The indexes, as the handlers receive them."""
@@ -136,6 +159,7 @@ class Views:
     version_models: kopf.Index[Key, str]
     serving: kopf.Index[Key, frozenset[str]]
     served_by: kopf.Index[Key, str]
+    records: kopf.Index[Key, DeploymentRecord]
     cache: Cache | None = None
     """The shared watch caches (runtimes, check pods); None when the registry runs alone."""
     fetch: FetchSettings | None = None
@@ -154,6 +178,7 @@ class Views:
             version_models=kwargs["registry_version_models"],
             serving=kwargs["registry_serving"],
             served_by=kwargs["registry_served_by"],
+            records=kwargs["registry_records"],
             cache=cache,
             fetch=getattr(memo, "fetch", None) if memo is not None else None,
         )
@@ -177,6 +202,17 @@ class Views:
 
     def deployments_serving(self, namespace: str, version: str) -> list[str]:
         return sorted(set(self.served_by.get((namespace, version), ())))
+
+    def records_of(self, namespace: str, version: str) -> list[DeploymentRecord]:
+        """What the statuses of the Deployments naming `version` say of it."""
+        return list(self.records.get((namespace, version), ()))
+
+    def existing_deployments(self, namespace: str, names: Iterable[str]) -> set[str] | None:
+        """Those of `names` that are Deployments in the watch cache; None (not known) when the registry
+        runs alone."""
+        if self.cache is None:
+            return None
+        return {n for n in names if self.cache.deployment(namespace, n) is not None}
 
 
 # --- reconciling: read, decide (pure), write if changed -------------------------------------------
@@ -267,9 +303,11 @@ async def _logged(work: Awaitable[None], what: str) -> bool:
     return True
 
 
-def _observe(type: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> Served | None:
+def _observe(type: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> Observed | None:
     model = spec.get("model")
-    return (model, _served(status)) if type != "DELETED" and isinstance(model, str) and model else None
+    if type == "DELETED" or not isinstance(model, str) or not model:
+        return None
+    return observe(model, _deployment_status(status) or DeploymentStatus())
 
 
 class RegistryController:
@@ -278,8 +316,9 @@ class RegistryController:
     Its state is its own (nothing module-level), memory only and rebuilt by a restart: one lock per
     Model (its status and its versions' statuses are written one at a time, so the last write always saw
     the newest inputs), the timers of the artifact checks to run again (a restarted operator checks the
-    versions that are due at once and schedules the others), and what each Deployment served when last
-    seen (after a restart every Deployment counts as changed once, which re-checks its Model).
+    versions that are due at once and schedules the others), and what each Deployment served and the
+    marks of its history when last seen (after a restart every Deployment counts as changed once,
+    which re-checks its Model and the versions it names).
     """
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -287,7 +326,7 @@ class RegistryController:
         self.locks: dict[Key, asyncio.Lock] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.background: set[asyncio.Task[bool]] = set()
-        self.served_seen: dict[Key, Served] = {}
+        self.seen: dict[Key, Observed] = {}
         self.sources: dict[Key, SourceStatus] = {}
 
     def now(self) -> datetime:
@@ -345,6 +384,8 @@ class RegistryController:
         runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
         now = self.now()
         started, outcome, pod = await self.check_artifact(views, body, version, now)
+        records = views.records_of(namespace, name)
+        named = {e.deployment for e in version.status.history} | {r.deployment for r in records}
         new = version_status(
             model,
             version,
@@ -353,6 +394,8 @@ class RegistryController:
             runtimes=runtimes,
             check_started=started,
             outcome=outcome,
+            records=records,
+            present=views.existing_deployments(namespace, named | set(version.status.served_by)),
         )
         if new.to_k8s() != version.status.to_k8s():
             await _write_status("ModelVersion", body, new.to_k8s())
@@ -456,13 +499,14 @@ class RegistryController:
 
     # --- modelfleet Deployments: who serves what -----------------------------------------------------
 
-    def serving_changed(
+    def deployment_changed(
         self, type: str, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
     ) -> bool:
-        """Whether this event changes what the Deployment serves (most do not)."""
-        return _observe(type, spec, status) != self.served_seen.get((namespace, name))
+        """Whether this event changes what the Deployment serves or its record of a version (most do
+        not: a measurement, a step, a weight at the same served versions)."""
+        return _observe(type, spec, status) != self.seen.get((namespace, name))
 
-    async def on_serving_changed(
+    async def on_deployment_changed(
         self,
         views: Views,
         type: str,
@@ -471,10 +515,11 @@ class RegistryController:
         spec: Mapping[str, Any],
         status: Mapping[str, Any],
     ) -> None:
-        """A Deployment's served versions changed: update those versions and the Models concerned."""
+        """A Deployment's served versions or its history changed: update those versions and the
+        Models concerned."""
         new = _observe(type, spec, status)
-        old = self.served_seen.get((namespace, name))
-        models, versions = served_changes(old, new)
+        old = self.seen.get((namespace, name))
+        models, versions = observed_changes(old, new)
         if not models and not versions:
             return
         # Versions are reconciled under their own Model's lock; a Deployment may name a version of
@@ -490,12 +535,14 @@ class RegistryController:
                 views, namespace, family, with_model=family in models, versions=members
             )
             done = await _logged(work, f"Deployment {namespace}/{name}") and done
-        if not done:
-            return  # not remembered: the Deployment's next event tries again
-        if new is None:
-            self.served_seen.pop((namespace, name), None)
+        if done:  # else not remembered: the Deployment's next event tries again
+            self.remember(namespace, name, new)
+
+    def remember(self, namespace: str, name: str, observed: Observed | None) -> None:
+        if observed is None:
+            self.seen.pop((namespace, name), None)
         else:
-            self.served_seen[(namespace, name)] = new
+            self.seen[(namespace, name)] = observed
 
     # --- runtimes ------------------------------------------------------------------------------------
 
@@ -595,10 +642,10 @@ async def model_deleted(namespace: str | None, name: str, **kwargs: Any) -> None
     await _logged(work, f"versions of Model {ns}/{name}")
 
 
-# --- modelfleet Deployments: who serves what -------------------------------------------------------
+# --- modelfleet Deployments: who serves what, and what happened to each version ----------------------
 
 
-def _serving_changed(
+def _deployment_changed(
     type: str,
     namespace: str | None,
     name: str,
@@ -607,17 +654,18 @@ def _serving_changed(
     memo: kopf.Memo,
     **_: Any,
 ) -> bool:
-    """Filter: only events that change what a Deployment serves reach the handler (most do not)."""
-    return _registry(memo).serving_changed(type, namespace or "", name, spec, status)
+    """Filter: only events that change what a Deployment serves or its history reach the handler (most
+    do not)."""
+    return _registry(memo).deployment_changed(type, namespace or "", name, spec, status)
 
 
-@kopf.on.event(GROUP, VERSION, "deployments", when=_serving_changed)
-async def deployment_serving_changed(
+@kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_changed)
+async def deployment_changed(
     type: str, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
 ) -> None:
-    """A Deployment's served versions changed: update those versions and the Models concerned."""
+    """A Deployment's served versions or history changed: update those versions and the Models concerned."""
     controller = _registry(kwargs["memo"])
-    await controller.on_serving_changed(Views.of(kwargs), type, namespace or "", name, spec, status)
+    await controller.on_deployment_changed(Views.of(kwargs), type, namespace or "", name, spec, status)
 
 
 # --- artifact checks and runtimes --------------------------------------------------------------------

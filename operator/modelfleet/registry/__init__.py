@@ -3,12 +3,13 @@ ModelVersion and of its Model say.
 
 No Kubernetes client, no kopf: the controllers read the objects, call these, and write the result.
 `servability` is the one check every controller uses: the registry controller to set a version's
-`Ready` condition, the Deployment controller to decide whether it may roll a version out.
+`Ready` condition, the Deployment controller to decide whether it may roll a version out. A version's
+production record (`status.history`) is kept by the rules in `modelfleet.registry.history`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, NamedTuple
@@ -28,6 +29,14 @@ from modelfleet.api import (
     set_condition,
 )
 from modelfleet.registry.artifacts import CheckOutcome, Runtimes, choose_runtime
+from modelfleet.registry.history import (
+    DeploymentRecord,
+    Mark,
+    mark_changes,
+    outcome_text,
+    production_record,
+    record_marks,
+)
 from modelfleet.registry.mlflow import DELETED_ANNOTATION
 
 #: The condition of an artifact version that records the operator's check of its artifact.
@@ -232,6 +241,33 @@ def served_changes(old: Served | None, new: Served | None) -> tuple[set[str], se
     return models, set(versions)
 
 
+class Observed(NamedTuple):
+    """What the registry takes from one Deployment's status, to tell which events concern it."""
+
+    model: str
+    served: frozenset[str]
+    """The versions taking its traffic."""
+    marks: Mapping[str, Mark]
+    """Version -> the mark of its record there (see `modelfleet.registry.history.record_marks`)."""
+
+
+def observe(model: str, status: DeploymentStatus) -> Observed:
+    """What the registry takes from a Deployment of `model` with this status."""
+    return Observed(model, served_versions(status), record_marks(status))
+
+
+def observed_changes(old: Observed | None, new: Observed | None) -> tuple[set[str], set[str]]:
+    """(Models, versions) to reconcile between two observations of one Deployment (None: not seen
+    before, or deleted): those whose serving changed (`served_changes`), and the versions whose record
+    there may have changed (a new history entry naming them, stable no more or again)."""
+    models, versions = served_changes(
+        (old.model, old.served) if old is not None else None,
+        (new.model, new.served) if new is not None else None,
+    )
+    marks = mark_changes(old.marks if old is not None else {}, new.marks if new is not None else {})
+    return models, versions | marks
+
+
 def serving_deployments(version: str, serving: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
     """Sorted names of the Deployments whose served versions (`serving`: Deployment -> versions) hold it."""
     return tuple(sorted(d for d, versions in serving.items() if version in versions))
@@ -249,18 +285,24 @@ def version_status(
     runtimes: Runtimes | None = None,
     check_started: bool = False,
     outcome: CheckOutcome | None = None,
+    records: Iterable[DeploymentRecord] = (),
+    present: Container[str] | None = None,
 ) -> ModelVersionStatus:
     """The whole new status of `version`, given its Model (None: not found) and the Deployments serving it.
 
     For an artifact version, `check_started` says a check of its artifact started now and `outcome` is
     what a finished check found (None: nothing new); the `ArtifactVerified` condition and
-    `status.artifact` keep what the checks found.
+    `status.artifact` keep what the checks found. `records` are what the Deployments' statuses say of
+    the version (one per Deployment naming it), merged into its production record (`status.history`,
+    see `modelfleet.registry.history.production_record`; `present` holds the Deployments that exist,
+    None when that is not known).
 
     Phase: Pending while the Model does not exist or the artifact is not checked yet; Rejected when
     it breaks the Model's rules or its artifact failed its check; else
     Serving when some Deployment serves it, Retired when it was Serving at the last evaluation and no
-    longer is (a Retired version stays Retired until served again), Ready otherwise. Conditions keep
-    their lastTransitionTime unless their status changes.
+    longer is (a Retired version stays Retired until served again), Ready otherwise. A Ready or Retired
+    version with a production record says its newest entry in words (`rolled back in iris: errors 0.31
+    > 0.05`). Conditions keep their lastTransitionTime unless their status changes.
     """
     old = version.status
     generation = version.metadata.generation
@@ -278,6 +320,10 @@ def version_status(
         )
     check = servability(model, version, runtimes=runtimes, conditions=conditions)
     serving = tuple(sorted(set(served_by)))[:STATUS_LIST_LIMIT]
+    history = production_record(
+        old.history, records, now=now, present=present, served_before=old.served_by, served_now=serving
+    )
+    latest = outcome_text(history[0]) if history else ""
 
     if check.reason == Reason.DELETED_AT_SOURCE:
         # never removed, and what serves keeps serving; retired once nothing serves it
@@ -295,11 +341,15 @@ def version_status(
         ready = (
             ConditionStatus.TRUE,
             "Retired",
-            "served before, no Deployment serves it now; it may be rolled out again",
+            latest or "served before, no Deployment serves it now; it may be rolled out again",
         )
     else:
         phase = ModelVersionPhase.READY
-        ready = (ConditionStatus.TRUE, Reason.SERVABLE.value, f"{check.message}; it may be rolled out")
+        ready = (
+            ConditionStatus.TRUE,
+            Reason.SERVABLE.value,
+            latest or f"{check.message}; it may be rolled out",
+        )
 
     approved = _approved_condition(model, version)
     conditions = set_condition(
@@ -320,6 +370,7 @@ def version_status(
         served_by=serving,
         message=_clip(ready[2]),
         artifact=artifact,
+        history=history,
         conditions=conditions,
     )
 

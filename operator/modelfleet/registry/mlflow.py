@@ -25,6 +25,7 @@ from modelfleet.api import (
     Model,
     ModelVersion,
     ModelVersionPhase,
+    ProductionResult,
     SourceStatus,
     format_time,
     set_condition,
@@ -366,13 +367,13 @@ def written_tags(version: ModelVersion) -> dict[str, str | None]:
     MLflow's words, the Deployments serving it, and why its last rollout was rolled back. None: the tag
     should not be there."""
     status = version.status
-    history: Sequence[Any] = getattr(status, "history", ())
-    last_rollback = next((h for h in reversed(history) if h.result.value == "RolledBack"), None)
-    last = history[-1] if history else None
+    history = status.history  # newest first
+    last_rollback = next((h for h in history if h.result == ProductionResult.ROLLED_BACK), None)
+    last = history[0] if history else None
     phase: str | None
     if status.phase == ModelVersionPhase.SERVING:
         phase = "Serving"
-    elif last is not None and last.result.value == "RolledBack":
+    elif last is not None and last.result == ProductionResult.ROLLED_BACK:
         phase = "RolledBack"
     elif status.phase == ModelVersionPhase.RETIRED:
         phase = "Retired"

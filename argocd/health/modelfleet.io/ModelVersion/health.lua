@@ -2,6 +2,8 @@
 --   Healthy      Ready, Serving or Retired: it meets its Model's rules
 --   Progressing  Pending: not checked yet, or its Model does not exist yet
 --   Degraded     Rejected: it breaks its Model's rules (image not allowed, approval missing)
+-- The message is the phase and status.message: why it is in its phase, or for a Ready or Retired
+-- version its latest outcome ("Retired: rolled back in iris: errors 0.31 > 0.05").
 -- Written for gopher-lua (Lua 5.1).
 local hs = {}
 local status = obj.status
