@@ -253,6 +253,24 @@ async def _read(
     return await asyncio.to_thread(kube.get, f"{GROUP}/{VERSION}", kind, namespace, name)
 
 
+R = TypeVar("R", Model, ModelVersion)
+
+
+async def _read_parsed(
+    views: Views, kind: type[R], namespace: str, name: str, fresh: bool
+) -> tuple[Mapping[str, Any], R] | None:
+    """The object as read (`_read`) and parsed; None when it is gone or does not parse (the API server
+    validates, so only a CRD older than the operator gets there: logged, not reconciled)."""
+    body = await _read(views, kind.KIND, namespace, name, fresh)
+    if body is None:
+        return None
+    try:
+        return body, kind.from_k8s(body)
+    except InvalidResourceError as error:
+        logger.warning("not reconciled: %s", error)
+        return None
+
+
 def _last_check(conditions: Iterable[Any]) -> CheckReason | None:
     checked = get_condition(tuple(conditions), ARTIFACT_VERIFIED)
     if checked is None:
@@ -372,14 +390,10 @@ class RegistryController:
 
     async def reconcile_version(self, views: Views, namespace: str, name: str, fresh: bool = False) -> None:
         """Write the status of one ModelVersion (caller holds its Model's lock)."""
-        body = await _read(views, "ModelVersion", namespace, name, fresh)
-        if body is None:
+        found = await _read_parsed(views, ModelVersion, namespace, name, fresh)
+        if found is None:
             return
-        try:
-            version = ModelVersion.from_k8s(body)
-        except InvalidResourceError as error:  # the API server validates; only an older CRD gets here
-            logger.warning("not reconciled: %s", error)
-            return
+        body, version = found
         model = views.model(namespace, version.spec.model)
         runtimes = views.cache.runtimes(namespace) if views.cache is not None else None
         now = self.now()
@@ -462,14 +476,10 @@ class RegistryController:
 
     async def reconcile_model(self, views: Views, namespace: str, name: str, fresh: bool = False) -> None:
         """Write the status of one Model (caller holds its lock)."""
-        body = await _read(views, "Model", namespace, name, fresh)
-        if body is None:
+        found = await _read_parsed(views, Model, namespace, name, fresh)
+        if found is None:
             return
-        try:
-            model = Model.from_k8s(body)
-        except InvalidResourceError as error:
-            logger.warning("not reconciled: %s", error)
-            return
+        body, model = found
         versions = views.versions_of(namespace, name)
         serving = views.serving_versions_of(namespace, name)
         source = self.sources.get((namespace, name))
