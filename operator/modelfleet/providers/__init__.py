@@ -9,6 +9,9 @@ Prometheus, and the ones to come: gateway metrics, ground truth); the pure layer
 - `router.RouterMetrics`: errorRate, latency, fallbackRate, predictionDrift, from the router pods'
   /metrics and /predictions, as counter deltas between two scrapes.
 - `prometheus.Prometheus`: `type: prometheus`, a PromQL query against a real Prometheus.
+
+`mlflow` is the other adapter here, and no Monitor provider: the client of an MLflow tracking server, the
+registry of record the Model controller mirrors.
 """
 
 from __future__ import annotations
