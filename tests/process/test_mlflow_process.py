@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,7 +23,7 @@ mlflow = pytest.importorskip("mlflow", reason="mlflow is in the dev extras: make
 
 import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
-from mlflowkit import ADMIN, MlflowServer, WebhookReceiver, mlflow_delivery_headers  # noqa: E402
+from mlflowkit import ADMIN, MlflowServer, WebhookReceiver, free_port, mlflow_delivery_headers  # noqa: E402
 
 from modelfleet.providers.mlflow import (  # noqa: E402
     BadResponse,
@@ -436,6 +437,139 @@ def test_deliveries_from_mlflow_are_verified_and_a_replay_is_refused(
     assert json.loads(receiver.received[0].body).keys() == {"entity", "action", "timestamp", "data"}
     refusals = [c.refused.reason for c in receiver.received if c.refused is not None]
     assert refusals == [Refusal.REPLAYED, Refusal.BAD_SIGNATURE, Refusal.STALE]
+
+
+# --- the operator's sync and webhook receiver against the real server -----------------------------------
+
+
+def _followed_model(server: MlflowServer, **source: Any) -> Any:
+    from modelfleet.api import Model
+
+    mlflow_source = {"trackingUri": server.url, "registeredModel": "iris", **source}
+    return Model.from_k8s(
+        {
+            "metadata": {"name": "iris", "namespace": "ml", "generation": 1},
+            "spec": {"source": {"mlflow": mlflow_source}},
+        }
+    )
+
+
+class _Views:
+    """The watch caches' view of one Model, as the sync reads it (no API server in this tier)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def model(self, namespace: str, name: str) -> Any:
+        return self._model if (namespace, name) == ("ml", "iris") else None
+
+    def versions_of(self, namespace: str, model: str) -> list[str]:
+        return []
+
+
+def test_the_sync_reads_lineage_signature_and_aliases_from_the_real_server(
+    server: MlflowServer, iris: Iris
+) -> None:
+    from modelfleet.controllers.mlflow import MlflowSync
+    from modelfleet.registry.mlflow import plan_sync
+
+    async def publish(*_: Any) -> None:
+        return None
+
+    model = _followed_model(server)
+    sync = MlflowSync(publish=publish, model_version=lambda *_: None)
+    client = admin(server)
+    assert model.spec.source is not None
+    assert model.spec.source.mlflow is not None
+
+    snapshot = using(client, lambda c: sync._snapshot(c, model, model.spec.source.mlflow, {}))
+
+    first = next(v for v in snapshot.versions if v.version == "1")
+    assert snapshot.aliases["champion"] == "1"
+    assert first.flavors is not None
+    assert "python_function" in first.flavors
+    assert json.loads(first.signature_inputs) == json.loads(iris.signature["inputs"])
+    assert first.tags["modelfleet.io/approved"] == "true"
+    run = snapshot.runs[iris.run_id]
+    assert run.params == {"C": "1.0", "max_iter": "200"}
+    assert run.metrics == {"accuracy": 0.97}
+    assert run.tags["mlflow.source.git.commit"] == "0a1b2c3d4e5f"
+    assert [(d.name, d.context, d.source) for d in run.datasets] == [
+        ("iris-train", "training", "s3://data/iris.csv")
+    ]
+    # this server proxies its artifact store (mlflow-artifacts:/): the fetcher cannot read such a
+    # location, so the plan says so instead of mirroring the version
+    plan = plan_sync(model, snapshot, {}, datetime.now(UTC))
+    assert first.storage_uri.startswith("mlflow-artifacts:/")
+    assert "scheme mlflow-artifacts" in plan.skipped["1"]
+    assert plan.source.aliases["champion"] == "iris-v1"
+
+
+def test_the_operators_receiver_wakes_the_sync_for_signed_deliveries_only(
+    server: MlflowServer, iris: Iris, as_admin: Any
+) -> None:
+    from modelfleet.controllers.mlflow import MlflowSync
+    from modelfleet.controllers.mlflow import WebhookReceiver as OperatorReceiver
+
+    woken: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    class Sync(MlflowSync):
+        def on_webhook(self, namespace: str, model: str) -> bool:
+            woken.append((namespace, model))
+            arrived.set()
+            return True
+
+    async def publish(*_: Any) -> None:
+        return None
+
+    async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
+        return {"secret": SECRET} if (namespace, name) == ("ml", "iris-webhook") else None
+
+    async def scenario() -> dict[str, int]:
+        sync = Sync(publish=publish, model_version=lambda *_: None)
+        sync.views = _Views(_followed_model(server, webhook={"secretName": "iris-webhook"}))
+        receiver = OperatorReceiver(sync, read=read_secret)
+        port = free_port()
+        await receiver.start(port, host="127.0.0.1")
+        url = f"http://127.0.0.1:{port}/mlflow/webhooks/ml/iris"
+        webhook = await asyncio.to_thread(
+            as_admin.create_webhook, name="operator", url=url, events=EVENTS, secret=SECRET
+        )
+        await asyncio.sleep(1.5)  # the server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL, 1 s here)
+        try:
+            await asyncio.to_thread(as_admin.set_registered_model_alias, "iris", "challenger", "1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), 10)
+            async with aiohttp.ClientSession() as session:
+                body = json.dumps(
+                    {
+                        "entity": "model_version_alias",
+                        "action": "created",
+                        "timestamp": "",
+                        "data": {"name": "iris", "alias": "x", "version": "1"},
+                    }
+                ).encode()
+                now = int(datetime.now(UTC).timestamp())
+                forged = mlflow_delivery_headers("not-the-secret", body, now)
+                async with session.post(url, data=body, headers=forged) as answer:
+                    assert answer.status == 401
+                other = f"http://127.0.0.1:{port}/mlflow/webhooks/ml/unknown"
+                async with session.post(other, data=body, headers=forged) as answer:
+                    assert answer.status == 404
+            await asyncio.to_thread(as_admin.delete_registered_model_alias, "iris", "challenger")
+            return dict(receiver.counts)
+        finally:
+            await asyncio.to_thread(as_admin.delete_webhook, webhook.webhook_id)
+            await receiver.stop()
+
+    counts = asyncio.run(scenario())
+
+    assert woken
+    assert woken[0] == ("ml", "iris")
+    assert counts["accepted"] >= 1
+    assert counts["BadSignature"] == 1
+    assert counts["unknown"] == 1
 
 
 # --- last: the server goes away -----------------------------------------------------------------------

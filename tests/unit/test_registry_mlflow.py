@@ -349,3 +349,19 @@ def test_a_rolled_back_version_is_tagged_rolled_back_with_the_reason_from_its_re
         TagChange("2", PHASE_TAG, "RolledBack"),
         TagChange("2", ROLLBACK_REASON_TAG, "iris: error-rate 0.31 > 0.05"),
     }
+
+
+@pytest.mark.parametrize(
+    ("flavors", "why"),
+    [((), "no MLmodel file"), (("sklearn",), "no python_function flavor (sklearn)")],
+)
+def test_a_version_that_is_not_a_servable_mlflow_model_is_skipped(flavors: tuple[str, ...], why: str) -> None:
+    snapshot = Snapshot("iris", (registered("1", flavors=flavors),), {})
+    plan = plan_sync(model(), snapshot, {}, T0)
+    assert plan.apply == ()
+    assert why in plan.skipped["1"]
+
+
+def test_a_pyfunc_model_is_mirrored() -> None:
+    snapshot = Snapshot("iris", (registered("1", flavors=("python_function", "sklearn")),), {})
+    assert len(plan_sync(model(), snapshot, {}, T0).apply) == 1

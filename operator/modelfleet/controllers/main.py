@@ -21,6 +21,7 @@ HANDLER_MODULES = (
     "modelfleet.controllers.registry",
     "modelfleet.controllers.deployment",
     "modelfleet.controllers.monitor",
+    "modelfleet.controllers.mlflow",
 )
 
 
@@ -77,6 +78,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     if set(HANDLER_MODULES) <= set(sys.modules):
         from modelfleet.controllers.cache import Cache
         from modelfleet.controllers.deployment import DeploymentController
+        from modelfleet.controllers.mlflow import MlflowSync
         from modelfleet.controllers.monitor import MonitorController
         from modelfleet.controllers.registry import RegistryController
 
@@ -85,6 +87,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
         memo.fetch = memo.deployments.fetch  # the registry's artifact checks fetch as the pods do
         memo.monitors = MonitorController.default(cache, wake_deployment=memo.deployments.wake)
         memo.registry = RegistryController()
+        memo.mlflow = MlflowSync(publish=memo.registry.publish_source, model_version=cache.model_version)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.modelfleet.io", key="last-handled-configuration"

@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import kopf
+from aiohttp import web
 
 from modelfleet.api import (
     GROUP,
@@ -37,27 +39,41 @@ from modelfleet.api import (
 )
 from modelfleet.controllers import events, kube
 from modelfleet.controllers.loops import Gone, Loops
+from modelfleet.providers.mlflow import (
+    BadResponse,
+    Credentials,
+    MlflowClient,
+    MlflowError,
+    NotFound,
+)
+from modelfleet.providers.mlflow import Run as TrackedRun
 from modelfleet.registry.mlflow import (
     SOURCE_LABEL,
     SOURCE_MLFLOW,
     SYNC_FIELD_MANAGER,
+    Dataset,
     RegisteredVersion,
     Run,
     Snapshot,
     SyncReason,
+    TagChange,
     failed_sync,
     plan_sync,
     version_name,
+)
+from modelfleet.registry.webhooks import (
+    MAX_BODY_BYTES,
+    MODEL_EVENTS,
+    Refusal,
+    Refused,
+    SeenDeliveries,
+    verify,
 )
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
-#: Keys of the credentials Secret.
-TOKEN_KEY = "MLFLOW_TRACKING_TOKEN"
-USERNAME_KEY = "MLFLOW_TRACKING_USERNAME"
-PASSWORD_KEY = "MLFLOW_TRACKING_PASSWORD"
 #: A burst of ModelVersion changes (a rollout step) makes one sync, this long after the first.
 VERSION_CHANGE_DELAY = 1.0
 
@@ -72,45 +88,27 @@ class SyncError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What the tracking server is called with; never logged (repr hides it)."""
-
-    token: str = ""
-    username: str = ""
-    password: str = ""
-
-    def __repr__(self) -> str:
-        kind = "token" if self.token else "basic" if self.username else "none"
-        return f"Credentials({kind})"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """A version as the registered model's listing gives it (no download URI, no run)."""
-
-    version: str
-    status: str
-    run_id: str
-    tags: Mapping[str, str]
-    description: str = ""
-
-
-class Tracking(Protocol):
-    """The MLflow tracking server, as the sync uses it. Methods raise SyncError."""
-
-    async def aliases(self, registered_model: str) -> Mapping[str, str]: ...
-    async def versions(self, registered_model: str) -> Sequence[VersionInfo]: ...
-    async def download_uri(self, registered_model: str, version: str) -> str: ...
-    async def run(self, run_id: str) -> Run | None: ...
-    async def signature(self, registered_model: str, version: str) -> tuple[str, str]: ...
-    async def set_tag(self, registered_model: str, version: str, key: str, value: str) -> None: ...
-    async def delete_tag(self, registered_model: str, version: str, key: str) -> None: ...
-    async def close(self) -> None: ...
-
-
-Connect = Callable[[str, Credentials], Tracking]
+Connect = Callable[[str, Credentials], MlflowClient]
 ReadSecret = Callable[[str, str], Awaitable[Mapping[str, str] | None]]
+
+
+def connect(tracking_uri: str, credentials: Credentials) -> MlflowClient:
+    """A client of the tracking server (one per sync; its connections end with the sync)."""
+    return MlflowClient(tracking_uri, credentials)
+
+
+def lineage_run(run: TrackedRun) -> Run:
+    """What lineage takes from a run the client read."""
+    return Run(
+        run_id=run.id,
+        experiment_id=run.experiment_id,
+        params=dict(run.params),
+        metrics=dict(run.metrics),
+        tags=dict(run.tags),
+        datasets=tuple(
+            Dataset(name=d.name, digest=d.digest, source=d.source, context=d.context) for d in run.datasets
+        ),
+    )
 
 
 async def read_secret(namespace: str, name: str) -> Mapping[str, str] | None:
@@ -145,10 +143,10 @@ class MlflowSync:
 
     def __init__(
         self,
-        connect: Connect,
         publish: Callable[[Views, str, str, SourceStatus], Awaitable[None]],
         model_version: Callable[[str, str], Mapping[str, Any] | None],
         *,
+        connect: Connect = connect,
         read: ReadSecret = read_secret,
         apply: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -164,6 +162,7 @@ class MlflowSync:
         self.seen: dict[Key, int | None] = {}
         self.pending: dict[Key, asyncio.TimerHandle] = {}
         self.requests = 0
+        """HTTP requests sent to tracking servers, all syncs together."""
 
     def now(self) -> datetime:
         return self.clock().replace(microsecond=0)
@@ -226,14 +225,22 @@ class MlflowSync:
         now = self.now()
         try:
             credentials = await self._credentials(namespace, source)
-            tracking = self.connect(source.tracking_uri, credentials)
+            client = self.connect(source.tracking_uri, credentials)
             try:
-                snapshot = await self._snapshot(tracking, model, source, existing)
+                snapshot = await self._snapshot(client, model, source, existing)
                 plan = plan_sync(model, snapshot, existing, now)
                 await self._apply(model, plan.apply, existing)
-                await self._write_tags(tracking, source, plan.tags)
+                await self._write_tags(client, source, plan.tags)
             finally:
-                await tracking.close()
+                await client.close()
+                self.requests += client.request_count
+        except MlflowError as error:
+            failure = SyncError(SyncReason(error.reason.value), error.message)
+            log.warning("Model %s/%s: MLflow sync: %s", namespace, name, failure.message)
+            await self.publish(
+                views, namespace, name, failed_sync(model, failure.reason, failure.message, now)
+            )
+            return source.poll_interval
         except SyncError as error:
             log.warning("Model %s/%s: MLflow sync: %s", namespace, name, error.message)
             await self.publish(views, namespace, name, failed_sync(model, error.reason, error.message, now))
@@ -270,41 +277,36 @@ class MlflowSync:
             raise SyncError(SyncReason.CREDENTIALS_MISSING, f"Secret {secret} not read: {error}") from None
         if data is None:
             raise SyncError(SyncReason.CREDENTIALS_MISSING, f"Secret {secret} not found")
-        if data.get(TOKEN_KEY):
-            return Credentials(token=data[TOKEN_KEY])
-        if data.get(USERNAME_KEY) and data.get(PASSWORD_KEY):
-            return Credentials(username=data[USERNAME_KEY], password=data[PASSWORD_KEY])
-        raise SyncError(
-            SyncReason.CREDENTIALS_MISSING,
-            f"Secret {secret} has neither {TOKEN_KEY} nor {USERNAME_KEY} and {PASSWORD_KEY}",
-        )
+        try:
+            return Credentials.from_secret(data)
+        except MlflowError as error:
+            raise SyncError(SyncReason.CREDENTIALS_MISSING, f"Secret {secret}: {error.message}") from None
 
     async def _snapshot(
-        self, tracking: Tracking, model: Model, source: MlflowSource, existing: Mapping[str, ModelVersion]
+        self, client: MlflowClient, model: Model, source: MlflowSource, existing: Mapping[str, ModelVersion]
     ) -> Snapshot:
         """The registered model now. Versions already mirrored keep the storage location and lineage
-        they were mirrored with (immutable), so only new versions cost more requests than the listing."""
+        they were mirrored with (immutable), so only new versions cost more requests than the listing:
+        their download URI, MLmodel file (flavors, signature) and run."""
         registered = source.registered_model
-        aliases = await tracking.aliases(registered)
-        listed = await tracking.versions(registered)
+        tracked = await client.snapshot(registered)
         versions: list[RegisteredVersion] = []
         runs: dict[str, Run] = {}
-        for info in listed:
-            mirrored = existing.get(version_name(model.metadata.name, info.version))
+        for info in tracked.versions:
+            number = str(info.version)
+            mirrored = existing.get(version_name(model.metadata.name, number))
+            uri, inputs, outputs, flavors = "", "", "", None
             if mirrored is not None and mirrored.spec.artifact is not None:
-                uri, inputs, outputs = mirrored.spec.artifact.uri, "", ""
-            elif info.status != "READY":
-                uri, inputs, outputs = "", "", ""
-            else:
-                uri = await tracking.download_uri(registered, info.version)
-                inputs, outputs = await tracking.signature(registered, info.version)
+                uri = mirrored.spec.artifact.uri
+            elif info.status == "READY":
+                uri = await client.get_download_uri(registered, info.version)
+                inputs, outputs, flavors = await self._mlmodel(client, registered, info.version)
                 if info.run_id and info.run_id not in runs:
-                    run = await tracking.run(info.run_id)
-                    if run is not None:
-                        runs[info.run_id] = run
+                    with contextlib.suppress(NotFound):  # a deleted run: mirrored with its run id only
+                        runs[info.run_id] = lineage_run(await client.get_run(info.run_id))
             versions.append(
                 RegisteredVersion(
-                    version=info.version,
+                    version=number,
                     storage_uri=uri,
                     status=info.status,
                     run_id=info.run_id,
@@ -312,9 +314,28 @@ class MlflowSync:
                     description=info.description,
                     signature_inputs=inputs,
                     signature_outputs=outputs,
+                    flavors=flavors,
                 )
             )
-        return Snapshot(registered, tuple(versions), dict(aliases), runs)
+        aliases = {alias: str(number) for alias, number in tracked.model.aliases.items()}
+        return Snapshot(registered, tuple(versions), aliases, runs)
+
+    async def _mlmodel(
+        self, client: MlflowClient, registered: str, version: int
+    ) -> tuple[str, str, tuple[str, ...] | None]:
+        """The signature (inputs, outputs) and flavors of a version's MLmodel; flavors () when it has no
+        MLmodel file, None when the server could not read it (its store is not its own to read): the
+        version is then mirrored without a signature and its check decides."""
+        try:
+            mlmodel = await client.get_mlmodel(registered, version)
+        except NotFound:
+            return "", "", ()
+        except BadResponse as error:
+            log.info("MLflow %s version %s: MLmodel not read: %s", registered, version, error.message)
+            return "", "", None
+        signature = mlmodel.signature
+        inputs, outputs = (signature.inputs, signature.outputs) if signature is not None else ("", "")
+        return inputs, outputs, mlmodel.flavors
 
     async def _apply(
         self, model: Model, manifests: Sequence[dict[str, Any]], existing: Mapping[str, ModelVersion]
@@ -333,15 +354,135 @@ class MlflowSync:
                 log.info("Model %s/%s: %s", model.metadata.namespace, model.metadata.name, message)
                 await kube.run(events.post, model, "Normal", "VersionImported", message)
 
-    async def _write_tags(self, tracking: Tracking, source: MlflowSource, tags: Sequence[Any]) -> None:
+    async def _write_tags(
+        self, client: MlflowClient, source: MlflowSource, tags: Sequence[TagChange]
+    ) -> None:
         for change in tags:
+            number = int(change.version)
             if change.value is None:
-                await tracking.delete_tag(source.registered_model, change.version, change.key)
+                await client.delete_version_tag(source.registered_model, number, change.key)
             else:
-                await tracking.set_tag(source.registered_model, change.version, change.key, change.value)
+                await client.set_version_tag(source.registered_model, number, change.key, change.value)
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+#: The environment variable naming the port of the webhook receiver (unset or 0: no receiver).
+WEBHOOK_PORT_VARIABLE = "MODELFLEET_WEBHOOK_PORT"
+#: Where MLflow delivers a Model's events: POST /mlflow/webhooks/<namespace>/<model>.
+WEBHOOK_PATH = "/mlflow/webhooks/{namespace}/{model}"
+
+
+class WebhookReceiver:
+    """MLflow's webhook deliveries for the Models the sync follows: a delivery signed with the Model's
+    webhook secret (`spec.source.mlflow.webhook`), fresh and not seen before, about its registered
+    model, wakes that Model's sync at once. Anything else changes nothing: a forged, stale or unsigned
+    call is answered 401, a replay of an accepted one 200 (so MLflow stops retrying it) and ignored.
+    """
+
+    def __init__(
+        self,
+        sync: MlflowSync,
+        *,
+        read: ReadSecret = read_secret,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sync = sync
+        self.read = read
+        self.clock = clock
+        self.seen = SeenDeliveries()
+        self.counts: dict[str, int] = {}
+        """Deliveries by outcome (accepted, ignored, and each refusal), for tests and logs."""
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post(WEBHOOK_PATH, self.handle)
+        return app
+
+    async def start(self, port: int, host: str = "0.0.0.0") -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        log.info("MLflow webhooks: listening on port %d", port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    async def handle(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["model"]
+        views = self.sync.views
+        model = views.model(namespace, name) if views is not None else None
+        source = model.spec.source.mlflow if model is not None and model.spec.source is not None else None
+        if source is None or source.webhook is None:
+            self._count("unknown")
+            return web.json_response(
+                {"error": f"no Model {namespace}/{name} takes MLflow webhooks"}, status=404
+            )
+        body = await request.read()
+        try:
+            values = await self.read(namespace, source.webhook.secret_name)
+        except kube.ApiError as error:
+            log.warning("Model %s/%s: webhook secret not read: HTTP %s", namespace, name, error.status)
+            values = None
+        secret = (values or {}).get(source.webhook.key, "")
+        if not secret:
+            self._count("no-secret")
+            log.warning(
+                "Model %s/%s: webhook refused: Secret %s has no key %s",
+                namespace,
+                name,
+                source.webhook.secret_name,
+                source.webhook.key,
+            )
+            return web.json_response({"error": "the webhook secret is not configured"}, status=503)
+        try:
+            delivery = verify(request.headers, body, secret, self.clock(), self.seen)
+        except Refused as refused:
+            if refused.reason == Refusal.REPLAYED:
+                self._count("replayed")
+                return web.json_response({"ignored": "replayed"})
+            self._count(refused.reason.value)
+            log.warning("Model %s/%s: webhook call refused: %s", namespace, name, refused)
+            return web.json_response({"error": str(refused)}, status=401)
+        if delivery.model != source.registered_model or delivery.event not in MODEL_EVENTS:
+            self._count("ignored")
+            return web.json_response({"ignored": delivery.event})
+        self._count("accepted")
+        self.sync.on_webhook(namespace, name)
+        log.info("Model %s/%s: MLflow %s: syncing now", namespace, name, delivery.event)
+        return web.json_response({"accepted": delivery.event})
+
+
+def webhook_port() -> int:
+    """The receiver's port from MODELFLEET_WEBHOOK_PORT; 0 (none) when unset."""
+    text = os.environ.get(WEBHOOK_PORT_VARIABLE, "").strip()
+    if not text:
+        return 0
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"{WEBHOOK_PORT_VARIABLE}={text!r}: not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{WEBHOOK_PORT_VARIABLE}={port}: not a port number")
+    return port
 
 
 # --- kopf --------------------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def _start_webhooks(memo: kopf.Memo, **_: Any) -> None:
+    controller = _sync(memo)
+    port = webhook_port()
+    if controller is not None and port:
+        memo.mlflow_webhooks = WebhookReceiver(controller)
+        await memo.mlflow_webhooks.start(port)
 
 
 def _sync(memo: Any) -> MlflowSync | None:
@@ -351,6 +492,9 @@ def _sync(memo: Any) -> MlflowSync | None:
 
 @kopf.on.cleanup()
 async def _stop(memo: kopf.Memo, **_: Any) -> None:
+    receiver: WebhookReceiver | None = getattr(memo, "mlflow_webhooks", None)
+    if receiver is not None:
+        await receiver.stop()
     controller = _sync(memo)
     if controller is not None:
         await controller.stop()

@@ -130,6 +130,13 @@ class RegisteredVersion:
     description: str = ""
     signature_inputs: str = ""
     signature_outputs: str = ""
+    flavors: tuple[str, ...] | None = None
+    """The MLmodel file's flavors; None when not read (a version mirrored before), () when the version
+    has no MLmodel file."""
+
+
+#: The flavor every MLflow model that a generic MLflow runtime can serve has.
+PYFUNC_FLAVOR = "python_function"
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,13 @@ def _importable(version: RegisteredVersion, model: str) -> str:
         return f"version {version.version[:40]!r} is not a number"
     if len(version_name(model, version.version)) > NAME_LIMIT:
         return "the ModelVersion name would be longer than 253 characters"
+    if version.flavors is not None and PYFUNC_FLAVOR not in version.flavors:
+        if not version.flavors:
+            return "the version has no MLmodel file: not an MLflow model"
+        listed = ", ".join(version.flavors[:5])
+        return (
+            f"its MLmodel has no {PYFUNC_FLAVOR} flavor ({listed}): no runtime can serve it as format mlflow"
+        )
     uri = version.storage_uri
     if not uri:
         return "MLflow gives no storage location"
