@@ -374,3 +374,19 @@ def test_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 5 rules found" in result.stdout
+
+
+def test_mlflow_webhooks_get_a_port_and_a_service_only_when_enabled() -> None:
+    off = render()
+    assert not [d for d in off if d["metadata"]["name"].endswith("-webhooks")]
+    assert "MODELFLEET_WEBHOOK_PORT" not in {e["name"] for e in operator_container(off)["env"]}
+
+    on = render("mlflow.webhooks.enabled=true", "mlflow.webhooks.port=9555")
+    service = one(on, "Service", "mf-modelfleet-webhooks")
+    assert service["spec"]["ports"] == [
+        {"name": "webhooks", "port": 9555, "targetPort": "webhooks", "protocol": "TCP"}
+    ]
+    operator = operator_container(on)
+    assert {"name": "MODELFLEET_WEBHOOK_PORT", "value": "9555"} in operator["env"]
+    assert {"name": "webhooks", "containerPort": 9555, "protocol": "TCP"} in operator["ports"]
+    assert service["spec"]["selector"] == one(on, "Deployment")["spec"]["selector"]["matchLabels"]
