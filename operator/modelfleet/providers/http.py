@@ -29,10 +29,15 @@ class Http:
         async with self.session().get(url, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise RuntimeError("answer too large")
-            return body
+            # read(n) returns what has arrived, up to n bytes: read to the end, chunk by chunk
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise RuntimeError("answer too large")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     async def get_json(self, url: str, params: dict[str, str], seconds: float) -> Any:
         async with self.session().get(
