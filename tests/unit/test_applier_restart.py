@@ -102,3 +102,28 @@ def test_a_deleted_object_is_not_taken_for_its_last_live_state() -> None:
     applier.apply(MANIFEST)
 
     assert send.sent == [MANIFEST]
+
+
+def test_an_event_seen_while_an_apply_is_on_its_way_does_not_hide_a_later_hand_edit() -> None:
+    """The watch may deliver the object an apply creates before the apply returns: that event must not
+    count as the live object later, when a hand edit (another mark) calls for the manifest again."""
+    applier = Applier()
+
+    def send(manifest: dict[str, Any]) -> dict[str, Any]:
+        created = live() | {"metadata": {**live()["metadata"], "resourceVersion": "50"}}
+        # the watch delivers the new object before the apply's answer is in
+        assert not applier.changed_by_others("ADDED", "ml", "v1", "Service", created)
+        sent.append(manifest)
+        return created
+
+    sent: list[dict[str, Any]] = []
+    applier.send = send
+    applier.apply(MANIFEST)
+    assert len(sent) == 1
+
+    edited = live(selector={"app": "something-else"})
+    edited["metadata"]["resourceVersion"] = "51"
+    assert applier.changed_by_others("MODIFIED", "ml", "v1", "Service", edited)
+
+    applier.apply(MANIFEST)
+    assert len(sent) == 2  # sent again: the edit is undone

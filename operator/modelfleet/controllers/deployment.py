@@ -190,6 +190,9 @@ class Applier:
         if applied is None:
             applied = self.send(manifest)
         self.applied[key] = (digest, object_mark(applied or {}))
+        # an event seen while the apply was on its way (the object it created, say) is older than the
+        # apply: it must not stand for the live object at a later apply
+        self.live.pop(key, None)
         self._remember_address(key, manifest, applied or {})
 
     def _remember_address(self, key: ObjectKey, manifest: kube.Obj, obj: Mapping[str, Any]) -> None:
@@ -227,6 +230,7 @@ class Applier:
         if known[1] == object_mark(body):
             return False
         del self.applied[key]
+        self.live.pop(key, None)
         return True
 
 
