@@ -76,7 +76,8 @@ def test_given_a_new_registered_version_when_synced_then_a_model_version_with_li
     assert manifest["metadata"]["labels"] == {SOURCE_LABEL: "mlflow"}
     assert manifest["metadata"]["annotations"][MLFLOW_VERSION_ANNOTATION] == "1"
     spec = manifest["spec"]
-    assert spec["artifact"] == {"uri": "s3://mlflow/1/models/m-1/artifacts", "format": "mlflow"}
+    # the storage location is a directory: the fetcher takes every object under it
+    assert spec["artifact"] == {"uri": "s3://mlflow/1/models/m-1/artifacts/", "format": "mlflow"}
     assert spec["runtime"] == "mlserver-mlflow"
     assert spec["lineage"]["run"] == {"id": "run1", "uri": f"{URI}/#/experiments/1/runs/run1"}
     assert spec["lineage"]["source"] == {"commit": "abc123", "repository": "https://git.example/ml"}

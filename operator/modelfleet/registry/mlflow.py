@@ -209,6 +209,14 @@ def _importable(version: RegisteredVersion, model: str) -> str:
     return ""
 
 
+def directory_uri(uri: str) -> str:
+    """An MLflow model's storage location is a directory (MLmodel and the flavor's files): for the
+    fetcher, an s3:// or pvc:// location takes every object under it when it ends with /."""
+    if uri.startswith(("s3://", "pvc://")) and not uri.endswith("/"):
+        return uri + "/"
+    return uri
+
+
 def run_link(tracking_uri: str, run: Run) -> str:
     """The tracking server's page of the run."""
     base = tracking_uri.rstrip("/")
@@ -293,7 +301,7 @@ def desired_version(
         if existing.spec.lineage is not None:
             spec["lineage"] = existing.spec.lineage.to_k8s()
     else:
-        artifact: dict[str, Any] = {"uri": version.storage_uri, "format": "mlflow"}
+        artifact: dict[str, Any] = {"uri": directory_uri(version.storage_uri), "format": "mlflow"}
         if source.artifact_credentials is not None:
             artifact["credentials"] = {"secretName": source.artifact_credentials.secret_name}
         spec = {"model": model.metadata.name, "version": version.version, "artifact": artifact}
