@@ -125,6 +125,11 @@ def main(argv: list[str]) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf says "Handler ... succeeded" at INFO for every watch event handled: with 10,000 Deployments
+        # and their owned objects, over 100,000 lines in the first minutes and a share of the CPU. Our own
+        # loggers say what happened; kopf's warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     loaded = load_handlers()
     logging.getLogger("modelfleet").info("controllers: %s", ", ".join(loaded) or "none")
     namespaces = args.namespace or None
