@@ -130,6 +130,9 @@ def main(argv: list[str]) -> int:
         # and their owned objects, over 100,000 lines in the first minutes and a share of the CPU. Our own
         # loggers say what happened; kopf's warnings and errors still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from modelfleet.controllers import kopfscale
+
+    kopfscale.install()  # a (re)start with tens of thousands of watched objects: see the module
     loaded = load_handlers()
     logging.getLogger("modelfleet").info("controllers: %s", ", ".join(loaded) or "none")
     namespaces = args.namespace or None
