@@ -200,8 +200,9 @@ def test_a_version_deleted_in_mlflow_is_marked_never_removed_and_keeps_its_immut
     mark = plan.apply[0]
     assert mark["metadata"]["name"] == "iris-v1"
     assert mark["metadata"]["annotations"][DELETED_ANNOTATION] == "2026-05-01T10:01:00Z"
-    assert mark["spec"]["artifact"] == existing["iris-v1"].spec.to_k8s()["artifact"]
-    assert mark["spec"]["lineage"] == existing["iris-v1"].spec.to_k8s()["lineage"]
+    # exactly as first applied (as the API server holds them)
+    assert mark["spec"]["artifact"] == first.apply[0]["spec"]["artifact"]
+    assert mark["spec"]["lineage"] == first.apply[0]["spec"]["lineage"]
     # marked once: the next sync leaves it
     existing["iris-v1"] = applied(mark)
     assert plan_sync(model(), Snapshot("iris", (registered("2"),), {}), existing, T1).apply == ()
@@ -366,3 +367,38 @@ def test_a_version_that_is_not_a_servable_mlflow_model_is_skipped(flavors: tuple
 def test_a_pyfunc_model_is_mirrored() -> None:
     snapshot = Snapshot("iris", (registered("1", flavors=("python_function", "sklearn")),), {})
     assert len(plan_sync(model(), snapshot, {}, T0).apply) == 1
+
+
+def test_an_approval_added_later_reapplies_the_immutable_fields_exactly_as_stored() -> None:
+    """The API server refuses `lineage` or `artifact` that differ in any way from what it holds, defaults
+    added included (`datasets: []`, `repository: ""`): a later apply sends them byte for byte."""
+    run = Run(
+        run_id="run2", experiment_id="1", params={"build": "3"}, tags={"mlflow.source.git.commit": "bad0bad"}
+    )
+    first = plan_sync(model(), Snapshot("iris", (registered("2"),), {}, {"run2": run}), {}, T0).apply[0]
+    stored = applied(first)
+    approved = Snapshot(
+        "iris", (registered("2", tags={"modelfleet.io/approved": "true"}),), {}, {"run2": run}
+    )
+
+    again = plan_sync(model(), approved, {"iris-v2": stored}, T1).apply
+
+    assert len(again) == 1
+    assert again[0]["spec"]["lineage"] == first["spec"]["lineage"]
+    assert again[0]["spec"]["artifact"] == first["spec"]["artifact"]
+    assert again[0]["spec"]["approval"]["approved"] is True
+
+
+def test_a_sync_that_finds_nothing_new_leaves_the_source_status_alone_for_five_minutes() -> None:
+    snapshot = Snapshot("iris", (registered("1"),), {"champion": "1"})
+    synced = plan_sync(model(), snapshot, {}, T0).source
+    known = Model.from_k8s({**model().to_k8s(), "status": {"source": synced.to_k8s()}})
+
+    soon = plan_sync(known, snapshot, {}, T0 + timedelta(minutes=1)).source
+    later = plan_sync(known, snapshot, {}, T0 + timedelta(minutes=6)).source
+    moved = plan_sync(known, Snapshot("iris", (registered("1"),), {}), {}, T0 + timedelta(minutes=1)).source
+
+    assert soon == known.status.source  # nothing to write
+    assert later.last_sync_time == T0 + timedelta(minutes=6)
+    assert moved.aliases == {}
+    assert moved.last_sync_time == T0 + timedelta(minutes=1)

@@ -141,7 +141,8 @@ class SourceStatus(StatusModel):
     """What the last sync with the registry of record found."""
 
     last_sync_time: Time | None = None
-    """When the registry of record was last read completely."""
+    """When the registry of record was last read completely (a sync that finds nothing new updates it at
+    most every 5 minutes, so that it does not rewrite the status every poll)."""
     versions_seen: Annotated[int, Field(ge=0)] = 0
     """Versions of the registered model at the last sync."""
     aliases: dict[Annotated[str, StringConstraints(max_length=255)], Name] = Field(

@@ -30,6 +30,7 @@ from modelfleet.api import (
     format_time,
     set_condition,
 )
+from modelfleet.api.common import ApiModel
 from modelfleet.api.modelversion import ARTIFACT_SCHEMES
 
 #: Label on every ModelVersion the sync made, and its value for MLflow.
@@ -57,6 +58,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 GIT_REPO_TAG = "mlflow.source.git.repoURL"
 SOURCE_NAME_TAG = "mlflow.source.name"
 
+#: lastSyncTime of a sync that changed nothing is written at most this often.
+SYNC_TIME_REFRESH_SECONDS = 300.0
 #: The condition of `status.source`.
 SYNCED = "Synced"
 #: Bounds of the lineage copied from a run (the CRD's limits).
@@ -295,11 +298,11 @@ def desired_version(
     if existing is not None:
         spec = {"model": existing.spec.model, "version": existing.spec.version}
         if existing.spec.artifact is not None:
-            spec["artifact"] = existing.spec.artifact.to_k8s()
+            spec["artifact"] = as_stored(existing.spec.artifact)
         if existing.spec.runtime is not None:
             spec["runtime"] = existing.spec.runtime
         if existing.spec.lineage is not None:
-            spec["lineage"] = existing.spec.lineage.to_k8s()
+            spec["lineage"] = as_stored(existing.spec.lineage)
     else:
         artifact: dict[str, Any] = {"uri": directory_uri(version.storage_uri), "format": "mlflow"}
         if source.artifact_credentials is not None:
@@ -348,9 +351,19 @@ def _deleted_manifest(model: Model, existing: ModelVersion, since: str, now: dat
     return manifest
 
 
+def as_stored(value: ApiModel) -> dict[str, Any]:
+    """A part of an object as the API server holds it: the fields it was given, no defaults added. An
+    immutable field must be applied exactly so (`lineage: {run: ...}` with `datasets: []` added is a
+    change the API server refuses)."""
+    dumped: dict[str, Any] = value.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
+    return dumped
+
+
 def _applied_view(existing: ModelVersion) -> dict[str, Any]:
     """The parts of an existing ModelVersion the sync's manifest sets, to compare with a new manifest."""
-    spec = existing.spec.to_k8s()
+    spec = as_stored(existing.spec)
     keep = {"model", "version", "artifact", "runtime", "lineage", "approval"}
     return {
         "labels": {k: v for k, v in existing.metadata.labels.items() if k == SOURCE_LABEL},
@@ -498,6 +511,12 @@ def plan_sync(
         aliases=aliases,
         conditions=conditions,
     )
+    # a sync that found nothing new leaves the status as it is for a while: a write every pollInterval
+    # would wake every Deployment of the Model each time
+    previous = old.last_sync_time
+    unchanged = source.model_copy(update={"last_sync_time": previous}) == old
+    if previous is not None and unchanged and (now - previous).total_seconds() < SYNC_TIME_REFRESH_SECONDS:
+        source = old
     return SyncPlan(apply=tuple(applies), source=source, tags=tuple(tags), skipped=skipped)
 
 
