@@ -207,7 +207,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
         "should be greater than 0",
     ),
     ("Deployment", {"model": "iris", "version": "v", "progressDeadline": "10 minutes"}, "should match"),
-    ("Deployment", {"model": "iris"}, "Required value"),
+    ("Deployment", {"model": "iris"}, "exactly one of version and versionFrom must be set"),
     (
         "Monitor",
         {"deployment": "d", "metrics": [{"name": "p", "type": "latency", "max": 1}]},

@@ -132,8 +132,13 @@ def test_a_governed_registry_reaches_the_documented_phases(
 
     # Printer columns show the registry at a glance.
     table = cluster.kubectl("get", "modelversions", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "MODEL", "VERSION", "IMAGE", "ARTIFACT", "PHASE", "APPROVED", "AGE"]
+    header = ["NAME", "MODEL", "VERSION", "IMAGE", "ARTIFACT", "PHASE", "APPROVED", "AGE", "MESSAGE"]
+    assert table[0].split() == header
     rows = {line.split()[0]: line.split() for line in table[1:]}
+    # the last column says why, in words
+    assert " ".join(rows["iris-v2"]).endswith(
+        "ModelVersion iris-v2: Model iris requires approval and spec.approval.approved is not true"
+    ), rows["iris-v2"]
     assert rows["iris-v1"][1:6] == ["iris", "1", "localhost/iris-server:1", "Ready", "True"]
     assert rows["iris-v2"][1:6] == ["iris", "2", "localhost/iris-server:2", "Rejected", "False"]
     assert rows["iris-evil"][1:6] == ["iris", "3", "docker.io/evil/iris:1", "Rejected", "True"]
