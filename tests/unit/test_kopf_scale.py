@@ -94,9 +94,9 @@ def test_the_gate_costs_constant_work_per_object_not_work_per_object_squared() -
 def test_install_makes_kopf_build_counting_sets() -> None:
     original = aiotoggles.ToggleSet
     try:
-        install()
+        assert install()
         assert isinstance(aiotoggles.ToggleSet(all), CountingToggleSet)
-        install()  # again: still one level
+        assert install()  # again: still one level
         assert aiotoggles.ToggleSet is CountingToggleSet
     finally:
         aiotoggles.ToggleSet = original  # type: ignore[misc]

@@ -93,16 +93,17 @@ class CountingToggleSet(_KOPF_TOGGLE_SET):
                 self._condition.notify_all()
 
 
-def install() -> None:
+def install() -> bool:
     """Make kopf build its toggle sets as `CountingToggleSet` (it looks the class up in `aiotoggles`
-    each time it makes one). Idempotent. A kopf whose set keeps its toggles and condition elsewhere is
-    left alone (and says so)."""
+    each time it makes one). Idempotent. False, and kopf left as it is, when kopf's set keeps its toggles
+    and condition elsewhere than this module expects (another kopf version)."""
     probe = _KOPF_TOGGLE_SET(all)
     if not isinstance(getattr(probe, "_toggles", None), set) or not isinstance(
         getattr(probe, "_condition", None), asyncio.Condition
     ):
-        raise RuntimeError("kopf's ToggleSet is not as expected: the counting toggle set is not installed")
+        return False
     aiotoggles.ToggleSet = CountingToggleSet  # type: ignore[misc]
+    return True
 
 
 __all__ = ["CountingToggleSet", "install"]

@@ -132,7 +132,11 @@ def main(argv: list[str]) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from modelfleet.controllers import kopfscale
 
-    kopfscale.install()  # a (re)start with tens of thousands of watched objects: see the module
+    if not kopfscale.install():  # a (re)start with tens of thousands of watched objects: see the module
+        logging.getLogger("modelfleet").warning(
+            "kopf's toggle set is not the one expected: kopf's own is used"
+            " (slow to start with very many objects)"
+        )
     loaded = load_handlers()
     logging.getLogger("modelfleet").info("controllers: %s", ", ".join(loaded) or "none")
     namespaces = args.namespace or None
