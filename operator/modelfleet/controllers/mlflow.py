@@ -234,16 +234,10 @@ class MlflowSync:
             finally:
                 await client.close()
                 self.requests += client.request_count
-        except MlflowError as error:
-            failure = SyncError(SyncReason(error.reason.value), error.message)
-            log.warning("Model %s/%s: MLflow sync: %s", namespace, name, failure.message)
-            await self.publish(
-                views, namespace, name, failed_sync(model, failure.reason, failure.message, now)
-            )
-            return source.poll_interval
-        except SyncError as error:
+        except (MlflowError, SyncError) as error:
+            reason = SyncReason(error.reason.value)
             log.warning("Model %s/%s: MLflow sync: %s", namespace, name, error.message)
-            await self.publish(views, namespace, name, failed_sync(model, error.reason, error.message, now))
+            await self.publish(views, namespace, name, failed_sync(model, reason, error.message, now))
             return source.poll_interval
         for version, why in sorted(plan.skipped.items()):
             log.info("Model %s/%s: MLflow version %s not mirrored: %s", namespace, name, version, why)
