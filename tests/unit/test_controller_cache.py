@@ -53,16 +53,18 @@ def test_owned_objects_and_router_pods_are_kept_without_their_spec() -> None:
         "template": {"spec": {"containers": [{"name": "server", "image": "localhost/iris-server:1"}]}}
     }
     status = {"readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 3}
-    (kept,) = indexed(
+    (packed,) = indexed(
         cache.cached_owned_deployments, [owned("iris-iris-v1", "model", spec=template, status=status)]
     )[("ml", "iris")]
+    kept = cache.unpack(packed)
     assert "spec" not in kept
     assert kept["status"] == status  # what ready_replicas reads
     assert kept["metadata"]["labels"]["app.kubernetes.io/component"] == "model"
     pod_status = {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"name": "router"}]}
-    (pod,) = indexed(
+    (packed_pod,) = indexed(
         cache.cached_router_pods, [owned("iris-router-abc", "router", spec={}, status=pod_status)]
     )[("ml", "iris")]
+    pod = cache.unpack(packed_pod)
     assert pod["status"] == {"phase": "Running", "podIP": "10.0.0.5"}
     assert "spec" not in pod
 
@@ -98,6 +100,30 @@ def test_router_pods_are_found_by_their_deployment_label() -> None:
         {**{index: {} for index in INDEXES}, "cached_router_pods": indexed(cache.cached_router_pods, pods)}
     )
     assert [p["metadata"]["name"] for p in reads.router_pods("ml", "iris")] == ["iris-router-abc"]
+
+
+def test_cached_objects_are_packed_small_and_every_read_is_a_fresh_copy() -> None:
+    status = {
+        "phase": "Progressing",
+        "conditions": [{"type": "Ready", "status": "False", "message": "x" * 200}],
+    }
+    body = {
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "u", "managedFields": [{"manager": "a"}]},
+        "spec": {"model": "iris", "version": "iris-v1"},
+        "status": status,
+    }
+    (packed,) = indexed(cache.cached_deployments, [body])[("ml", "iris")]
+    assert isinstance(packed, cache.Packed)
+    assert packed == cache.Packed(cache.unpack(packed))  # kopf compares values before replacing one
+    reads = Cache({**{index: {} for index in INDEXES}, "cached_deployments": {("ml", "iris"): [packed]}})
+    first = reads.deployment("ml", "iris")
+    assert first is not None
+    assert first["status"] == status
+    assert "managedFields" not in first["metadata"]
+    first["status"]["phase"] = "changed by a reader"
+    second = reads.deployment("ml", "iris")
+    assert second is not None
+    assert second["status"]["phase"] == "Progressing"
 
 
 def test_a_cache_without_its_indexes_is_refused() -> None:

@@ -59,7 +59,7 @@ from modelfleet.builders import (
 )
 from modelfleet.builders.artifacts import FetchSettings
 from modelfleet.controllers import events, kube
-from modelfleet.controllers.cache import Cache
+from modelfleet.controllers.cache import Cache, Packed
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
 from modelfleet.registry.artifacts import Server, server_of
@@ -163,10 +163,11 @@ class Applier:
         self.applied: dict[ObjectKey, tuple[str, str]] = {}
         self.cluster_ips: dict[ObjectKey, str] = {}
         self.lost_services: set[ObjectKey] = set()
-        self.live: dict[ObjectKey, Mapping[str, Any]] = {}
+        self.live: dict[ObjectKey, Packed] = {}
         """Owned objects seen on the watch and not applied since the operator started, until their first
         apply: one that already holds the manifest is not sent again (a restart re-applies nothing that
-        is as it should be, and still repairs what was edited while the operator was down)."""
+        is as it should be, and still repairs what was edited while the operator was down). Packed: at a
+        restart this holds every owned object, pod templates and all, until its Deployment's reconcile."""
 
     def apply(self, manifest: kube.Obj) -> None:
         key = _manifest_key(manifest)
@@ -174,7 +175,8 @@ class Applier:
         known = self.applied.get(key)
         if known is not None and known[0] == digest:
             return
-        live = self.live.pop(key, None)
+        packed = self.live.pop(key, None)
+        live = packed.unpack() if packed is not None else None
         if known is None and live is not None and live_matches(manifest, live):
             self.applied[key] = (digest, object_mark(live))
             self._remember_address(key, manifest, live)
@@ -225,7 +227,7 @@ class Applier:
         known = self.applied.get(key)
         if known is None:
             meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-            self.live[key] = {**body, "metadata": meta}
+            self.live[key] = Packed({**body, "metadata": meta})
             return False
         if known[1] == object_mark(body):
             return False
