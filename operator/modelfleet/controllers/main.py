@@ -15,6 +15,8 @@ from typing import Any
 
 import kopf
 
+from modelfleet.builders import MANAGED_BY
+
 # Modules whose import registers kopf handlers. Each kind's controller lives in its own module.
 HANDLER_MODULES = (
     "modelfleet.controllers.cache",
@@ -70,6 +72,27 @@ def load_handlers() -> list[str]:
     return loaded
 
 
+OWNED_KINDS: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("v1", "pods"),
+)
+"""The kinds modelfleet does not define and watches only for its own objects."""
+OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def select_owned(settings: kopf.OperatorSettings) -> None:
+    """List and watch only the operator's own objects of the kinds it does not define, filtered by the API
+    server: kopf keeps a small memory of every object it watches, and a cluster's other pods, ConfigMaps
+    and Services are none of the operator's business."""
+    for kind in OWNED_KINDS:
+        settings.watching.label_selectors[kind] = OWNED_SELECTOR
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     # The controllers, built once with what they need; kopf's handlers find them in the memo. Their
@@ -101,6 +124,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     # indexes takes workers too, so a limit below the number of watched objects deadlocks a restart
     # (seen with 1,000 Deployments and a limit of 64: nothing reconciled after the operator restarted).
     settings.batching.worker_limit = None
+    select_owned(settings)
 
 
 async def wait_for_the_api_server(stop_flag: asyncio.Event | None = None, poll: float = 0.5) -> None:

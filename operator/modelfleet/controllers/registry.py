@@ -52,6 +52,7 @@ from modelfleet.api import (
     get_condition,
     set_condition,
 )
+from modelfleet.builders import MANAGED_BY
 from modelfleet.builders.artifacts import (
     CHECK_DIGEST_ANNOTATION,
     COMPONENT_ARTIFACT_CHECK,
@@ -681,7 +682,15 @@ async def deployment_changed(
 # --- artifact checks and runtimes --------------------------------------------------------------------
 
 
-@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/component": COMPONENT_ARTIFACT_CHECK})
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": COMPONENT_ARTIFACT_CHECK,
+    },
+)
 async def check_pod_changed(type: str, namespace: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """A check pod made progress (or was removed): its version's status."""
     if not type or type == "DELETED" or not namespace:
