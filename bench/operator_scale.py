@@ -14,8 +14,9 @@ deleted at the end (also on failure or Ctrl-C):
    ModelVersion that is valid but not approved. They are reconciled to their final status (phase
    Failed, reason VersionNotServable) without model pods. The operator still applies every router
    object (ServiceAccount, Role, RoleBinding, Service, Deployment); a mutating webhook served on
-   127.0.0.1 makes their Services headless and scales their router Deployments to 0, because the
-   shared node holds about 110 pods and the local cluster's Service range 254 addresses. A
+   127.0.0.1 makes their Services headless and pauses their router Deployments (no ReplicaSet, no
+   pods), because the shared node holds about 110 pods and the local cluster's Service range 254
+   addresses. A
    ResourceQuota on pods backs it up. `--serving K` makes K of the N Deployments serve for real
    (approved version, one model pod and one router pod each; the quota allows exactly those).
 3. The benchmark waits until every Deployment has `status.observedGeneration == metadata.generation`:
@@ -249,9 +250,13 @@ def podless_review(review: dict[str, Any]) -> dict[str, Any]:
 
     - A Service becomes headless. Every modelfleet Deployment has a ClusterIP Service for its router,
       and a cluster's Service range is finite (the local cluster's /24 holds 254 addresses).
-    - An apps/v1 Deployment is scaled to 0. Router pods would not fit on the node; refused by the pod
-      quota instead, their ReplicaSets would retry for many minutes and keep the owned objects' status
-      changing, which is not the steady state to measure.
+    - An apps/v1 Deployment is paused: the Deployment controller makes no ReplicaSet for it, so no pods.
+      Router pods would not fit on the node; refused by the pod quota instead, their ReplicaSets would
+      retry for many minutes and keep the owned objects' status changing, which is not the steady state
+      to measure. Pausing adds a field the operator's manifest does not have, so the live object still
+      holds every field the operator applies (its replicas too) and a restarted operator applies
+      nothing again; scaling to 0 changed a field it applies, and every restart re-applied every
+      router Deployment.
 
     The serving Deployments' objects are left as they are.
     """
@@ -274,8 +279,8 @@ def podless_review(review: dict[str, Any]) -> dict[str, Any]:
             {"op": "add", "path": "/spec/clusterIP", "value": "None"},
             {"op": "add", "path": "/spec/clusterIPs", "value": ["None"]},
         ]
-    elif kind == "Deployment" and spec.get("replicas") != 0:
-        patch = [{"op": "add", "path": "/spec/replicas", "value": 0}]
+    elif kind == "Deployment" and spec.get("paused") is not True:
+        patch = [{"op": "add", "path": "/spec/paused", "value": True}]
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
@@ -1241,7 +1246,7 @@ def run(
     try:
         print(
             f"setting up namespace {NAMESPACE}: the chart's RBAC, a pod quota, a FlowSchema and a "
-            "webhook (headless Services, router Deployments at 0 replicas)",
+            "webhook (headless Services, router Deployments paused)",
             flush=True,
         )
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))

@@ -335,10 +335,10 @@ def test_the_webhook_makes_a_bench_service_headless() -> None:
 
 
 @pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
-def test_the_webhook_scales_a_bench_router_deployment_to_zero(operation: str) -> None:
+def test_the_webhook_pauses_a_bench_router_deployment_and_leaves_its_replicas(operation: str) -> None:
     response = podless_review(review({"replicas": 1}, operation=operation, kind="Deployment"))["response"]
     assert json.loads(base64.b64decode(response["patch"])) == [
-        {"op": "add", "path": "/spec/replicas", "value": 0}
+        {"op": "add", "path": "/spec/paused", "value": True}
     ]
 
 
@@ -350,7 +350,7 @@ def test_the_webhook_scales_a_bench_router_deployment_to_zero(operation: str) ->
         ({"type": "NodePort"}, "bench-d00001", "CREATE", "Service"),
         ({}, "bench-d00001", "UPDATE", "Service"),  # clusterIP is immutable
         ({"replicas": 1}, "serving-d000", "CREATE", "Deployment"),  # serving ones keep their pods
-        ({"replicas": 0}, "bench-d00001", "UPDATE", "Deployment"),  # already at 0
+        ({"replicas": 1, "paused": True}, "bench-d00001", "UPDATE", "Deployment"),  # already paused
     ],
 )
 def test_the_webhook_leaves_other_objects_alone(
