@@ -1,14 +1,18 @@
 """Shared Kubernetes API helpers for the controllers: one client, plain dicts in and out.
 
 The official `kubernetes` client is synchronous; the async helpers run it in a worker thread so the
-operator's event loop never waits on the API server. Objects are applied with server-side apply under
-the field manager `modelfleet`, which makes creating and updating one idempotent step.
+operator's event loop never waits on the API server. The operator gives its event loop a pool of
+`api_threads()` threads (MODELFLEET_API_THREADS, default 32) and the client as many connections: with
+asyncio's default of min(32, CPUs + 4) threads, six on a 2-core machine, no more than six reconciles
+could wait on the API server at once. Objects are applied with server-side apply under the field
+manager `modelfleet`, which makes creating and updating one idempotent step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from typing import Any
 
@@ -41,8 +45,25 @@ PLURALS = {
 #: Kinds without a namespace.
 CLUSTER_SCOPED = frozenset({"ClusterRuntime"})
 
+API_THREADS_VARIABLE = "MODELFLEET_API_THREADS"
+DEFAULT_API_THREADS = 32
+
 _lock = threading.Lock()
 _client: client.ApiClient | None = None
+
+
+def api_threads() -> int:
+    """Threads (and client connections) for API calls: MODELFLEET_API_THREADS, else 32."""
+    text = os.environ.get(API_THREADS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_API_THREADS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{API_THREADS_VARIABLE}={text!r} is not a whole number") from None
+    if not 1 <= value <= 512:
+        raise ValueError(f"{API_THREADS_VARIABLE}={text!r} must be between 1 and 512")
+    return value
 
 
 class NotFound(Exception):
@@ -62,7 +83,9 @@ def api_client() -> client.ApiClient:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 config.load_kube_config()  # type: ignore[no-untyped-call]
-            _client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = api_threads()  # one connection per thread, reused
+            _client = client.ApiClient(configuration)
             _client.user_agent = "modelfleet-operator"
         return _client
 

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -145,6 +146,13 @@ async def wait_for_the_api_server(stop_flag: asyncio.Event | None = None, poll: 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    from modelfleet.controllers import kube
+
+    try:
+        threads = kube.api_threads()
+    except ValueError as error:
+        print(f"modelfleet operator: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -166,6 +174,9 @@ def main(argv: list[str]) -> int:
     namespaces = args.namespace or None
 
     async def run_operator(stop_flag: asyncio.Event | None = None) -> None:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelfleet-api")
+        )
         await wait_for_the_api_server(stop_flag)
         await kopf.operator(
             clusterwide=namespaces is None,
