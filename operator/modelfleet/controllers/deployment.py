@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -143,8 +144,10 @@ ObjectKey = tuple[str, str, str]
 
 
 def _manifest_key(manifest: kube.Obj) -> ObjectKey:
+    """Interned: the applier keeps a key per owned object, tens of thousands of them."""
     meta = manifest["metadata"]
-    return meta["namespace"], f"{manifest['apiVersion']}/{manifest['kind']}", meta["name"]
+    kind = sys.intern(f"{manifest['apiVersion']}/{manifest['kind']}")
+    return sys.intern(meta["namespace"]), kind, meta["name"]
 
 
 class Applier:
@@ -160,7 +163,7 @@ class Applier:
     def __init__(self, send: Callable[[kube.Obj], kube.Obj] | None = None) -> None:
         self.send = send if send is not None else kube.apply
         """The server-side apply itself (`kube.apply`)."""
-        self.applied: dict[ObjectKey, tuple[str, str]] = {}
+        self.applied: dict[ObjectKey, tuple[bytes, str]] = {}
         self.cluster_ips: dict[ObjectKey, str] = {}
         self.lost_services: set[ObjectKey] = set()
         self.live: dict[ObjectKey, Packed] = {}
@@ -171,7 +174,7 @@ class Applier:
 
     def apply(self, manifest: kube.Obj) -> None:
         key = _manifest_key(manifest)
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).digest()[:16]
         known = self.applied.get(key)
         if known is not None and known[0] == digest:
             return
