@@ -453,9 +453,15 @@ def test_a_crashed_operator_container_decides_again_without_waiting_out_its_leas
     )
     seconds = time.monotonic() - crashed
 
-    (after,) = release.operator_pods()
-    assert after["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, a new container
-    assert after["status"]["containerStatuses"][0]["restartCount"] == 1
+    # The kubelet reports the restart in the pod's status on its own schedule, which may come after
+    # the new container has already decided: wait for the report rather than race it.
+    def restarts() -> int:
+        (now,) = release.operator_pods()
+        assert now["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, a new container
+        return int(((now.get("status") or {}).get("containerStatuses") or [{}])[0].get("restartCount") or 0)
+
+    cluster.wait_for("the kubelet to report the container restart", lambda: restarts() >= 1, timeout=60)
+    assert restarts() == 1
     new_holder = release.lease_holder()
     assert new_holder != holder
     assert new_holder.rsplit("_", 1)[0] == holder.rsplit("_", 1)[0]
