@@ -2,7 +2,11 @@
 
 `modelfleet_rollouts_total{result}` counts finished rollouts by result (Promoted, RolledBack, Aborted,
 Superseded); `modelfleet_reconcile_duration_seconds{controller}` times each reconcile;
-`modelfleet_measurements_total{verdict}` counts Monitor measurements. They are served on
+`modelfleet_measurements_total{verdict}` counts Monitor measurements;
+`modelfleet_mlflow_requests_total{endpoint}` counts the HTTP requests sent to MLflow tracking servers,
+`modelfleet_mlflow_syncs_total{result}` the syncs of Models that mirror MLflow (Synced, or the failure's
+reason), and `modelfleet_mlflow_webhook_deliveries_total{outcome}` the webhook calls received (accepted,
+ignored, replayed, and each refusal). They are served on
 `MODELFLEET_METRICS_PORT` when that variable is set (off by default, so several operators can share
 a host in tests).
 """
@@ -21,6 +25,15 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 MEASUREMENTS = Counter("modelfleet_measurements", "Monitor measurements, by overall verdict.", ["verdict"])
+MLFLOW_REQUESTS = Counter(
+    "modelfleet_mlflow_requests", "HTTP requests sent to MLflow tracking servers, by endpoint.", ["endpoint"]
+)
+MLFLOW_SYNCS = Counter(
+    "modelfleet_mlflow_syncs", "Syncs of Models that mirror MLflow, by result.", ["result"]
+)
+MLFLOW_WEBHOOKS = Counter(
+    "modelfleet_mlflow_webhook_deliveries", "MLflow webhook calls received, by outcome.", ["outcome"]
+)
 
 PORT_VARIABLE = "MODELFLEET_METRICS_PORT"
 

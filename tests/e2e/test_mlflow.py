@@ -13,6 +13,7 @@ Clients see no error throughout.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -262,4 +263,98 @@ def test_the_registry_of_record_drives_rollouts_and_hears_back(
     helpers.record_result(
         "mlflow_registry_of_record",
         {"requests": len(fleet.load.responses), "served": dict(fleet.load.served_by())},
+    )
+
+
+WEBHOOK_SECRET = "e2e-webhook-secret-3b9d"
+WEBHOOK_EVENTS = [
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.local_cluster  # MLflow's pod calls the operator on this machine: the local cluster's node
+def test_mlflow_webhooks_bring_a_new_version_and_an_alias_move_within_seconds(
+    fleet: Fleet, store: ObjectStore, server: MlflowServer, registry: Any
+) -> None:
+    """Given a Model that polls MLflow only once an hour and takes MLflow's webhooks, and the tracking server
+    in the cluster calling the operator's receiver, when a new version is registered and approved and
+    `champion` moves to it, then its ModelVersion appears and its canary starts within seconds: only a
+    signed webhook delivery could have woken the sync."""
+    port = free_port()
+    fleet.operator.env["MODELFLEET_WEBHOOK_PORT"] = str(port)
+    fleet.operator.restart()
+    fleet.cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "mlflow-webhook"},
+                "stringData": {"secret": WEBHOOK_SECRET},
+            }
+        ],
+        fleet.namespace,
+    )
+    v1 = log_and_register(1, commit="c0ffee1")
+    registry.set_model_version_tag("iris", v1, "modelfleet.io/approved", "true")
+    registry.set_registered_model_alias("iris", "champion", v1)
+    model = mlflow_model(server)
+    model["spec"]["source"]["mlflow"]["pollInterval"] = "1h"
+    model["spec"]["source"]["mlflow"]["webhook"] = {"secretName": "mlflow-webhook", "key": "secret"}
+    deployment = helpers.deployment(steps=[{"setWeight": 50}, {"pause": {"duration": "10s"}}])
+    del deployment["spec"]["version"]
+    deployment["spec"]["versionFrom"] = {"mlflowAlias": "champion"}
+    fleet.apply(model, runtime(), deployment)
+    fleet.wait_status(
+        "iris-v1 Healthy",
+        lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == f"iris-v{v1}",
+        240,
+    )
+
+    url = f"http://{server.host_ip}:{port}/mlflow/webhooks/{fleet.namespace}/iris"
+    webhook = registry.create_webhook(
+        name="modelfleet", url=url, events=WEBHOOK_EVENTS, secret=WEBHOOK_SECRET
+    )
+    time.sleep(1.5)  # the server's cache of webhooks (MLFLOW_WEBHOOK_CACHE_TTL, 1 s here)
+    tested = registry.test_webhook(webhook.webhook_id)
+    assert tested.success, f"MLflow could not deliver to {url}: {tested}"
+
+    registered = time.monotonic()
+    v2 = log_and_register(2, commit="900d900")
+    registry.set_model_version_tag("iris", v2, "modelfleet.io/approved", "true")
+    fleet.cluster.wait_for(
+        f"iris-v{v2} mirrored by webhook",
+        lambda: fleet.cluster.get_or_none("modelversion", f"iris-v{v2}", fleet.namespace),
+        timeout=30,
+        interval=0.25,
+    )
+    mirrored = time.monotonic() - registered
+    wait_version(fleet, f"iris-v{v2}", "Ready")
+
+    moved = time.monotonic()
+    registry.set_registered_model_alias("iris", "champion", v2)
+    fleet.wait_status("iris-v2 canary", lambda s: s.get("canaryVersion") == f"iris-v{v2}", 30)
+    canary = time.monotonic() - moved
+    promoted = fleet.wait_status(
+        "iris-v2 promoted",
+        lambda s: s.get("stableVersion") == f"iris-v{v2}" and s.get("phase") == "Healthy",
+        120,
+    )
+    assert promoted["targetVersion"] == f"iris-v{v2}"
+    assert WEBHOOK_SECRET not in fleet.operator.log()
+    helpers.record_result(
+        "mlflow_webhooks",
+        {
+            "secondsFromRegisterToModelVersion": round(mirrored, 2),
+            "secondsFromAliasToCanary": round(canary, 2),
+        },
     )

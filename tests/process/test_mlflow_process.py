@@ -505,6 +505,43 @@ def test_the_sync_reads_lineage_signature_and_aliases_from_the_real_server(
     assert plan.source.aliases["champion"] == "iris-v1"
 
 
+def test_a_sync_counts_its_requests_and_its_result_in_the_operators_metrics(
+    server: MlflowServer, iris: Iris
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from modelfleet.controllers.mlflow import MlflowSync
+
+    published: list[Any] = []
+
+    async def publish(views: Any, namespace: str, name: str, source: Any) -> None:
+        published.append(source)
+
+    def requests_exported() -> float:
+        return sum(
+            sample.value
+            for metric in REGISTRY.collect()
+            if metric.name == "modelfleet_mlflow_requests"
+            for sample in metric.samples
+            if sample.name == "modelfleet_mlflow_requests_total"
+        )
+
+    def syncs(result: str) -> float:
+        return REGISTRY.get_sample_value("modelfleet_mlflow_syncs_total", {"result": result}) or 0.0
+
+    sync = MlflowSync(publish=publish, model_version=lambda *_: None, connect=lambda *_: admin(server))
+    sync.views = _Views(_followed_model(server))
+    requests_before, synced_before = requests_exported(), syncs("Synced")
+
+    again = asyncio.run(sync.sync("ml", "iris"))
+
+    assert again is not None  # polls again after its interval
+    assert published[-1].aliases["champion"] == "iris-v1"
+    assert syncs("Synced") - synced_before == 1
+    assert sync.requests >= 2  # the registered model and its versions, at least
+    assert requests_exported() - requests_before == sync.requests
+
+
 def test_the_operators_receiver_wakes_the_sync_for_signed_deliveries_only(
     server: MlflowServer, iris: Iris, as_admin: Any
 ) -> None:
@@ -563,6 +600,13 @@ def test_the_operators_receiver_wakes_the_sync_for_signed_deliveries_only(
             await asyncio.to_thread(as_admin.delete_webhook, webhook.webhook_id)
             await receiver.stop()
 
+    from prometheus_client import REGISTRY
+
+    def exported(outcome: str) -> float:
+        found = REGISTRY.get_sample_value("modelfleet_mlflow_webhook_deliveries_total", {"outcome": outcome})
+        return found or 0.0
+
+    before = {outcome: exported(outcome) for outcome in ("accepted", "BadSignature", "unknown")}
     counts = asyncio.run(scenario())
 
     assert woken
@@ -570,6 +614,10 @@ def test_the_operators_receiver_wakes_the_sync_for_signed_deliveries_only(
     assert counts["accepted"] >= 1
     assert counts["BadSignature"] == 1
     assert counts["unknown"] == 1
+    # the operator's /metrics says the same
+    assert {outcome: exported(outcome) - before[outcome] for outcome in before} == {
+        outcome: float(counts[outcome]) for outcome in before
+    }
 
 
 # --- last: the server goes away -----------------------------------------------------------------------

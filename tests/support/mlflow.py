@@ -24,7 +24,9 @@ From a shell (the demo), with tests/ on the path:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -49,6 +51,9 @@ class MlflowServer:
     name: str
     pod_ip: str
     store: ObjectStore = field(repr=False)
+    host_ip: str = ""
+    """The address of the pod's node, where pods reach a process on that node (the local cluster's node is
+    this machine: the operator the tests run is there)."""
     bucket: str = BUCKET
     port: int = PORT
 
@@ -100,6 +105,7 @@ def server_manifests(
 ) -> list[dict[str, Any]]:
     """The MLflow Pod and its Service."""
     labels = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": name}
+    webhook_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     hosts = ",".join(allowed_hosts(name, namespace))
     script = (
         'exec mlflow server --host 0.0.0.0 --port "$PORT"'
@@ -136,6 +142,13 @@ def server_manifests(
                         {"name": "AWS_ACCESS_KEY_ID", "value": store.access_key},
                         {"name": "AWS_SECRET_ACCESS_KEY", "value": store.secret_key},
                         {"name": "AWS_DEFAULT_REGION", "value": store.region},
+                        # webhooks to the operator, which the tests run on this machine: plain HTTP to a
+                        # private address (MLflow calls public HTTPS addresses only by default), secrets
+                        # kept with a fixed key, and the server's cache of webhooks kept 1 s, not 60
+                        {"name": "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "value": "true"},
+                        {"name": "MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "value": "http,https"},
+                        {"name": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", "value": webhook_key},
+                        {"name": "MLFLOW_WEBHOOK_CACHE_TTL", "value": "1"},
                     ],
                     "ports": [{"name": "http", "containerPort": PORT}],
                     "readinessProbe": {
@@ -198,7 +211,8 @@ def start_mlflow(
         logs = cluster.kubectl("logs", name, "-n", namespace, check=False).stdout[-3000:]
         print(f"--- {namespace}/{name} log ---\n{logs}", file=sys.stderr)
         raise
-    server = MlflowServer(cluster, namespace, name, ip, store)
+    host_ip = str(cluster.get("pod", name, namespace).get("status", {}).get("hostIP", ""))
+    server = MlflowServer(cluster, namespace, name, ip, store, host_ip=host_ip)
     deadline = time.monotonic() + 30
     url = f"{server.host_uri}/api/2.0/mlflow/registered-models/search?max_results=1"
     while True:  # ready means /health answers; wait until the REST API does, as the host calls it

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import kopf
 from aiohttp import web
 
+from modelfleet import metrics
 from modelfleet.api import (
     GROUP,
     VERSION,
@@ -234,13 +235,17 @@ class MlflowSync:
             finally:
                 await client.close()
                 self.requests += client.request_count
+                for endpoint, count in client.requests.items():
+                    metrics.MLFLOW_REQUESTS.labels(endpoint).inc(count)
         except (MlflowError, SyncError) as error:
             reason = SyncReason(error.reason.value)
+            metrics.MLFLOW_SYNCS.labels(reason.value).inc()
             log.warning("Model %s/%s: MLflow sync: %s", namespace, name, error.message)
             await self.publish(views, namespace, name, failed_sync(model, reason, error.message, now))
             return source.poll_interval
         for version, why in sorted(plan.skipped.items()):
             log.info("Model %s/%s: MLflow version %s not mirrored: %s", namespace, name, version, why)
+        metrics.MLFLOW_SYNCS.labels("Synced").inc()
         await self.publish(views, namespace, name, plan.source)
         return source.poll_interval
 
@@ -407,6 +412,7 @@ class WebhookReceiver:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        metrics.MLFLOW_WEBHOOKS.labels(outcome).inc()
 
     async def handle(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["model"]
