@@ -1,7 +1,8 @@
 """The operator's own Prometheus metrics.
 
 `modelfleet_rollouts_total{result}` counts finished rollouts by result (Promoted, RolledBack, Aborted,
-Superseded); `modelfleet_reconcile_duration_seconds{controller}` times each reconcile;
+Superseded); `modelfleet_reconcile_duration_seconds{controller}` times each reconcile (`deployment`,
+`monitor`, and `mlflow` for each sync of a Model that mirrors MLflow);
 `modelfleet_measurements_total{verdict}` counts Monitor measurements;
 `modelfleet_mlflow_requests_total{endpoint}` counts the HTTP requests sent to MLflow tracking servers,
 `modelfleet_mlflow_syncs_total{result}` the syncs of Models that mirror MLflow (Synced, or the failure's

@@ -531,13 +531,21 @@ def test_a_sync_counts_its_requests_and_its_result_in_the_operators_metrics(
 
     sync = MlflowSync(publish=publish, model_version=lambda *_: None, connect=lambda *_: admin(server))
     sync.views = _Views(_followed_model(server))
-    requests_before, synced_before = requests_exported(), syncs("Synced")
+
+    def timed() -> float:
+        found = REGISTRY.get_sample_value(
+            "modelfleet_reconcile_duration_seconds_count", {"controller": "mlflow"}
+        )
+        return found or 0.0
+
+    requests_before, synced_before, timed_before = requests_exported(), syncs("Synced"), timed()
 
     again = asyncio.run(sync.sync("ml", "iris"))
 
     assert again is not None  # polls again after its interval
     assert published[-1].aliases["champion"] == "iris-v1"
     assert syncs("Synced") - synced_before == 1
+    assert timed() - timed_before == 1
     assert sync.requests >= 2  # the registered model and its versions, at least
     assert requests_exported() - requests_before == sync.requests
 

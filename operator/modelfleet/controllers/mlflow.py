@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -217,6 +218,13 @@ class MlflowSync:
 
     async def sync(self, namespace: str, name: str) -> float | None:
         """Read the registered model, mirror it, write the tags back; returns when to come back."""
+        started = time.perf_counter()
+        try:
+            return await self._sync(namespace, name)
+        finally:
+            metrics.RECONCILE_DURATION.labels("mlflow").observe(time.perf_counter() - started)
+
+    async def _sync(self, namespace: str, name: str) -> float | None:
         views = self.views
         model = views.model(namespace, name) if views is not None else None
         if views is None or model is None or model.spec.source is None or model.spec.source.mlflow is None:
