@@ -94,6 +94,8 @@ MF = f"{kube.GROUP}/{kube.VERSION}"
 ROUTER_IMAGE_VARIABLE = "MODELFLEET_ROUTER_IMAGE"
 RESYNC_SECONDS = 600.0
 """Without any change, a Deployment is reconciled again this often (a safety net, not the trigger)."""
+ADDRESS_WAIT_SECONDS = 5.0
+"""A deleted owned Service is created again at its old address if the API server frees it within this."""
 CONFLICT_RETRY_SECONDS = 0.2
 #: After its own status write, a reconcile that finds the cache still showing the object as it was
 #: before the write comes back this soon, rather than decide on it (its write would be refused)...
@@ -160,9 +162,18 @@ class Applier:
     each owned Service got, so that one deleted by somebody else is created again at the same address.
     """
 
-    def __init__(self, send: Callable[[kube.Obj], kube.Obj] | None = None) -> None:
+    def __init__(
+        self,
+        send: Callable[[kube.Obj], kube.Obj] | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        address_wait: float = ADDRESS_WAIT_SECONDS,
+    ) -> None:
         self.send = send if send is not None else kube.apply
         """The server-side apply itself (`kube.apply`)."""
+        self.sleep = sleep
+        self.address_wait = address_wait
+        """How long a deleted Service's address is asked for again while the API server still holds it."""
         self.applied: dict[ObjectKey, tuple[bytes, str]] = {}
         self.cluster_ips: dict[ObjectKey, str] = {}
         self.lost_services: set[ObjectKey] = set()
@@ -188,10 +199,7 @@ class Applier:
         self.lost_services.discard(key)
         applied: kube.Obj | None = None
         if address:
-            try:
-                applied = self.send({**manifest, "spec": {**manifest["spec"], "clusterIP": address}})
-            except (kube.Conflict, kube.ApiError) as error:  # the address was taken meanwhile
-                log.warning("%s %s: cluster IP %s not available again: %s", key[1], key[2], address, error)
+            applied = self._at_address(key, manifest, address)
         if applied is None:
             applied = self.send(manifest)
         self.applied[key] = (digest, object_mark(applied or {}))
@@ -199,6 +207,26 @@ class Applier:
         # apply: it must not stand for the live object at a later apply
         self.live.pop(key, None)
         self._remember_address(key, manifest, applied or {})
+
+    def _at_address(self, key: ObjectKey, manifest: kube.Obj, address: str) -> kube.Obj | None:
+        """The Service created again at its old address; None when that address is not to be had.
+
+        The API server frees a deleted Service's address a moment after the deletion is seen (its
+        IPAddress object goes on its own), so "already allocated" is asked again for a few seconds:
+        clients and DNS caches still hold the old address, and a new one would strand them."""
+        wanted = {**manifest, "spec": {**manifest["spec"], "clusterIP": address}}
+        waited, delay = 0.0, 0.05
+        while True:
+            try:
+                return self.send(wanted)
+            except (kube.Conflict, kube.ApiError) as error:
+                held = isinstance(error, kube.ApiError) and "already allocated" in error.message
+                if not held or waited >= self.address_wait:
+                    log.warning("%s %s: cluster IP %s not available again: %s", *key[1:], address, error)
+                    return None
+            self.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.5)
 
     def _remember_address(self, key: ObjectKey, manifest: kube.Obj, obj: Mapping[str, Any]) -> None:
         cluster_ip = (obj.get("spec") or {}).get("clusterIP")
