@@ -35,6 +35,7 @@ PLURALS = {
     "Role": "roles",
     "RoleBinding": "rolebindings",
     "Pod": "pods",
+    "Secret": "secrets",
     "Event": "events",
     "Monitor": "monitors",
     "Model": "models",
