@@ -22,7 +22,6 @@ an error). Every wait is bounded; the whole run stays under 10 minutes once the 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -31,7 +30,6 @@ import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +49,7 @@ from modelfleet.kubectl_plugin.kube import Kube, PluginError, Target, connect
 from modelfleet.kubectl_plugin.watch import Snapshot, Watcher
 from support.cluster import find_cluster
 from support.iris_artifacts import write as write_artifact
+from support.load import Answer, Load
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "demo" / "manifests"
@@ -167,120 +166,12 @@ def find_helm() -> str | None:
     return str(pinned) if pinned.exists() else shutil.which("helm")
 
 
-# --- the load generator --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One request as the client saw it. Times are time.monotonic()."""
-
-    sent: float
-    time: float
-    code: int  # 0 when the connection failed
-    served_by: str
-    fallback: str
-    detail: str = ""  # what went wrong, for code 0
-
-
-@dataclass
-class Load:
-    """`clients` keep-alive clients sending v2 inference requests to host:80 at `rate` per second in all,
-    for at most `limit` seconds. Every answer is recorded: code, X-Modelfleet-Served-By, fallback.
-    A request belongs to the moment it was sent (a connection that hung since before the router was
-    ready is not an error of the rollout)."""
-
-    host: str
-    rate: float = 40.0
-    clients: int = 2
-    limit: float = 420.0
-    answers: list[Answer] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> None:
-        for index in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(index,), name=f"client-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _client(self, index: int) -> None:
-        period = self.clients / self.rate
-        started = time.monotonic()
-        next_at = started + index * period / self.clients
-        conn: http.client.HTTPConnection | None = None
-        sent = 0
-        while not self._stop.is_set() and time.monotonic() - started < self.limit:
-            next_at += period
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
-                next_at = time.monotonic()
-            sent_at = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(self.host, 80, timeout=10)
-                conn.request(
-                    "POST",
-                    "/v2/models/iris/infer",
-                    body=BODIES[(sent * self.clients + index) % len(BODIES)],
-                    headers={"Content-Type": "application/json"},
-                )
-                sent += 1
-                response = conn.getresponse()
-                response.read()
-                answer = Answer(
-                    sent_at,
-                    time.monotonic(),
-                    response.status,
-                    response.getheader("X-Modelfleet-Served-By", ""),
-                    response.getheader("X-Modelfleet-Fallback", ""),
-                )
-                if response.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as error:
-                answer = Answer(sent_at, time.monotonic(), 0, "", "", f"{type(error).__name__}: {error}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with self._lock:
-                self.answers.append(answer)
-        if conn is not None:
-            conn.close()
-
-    def between(self, start: float, end: float = float("inf")) -> list[Answer]:
-        with self._lock:
-            return [a for a in self.answers if start <= a.sent < end]
-
-    def wait_serving(self, version: str, timeout: float) -> float:
-        """Wait for 10 answers in a row with 200 from `version`; return when the first of them was sent."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                recent = self.answers[-10:]
-            if len(recent) == 10 and all(a.code == 200 and a.served_by == version for a in recent):
-                return recent[0].sent
-            time.sleep(0.2)
-        codes = Counter(a.code for a in self.between(0))
-        raise DemoFailed(
-            f"the router did not answer from {version} within {timeout:.0f}s (codes seen: {dict(codes)})"
-        )
-
-
-def is_error(answer: Answer) -> bool:
-    return not 200 <= answer.code < 300
+# --- what clients saw ---------------------------------------------------------------------------------
 
 
 def client_line(answers: Sequence[Answer]) -> str:
-    ok = sum(1 for a in answers if not is_error(a))
-    served = Counter(a.served_by for a in answers if not is_error(a))
+    ok = sum(1 for a in answers if a.ok)
+    served = Counter(a.served_by for a in answers if a.ok)
     fallbacks = sum(1 for a in answers if a.fallback)
     by = ", ".join(f"{v} {n}" for v, n in sorted(served.items()))
     return f"clients: {ok} ok, {len(answers) - ok} errors, {fallbacks} fallbacks (served by {by or '-'})"
@@ -765,7 +656,7 @@ def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, de
 def summary(load: Load, figures: Figures, kube: Kube) -> None:
     chapter("Summary")
     answers = load.between(figures.serving_since)
-    errors = [a for a in answers if is_error(a)]
+    errors = [a for a in answers if not a.ok]
     codes = Counter(a.code for a in answers)
     served = Counter(a.served_by for a in answers)
     fallbacks = Counter(a.fallback for a in answers if a.fallback)
@@ -805,12 +696,12 @@ def summary(load: Load, figures: Figures, kube: Kube) -> None:
     rows = []
     for name, start, end in phases:
         part = [a for a in answers if start <= a.sent < end]
-        by = Counter(a.served_by for a in part if not is_error(a))
+        by = Counter(a.served_by for a in part if a.ok)
         rows.append(
             [
                 name,
                 str(len(part)),
-                str(sum(1 for a in part if is_error(a))),
+                str(sum(1 for a in part if not a.ok)),
                 str(sum(1 for a in part if a.fallback)),
                 ", ".join(f"{v} {n}" for v, n in sorted(by.items())) or "-",
             ]
@@ -909,10 +800,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = start_store(operator)
         register(cluster, story, store, deadline)
         ip = serve_v1(cluster, story, deadline)
-        load = Load(ip, rate=args.rate, limit=max(60.0, deadline - time.monotonic()))
+        load = Load(
+            ip,
+            rate=args.rate,
+            limit=max(60.0, deadline - time.monotonic()),
+            clients=2,
+            bodies=BODIES,
+            clock=time.monotonic,
+        )
         load.start()
         story.load = load
-        figures.serving_since = load.wait_serving("iris-v1", timeout=60)
+        try:
+            figures.serving_since = load.wait_serving("iris-v1", timeout=60).sent
+        except TimeoutError as error:
+            raise DemoFailed(str(error)) from None
         say(
             f"load generator: {args.rate:g} requests/s from this host to {ip}:80"
             f" ({load.clients} keep-alive clients)"
