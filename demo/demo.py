@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import string
 import subprocess
@@ -47,9 +46,11 @@ from support.objectstore import ObjectStore, start_object_store
 from modelfleet.kubectl_plugin import render
 from modelfleet.kubectl_plugin.kube import Kube, PluginError, Target, connect
 from modelfleet.kubectl_plugin.watch import Snapshot, Watcher
-from support.cluster import find_cluster
+from support.cluster import Cluster, KubectlError, cluster_at
 from support.iris_artifacts import write as write_artifact
 from support.load import Answer, Load
+from support.operator import OperatorProcess
+from support.tools import helm_binary
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "demo" / "manifests"
@@ -104,66 +105,6 @@ def chapter(title: str) -> None:
 
 def block(text: str, indent: str = "    ") -> None:
     print("\n".join(indent + line if line else "" for line in text.splitlines()), flush=True)
-
-
-# --- the cluster ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    kubectl_path: str
-    kubeconfig: str
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": self.kubeconfig}
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        try:
-            result = subprocess.run(
-                [self.kubectl_path, *args],
-                input=input,
-                capture_output=True,
-                text=True,
-                env=self.env,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DemoFailed(f"kubectl {' '.join(args)} did not finish within {timeout:.0f}s") from None
-        if check and result.returncode != 0:
-            raise DemoFailed(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-
-def find_kubectl() -> str:
-    versions = dict(
-        line.split("=", 1)
-        for line in (REPO / "cluster" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    pinned = CACHE / "bin" / f"kubernetes-{versions['KUBERNETES_VERSION']}" / "kubectl"
-    if pinned.exists():
-        return str(pinned)
-    found = shutil.which("kubectl")
-    if not found:
-        raise DemoFailed("no kubectl: run `make components` (or put kubectl on PATH)")
-    return found
-
-
-def find_helm() -> str | None:
-    versions = (REPO / "cluster" / "versions.env").read_text()
-    helm_version = next(
-        (line.split("=", 1)[1].strip() for line in versions.splitlines() if line.startswith("HELM_VERSION=")),
-        "",
-    )
-    pinned = CACHE / "bin" / f"helm-{helm_version}" / "helm"
-    return str(pinned) if pinned.exists() else shutil.which("helm")
 
 
 # --- what clients saw ---------------------------------------------------------------------------------
@@ -282,8 +223,14 @@ class Operator:
     def __init__(self, cluster: Cluster, mode: str) -> None:
         self.cluster = cluster
         self.mode = mode
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = CACHE / "demo" / "operator.log"
+        self.process = OperatorProcess(
+            cluster,
+            NAMESPACE,
+            self.log_path,
+            [str(Path(sys.executable).parent / "modelfleet"), "operator", "--namespace", NAMESPACE],
+        )
+        """The operator on this host (--operator host)."""
 
     def start(self) -> None:
         if self.mode == "helm":
@@ -292,7 +239,7 @@ class Operator:
             self._host()
 
     def _helm(self) -> None:
-        helm = find_helm()
+        helm = helm_binary()
         if helm is None:
             raise DemoFailed("no helm binary: run `make components`, or use --operator host")
         existed = (
@@ -338,27 +285,15 @@ class Operator:
 
     def _host(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "modelfleet"), "operator", "--namespace", NAMESPACE],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
+        self.process.start()
         time.sleep(1.0)
-        if self.process.poll() is not None:
+        if not self.process.alive():
             raise DemoFailed(f"the operator exited at once; see {self.log_path}")
-        say(f"operator running on this host (pid {self.process.pid}, log {self.log_path})")
+        assert self.process.process is not None
+        say(f"operator running on this host (pid {self.process.process.pid}, log {self.log_path})")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        self.process.kill(signal.SIGTERM)
 
     def log_tail(self, lines: int = 30) -> str:
         if self.mode == "helm":
@@ -366,9 +301,7 @@ class Operator:
                 "logs", f"deployment/{RELEASE}", "-n", OPERATOR_NAMESPACE, f"--tail={lines}", check=False
             )
             return result.stdout or result.stderr
-        if self.log_path.exists():
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return self.process.tail(lines)
 
 
 # --- the story -----------------------------------------------------------------------------------------
@@ -441,8 +374,7 @@ def monitor_budget() -> tuple[float, str]:
 
 def setup(cluster: Cluster, operator: Operator, deadline: float) -> None:
     chapter("Setting up")
-    version = cluster.json("version")
-    say(f"cluster: Kubernetes {version['serverVersion']['gitVersion']}, kubeconfig {cluster.kubeconfig}")
+    say(f"cluster: Kubernetes {cluster.server_version()}, kubeconfig {cluster.kubeconfig}")
     clean_namespace(cluster)
     cluster.kubectl("create", "namespace", NAMESPACE)
     say(f"namespace {NAMESPACE} created")
@@ -461,23 +393,16 @@ def setup(cluster: Cluster, operator: Operator, deadline: float) -> None:
 
 def start_store(operator: Operator) -> ObjectStore:
     chapter("Starting the object store")
-    found = find_cluster()
-    if found is None:
-        raise DemoFailed("no cluster answers for the object store")
-    store = start_object_store(found, NAMESPACE)
+    store = start_object_store(operator.cluster, NAMESPACE)
     store.create_bucket("models")
     store.make_secret(NAMESPACE, "s3-creds")
     say(f"S3 store (versitygw) at {store.endpoint}, bucket models; Secret s3-creds holds its credentials")
     if operator.mode == "host":
-        apply_manifest(cluster_of(operator), "runtime.yaml")
+        apply_manifest(operator.cluster, "runtime.yaml")
         say("Runtime mlserver-sklearn (the chart would install it as a ClusterRuntime)")
     else:
         say("runtime: ClusterRuntime mlserver-sklearn, installed by the chart")
     return store
-
-
-def cluster_of(operator: Operator) -> Cluster:
-    return operator.cluster
 
 
 def register(cluster: Cluster, story: Story, store: ObjectStore, deadline: float) -> None:
@@ -551,7 +476,7 @@ def serve_v1(cluster: Cluster, story: Story, deadline: float) -> str:
         return status.get("phase") == "Healthy" and status.get("stableVersion") == "iris-v1"
 
     story.wait("iris-v1 to serve (Healthy)", healthy, 180, deadline)
-    service = cluster.json("get", "service", "iris", "-n", NAMESPACE)
+    service = cluster.get("service", "iris", NAMESPACE)
     ip = str(service["spec"]["clusterIP"])
     say(f"endpoint http://iris.{NAMESPACE}.svc:80 = ClusterIP {ip}:80")
     return ip
@@ -775,23 +700,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rate must be between 1 and 500 requests per second")
 
     kubeconfig = os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG
-    cluster = Cluster(find_kubectl(), kubeconfig)
     mode = args.operator
     if mode == "auto":
-        mode = "helm" if find_helm() and (REPO / "charts" / "modelfleet" / "Chart.yaml").exists() else "host"
-    operator = Operator(cluster, mode)
+        mode = (
+            "helm" if helm_binary() and (REPO / "charts" / "modelfleet" / "Chart.yaml").exists() else "host"
+        )
     deadline = T0 + BUDGET
     figures = Figures()
     load: Load | None = None
     story: Story | None = None
     kube: Kube | None = None
     print(f"{BOLD}modelfleet demo{RESET}: a canary rollout and an automatic rollback, under live traffic")
-    if cluster.kubectl("get", "--raw=/readyz", check=False, timeout=20).returncode != 0:
+    found = cluster_at(kubeconfig)
+    if found is None:
         print(
             f"{RED}demo failed:{RESET} no Kubernetes API server answers with {kubeconfig}:"
             " run `make cluster-up`"
         )
         return 1
+    cluster = found
+    operator = Operator(cluster, mode)
     try:
         setup(cluster, operator, deadline)
         kube = connect(Target(kubeconfig=kubeconfig, namespace=NAMESPACE))
@@ -837,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         summary(load, figures, kube)
-    except (DemoFailed, PluginError) as error:
+    except (DemoFailed, PluginError, KubectlError, subprocess.TimeoutExpired) as error:
         if load is not None:
             load.stop()
         if story is not None:
