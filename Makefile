@@ -83,7 +83,7 @@ demo: venv images cluster-up ## Bring everything up, then show a canary rollout 
 	@demo/run.sh
 
 .PHONY: bench
-bench: bench-router bench-operator bench-artifacts ## All benchmarks (about 20 minutes); figures go to bench/results/
+bench: bench-router bench-operator bench-artifacts bench-mlflow ## All benchmarks (about 30 minutes); figures go to bench/results/
 
 .PHONY: bench-router
 bench-router: venv ## Router overhead vs calling the model server directly
@@ -96,6 +96,10 @@ bench-operator: venv ## The operator with 1,000 Deployments: memory, idle CPU, r
 .PHONY: bench-artifacts
 bench-artifacts: venv ## Artifact versions: applied -> Ready at 1 MiB and 200 MiB; scale-out downloads, node cache on and off (needs the cluster)
 	$(BIN)/python -m bench.artifacts
+
+.PHONY: bench-mlflow
+bench-mlflow: venv ## MLflow: alias moved -> the canary's first request, webhooks and polling; syncing 500 versions (needs the cluster)
+	$(BIN)/python -m bench.mlflow
 
 .PHONY: clean
 clean: ## Remove build leftovers in the repo (the cache stays)
