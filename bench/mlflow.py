@@ -424,8 +424,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def mlflow_client(server: MlflowServer) -> Iterator[Any]:
     """MLflow's own client on this host, with the store's credentials (it writes artifacts itself)."""
+    import boto3
+    from mlflow.store.artifact import s3_artifact_repo
+
     import mlflow
 
+    s3_artifact_repo._cached_get_s3_client.cache_clear()  # clients keyed without the env's credentials
+    boto3.DEFAULT_SESSION = None  # and boto3's default session keeps the credentials it first found
     saved = {name: os.environ.get(name) for name in server.client_env()}
     os.environ.update(server.client_env())
     mlflow.set_tracking_uri(server.host_uri)

@@ -47,6 +47,13 @@ def server(cluster: Cluster, namespace: str, store: ObjectStore) -> MlflowServer
 @pytest.fixture
 def registry(server: MlflowServer) -> Iterator[Any]:
     """MLflow's own client, as a data scientist's notebook has it: tracking server and artifact store."""
+    import boto3
+    from mlflow.store.artifact import s3_artifact_repo
+
+    # MLflow keeps its boto3 clients (lru_cache), keyed without the credentials it reads from the
+    # environment: a client of an earlier test's store would sign with that store's keys
+    s3_artifact_repo._cached_get_s3_client.cache_clear()
+    boto3.DEFAULT_SESSION = None  # and boto3's default session keeps the credentials it first found
     with pytest.MonkeyPatch.context() as patch:
         for name, value in server.client_env().items():
             patch.setenv(name, value)
