@@ -54,7 +54,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
@@ -63,10 +63,12 @@ if str(ROOT / "tests") not in sys.path:
 from modelfleet.analysis.exposition import parse_exposition  # noqa: E402
 from support.cluster import Cluster, KubectlError, find_cluster  # noqa: E402
 from support.iris_artifacts import train  # noqa: E402
-from support.load import Load  # noqa: E402
 from support.mlflow import MlflowServer, start_mlflow  # noqa: E402
 from support.objectstore import start_object_store  # noqa: E402
 from support.operator import OperatorProcess  # noqa: E402
+
+if TYPE_CHECKING:
+    from support.load import Load
 
 RESULTS = ROOT / "bench" / "results"
 NAMESPACE = "modelfleet-bench-mlflow"
@@ -450,6 +452,8 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
         cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
         if not wait_namespace_gone(cluster):
             raise SystemExit(f"namespace {NAMESPACE} is still there after {NAMESPACE_DELETION_SECONDS} s")
+    from support.load import Load  # the shared load generator (tests/support)
+
     operator: OperatorProcess | None = None
     load: Load | None = None
     rollouts: list[dict[str, Any]] = []
