@@ -38,7 +38,6 @@ fetcher's own figures are finer.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
@@ -50,21 +49,21 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.append(str(ROOT / "tests"))  # tests/support: the store, the operator process, the cluster
 
+from bench.runs import BenchNamespace, interrupt, server_version, single_run  # noqa: E402
 from modelfleet.fetch.digest import digest_path  # noqa: E402
 from modelfleet.fetch.main import parse_size  # noqa: E402
 from modelfleet.fetch.report import Report, parse_report  # noqa: E402
-from support.cluster import Cluster, KubectlError, find_cluster  # noqa: E402
+from support.cluster import Cluster, find_cluster  # noqa: E402
 from support.iris_artifacts import write  # noqa: E402
 from support.objectstore import ObjectStore, start_object_store  # noqa: E402
 from support.operator import OperatorProcess  # noqa: E402
@@ -82,7 +81,6 @@ PADDING_FILE = "padding.bin"
 NOTE_FILE = "NOTES.txt"
 NODE_CACHE = "/var/cache/modelfleet/artifacts"
 FETCH_CONTAINER = "fetch"
-LOCK_FILE = Path(tempfile.gettempdir()) / "modelfleet-bench-artifacts.lock"
 NAMESPACE_DELETION_SECONDS = 300
 TARGET_DOWNLOADS = {"off": 3, "on": 1}
 SCALE_TO = 3
@@ -629,50 +627,9 @@ def remove_cache_entries(digests: Sequence[str], root: Path = Path(NODE_CACHE)) 
     return left
 
 
-@contextlib.contextmanager
-def single_run() -> Iterator[None]:
-    """One artifact benchmark at a time on this machine (they share the namespace)."""
-    with LOCK_FILE.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit("another artifact benchmark is running on this machine") from None
-        yield
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def namespace_state(cluster: Cluster) -> str | None:
-    """The benchmark namespace's phase, None when there is none; refuses one that is not the benchmark's."""
-    found = cluster.get_or_none("namespace", NAMESPACE)
-    if found is None:
-        return None
-    if (found["metadata"].get("labels") or {}).get(BENCH_LABEL) != "artifacts":
-        raise SystemExit(f"namespace {NAMESPACE} exists and is not this benchmark's: not touching it")
-    return str((found.get("status") or {}).get("phase", ""))
-
-
-def wait_namespace_gone(cluster: Cluster) -> bool:
-    try:
-        cluster.wait_for(
-            f"namespace {NAMESPACE} deleted",
-            lambda: namespace_state(cluster) is None,
-            timeout=NAMESPACE_DELETION_SECONDS,
-            interval=2,
-        )
-    except TimeoutError:
-        return False
-    return True
-
-
 def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    if namespace_state(cluster) is not None:
-        print(f"namespace {NAMESPACE} is left from an earlier run: deleting it", flush=True)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
-        if not wait_namespace_gone(cluster):
-            raise SystemExit(f"namespace {NAMESPACE} is still there after {NAMESPACE_DELETION_SECONDS} s")
+    namespace = BenchNamespace(cluster, NAMESPACE, "artifacts", NAMESPACE_DELETION_SECONDS)
+    namespace.clear_earlier_run()
     operator: OperatorProcess | None = None
     digests: list[str] = []
     rollouts: list[dict[str, Any]] = []
@@ -681,17 +638,7 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
     try:
         print(f"setting up namespace {NAMESPACE}: the CRDs, a versitygw store, the runtime", flush=True)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-        cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": NAMESPACE, "labels": {BENCH_LABEL: "artifacts"}},
-            }
-        )
-        cluster.wait_for(
-            "the namespace's default ServiceAccount",
-            lambda: cluster.get_or_none("serviceaccount", "default", NAMESPACE),
-        )
+        namespace.create()
         store = start_object_store(cluster, NAMESPACE)
         store.create_bucket(BUCKET)
         store.make_secret(NAMESPACE, SECRET)
@@ -735,18 +682,7 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
         if operator is not None:
             operator.kill(signal.SIGTERM)
             log_text = operator.log()
-        print(f"deleting namespace {NAMESPACE}", flush=True)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
-        try:
-            gone = wait_namespace_gone(cluster)
-        except (KubectlError, RuntimeError) as error:
-            print(f"  could not check the namespace: {error}", flush=True)
-            gone = False
-        if not gone:
-            print(
-                f"  namespace {NAMESPACE} may still be there: kubectl delete namespace {NAMESPACE}",
-                flush=True,
-            )
+        namespace.delete()
         if cluster.local and Path(NODE_CACHE).is_dir():
             for problem in remove_cache_entries(digests):
                 print(f"  node cache entry left: {problem}", flush=True)
@@ -757,18 +693,13 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
     }
 
 
-def server_version(cluster: Cluster) -> str:
-    info = json.loads(cluster.kubectl("version", "-o", "json").stdout)
-    return str(info.get("serverVersion", {}).get("gitVersion", "?"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     cluster = find_cluster()
     if cluster is None:
         raise SystemExit("no Kubernetes cluster answers: `make cluster-up`, or point KUBECONFIG at one")
-    with single_run():
+    with single_run("artifacts"):
         started = datetime.now(UTC)
         load_before = os.getloadavg()
         with tempfile.TemporaryDirectory(prefix="modelfleet-bench-artifacts-") as scratch:

@@ -39,31 +39,29 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import fcntl
 import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.append(str(ROOT / "tests"))  # tests/support: the store, MLflow, the operator, the load
 
+from bench.runs import BenchNamespace, interrupt, server_version, single_run  # noqa: E402
 from modelfleet.analysis.exposition import parse_exposition  # noqa: E402
-from support.cluster import Cluster, KubectlError, find_cluster  # noqa: E402
+from support.cluster import Cluster, find_cluster  # noqa: E402
 from support.iris_artifacts import train  # noqa: E402
-from support.mlflow import MlflowServer, start_mlflow  # noqa: E402
+from support.mlflow import WEBHOOK_EVENTS, MlflowServer, mlflow_client, start_mlflow  # noqa: E402
+from support.net import free_port  # noqa: E402
 from support.objectstore import start_object_store  # noqa: E402
 from support.operator import OperatorProcess  # noqa: E402
 
@@ -72,25 +70,16 @@ if TYPE_CHECKING:
 
 RESULTS = ROOT / "bench" / "results"
 NAMESPACE = "modelfleet-bench-mlflow"
-BENCH_LABEL = "modelfleet.io/bench"
 API_VERSION = "modelfleet.io/v1alpha1"
 DEPLOYMENTS = "deployments.modelfleet.io"
 RUNTIME = "mlserver-mlflow"
 RUNTIME_IMAGE = "localhost/modelfleet-mlserver:dev"
 CREDENTIALS = "s3-creds"
 WEBHOOK_SECRET_NAME = "mlflow-webhook"
-WEBHOOK_EVENTS = [
-    "model_version.created",
-    "model_version_alias.created",
-    "model_version_alias.deleted",
-    "model_version_tag.set",
-    "model_version_tag.deleted",
-]
 ALIAS = "champion"
 SERVED = "iris"
 MANY = "many"
 RATE = 20.0
-LOCK_FILE = Path(tempfile.gettempdir()) / "modelfleet-bench-mlflow.lock"
 NAMESPACE_DELETION_SECONDS = 300
 DEFAULT_POLL = "30s"
 
@@ -380,78 +369,9 @@ class Bench:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def single_run() -> Iterator[None]:
-    """One MLflow benchmark at a time on this machine (they share the namespace)."""
-    with LOCK_FILE.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit("another MLflow benchmark is running on this machine") from None
-        yield
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def namespace_state(cluster: Cluster) -> str | None:
-    found = cluster.get_or_none("namespace", NAMESPACE)
-    if found is None:
-        return None
-    if (found["metadata"].get("labels") or {}).get(BENCH_LABEL) != "mlflow":
-        raise SystemExit(f"namespace {NAMESPACE} exists and is not this benchmark's: not touching it")
-    return str((found.get("status") or {}).get("phase", ""))
-
-
-def wait_namespace_gone(cluster: Cluster) -> bool:
-    try:
-        cluster.wait_for(
-            f"namespace {NAMESPACE} deleted",
-            lambda: namespace_state(cluster) is None,
-            timeout=NAMESPACE_DELETION_SECONDS,
-            interval=2,
-        )
-    except TimeoutError:
-        return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def mlflow_client(server: MlflowServer) -> Iterator[Any]:
-    """MLflow's own client on this host, with the store's credentials (it writes artifacts itself)."""
-    import boto3
-    from mlflow.store.artifact import s3_artifact_repo
-
-    import mlflow
-
-    s3_artifact_repo._cached_get_s3_client.cache_clear()  # clients keyed without the env's credentials
-    boto3.DEFAULT_SESSION = None  # and boto3's default session keeps the credentials it first found
-    saved = {name: os.environ.get(name) for name in server.client_env()}
-    os.environ.update(server.client_env())
-    mlflow.set_tracking_uri(server.host_uri)
-    try:
-        yield mlflow.MlflowClient()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    if namespace_state(cluster) is not None:
-        print(f"namespace {NAMESPACE} is left from an earlier run: deleting it", flush=True)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
-        if not wait_namespace_gone(cluster):
-            raise SystemExit(f"namespace {NAMESPACE} is still there after {NAMESPACE_DELETION_SECONDS} s")
+    namespace = BenchNamespace(cluster, NAMESPACE, "mlflow", NAMESPACE_DELETION_SECONDS)
+    namespace.clear_earlier_run()
     from support.load import Load  # the shared load generator (tests/support)
 
     operator: OperatorProcess | None = None
@@ -464,19 +384,7 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
             f"setting up namespace {NAMESPACE}: the CRDs, a store, the MLflow server, the runtime", flush=True
         )
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-        cluster.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {"name": NAMESPACE, "labels": {BENCH_LABEL: "mlflow"}},
-                }
-            ]
-        )
-        cluster.wait_for(
-            "the namespace's default ServiceAccount",
-            lambda: cluster.get_or_none("serviceaccount", "default", NAMESPACE),
-        )
+        namespace.create()
         store = start_object_store(cluster, NAMESPACE)
         store.make_secret(NAMESPACE, CREDENTIALS)
         server = start_mlflow(cluster, NAMESPACE, store)
@@ -493,7 +401,7 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
             ],
             NAMESPACE,
         )
-        port = free_port()
+        port = free_port("0.0.0.0")
         metrics_port = free_port()
         operator = OperatorProcess(
             cluster,
@@ -561,18 +469,7 @@ def run(cluster: Cluster, args: argparse.Namespace, scratch: Path) -> dict[str, 
         if operator is not None:
             operator.kill(signal.SIGTERM)
             log_text = operator.log()
-        print(f"deleting namespace {NAMESPACE}", flush=True)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
-        try:
-            gone = wait_namespace_gone(cluster)
-        except (KubectlError, RuntimeError) as error:
-            print(f"  could not check the namespace: {error}", flush=True)
-            gone = False
-        if not gone:
-            print(
-                f"  namespace {NAMESPACE} may still be there: kubectl delete namespace {NAMESPACE}",
-                flush=True,
-            )
+        namespace.delete()
     errors = sum(1 for line in log_text.splitlines() if " ERROR " in line)
     return {"rollouts": rollouts, "sync": sync, "operator_log_errors": errors}
 
@@ -669,22 +566,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def server_version(cluster: Cluster) -> str:
-    info = json.loads(cluster.kubectl("version", "-o", "json").stdout)
-    return str(info.get("serverVersion", {}).get("gitVersion", "?"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         import mlflow
     except ImportError:
         raise SystemExit("the benchmark needs the MLflow client of the dev extras: make venv") from None
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     cluster = find_cluster()
     if cluster is None:
         raise SystemExit("no Kubernetes cluster answers: `make cluster-up`, or point KUBECONFIG at one")
-    with single_run():
+    with single_run("mlflow"):
         started = datetime.now(UTC)
         load_before = os.getloadavg()
         with tempfile.TemporaryDirectory(prefix="modelfleet-bench-mlflow-") as scratch:

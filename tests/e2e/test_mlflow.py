@@ -13,7 +13,6 @@ Clients see no error throughout.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,8 @@ from helpers import API_VERSION, Fleet
 
 from support.cluster import Cluster
 from support.iris_artifacts import train
-from support.mlflow import MlflowServer, start_mlflow
+from support.mlflow import WEBHOOK_EVENTS, MlflowServer, mlflow_client, start_mlflow
+from support.net import free_port
 from support.objectstore import ObjectStore, start_object_store
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow is in the dev extras: make venv")
@@ -47,18 +47,8 @@ def server(cluster: Cluster, namespace: str, store: ObjectStore) -> MlflowServer
 @pytest.fixture
 def registry(server: MlflowServer) -> Iterator[Any]:
     """MLflow's own client, as a data scientist's notebook has it: tracking server and artifact store."""
-    import boto3
-    from mlflow.store.artifact import s3_artifact_repo
-
-    # MLflow keeps its boto3 clients (lru_cache), keyed without the credentials it reads from the
-    # environment: a client of an earlier test's store would sign with that store's keys
-    s3_artifact_repo._cached_get_s3_client.cache_clear()
-    boto3.DEFAULT_SESSION = None  # and boto3's default session keeps the credentials it first found
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in server.client_env().items():
-            patch.setenv(name, value)
-        mlflow.set_tracking_uri(server.host_uri)
-        yield mlflow.MlflowClient()
+    with mlflow_client(server) as client:
+        yield client
 
 
 def log_and_register(build: int, *, commit: str) -> str:
@@ -274,19 +264,6 @@ def test_the_registry_of_record_drives_rollouts_and_hears_back(
 
 
 WEBHOOK_SECRET = "e2e-webhook-secret-3b9d"
-WEBHOOK_EVENTS = [
-    "model_version.created",
-    "model_version_alias.created",
-    "model_version_alias.deleted",
-    "model_version_tag.set",
-    "model_version_tag.deleted",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.local_cluster  # MLflow's pod calls the operator on this machine: the local cluster's node
@@ -297,7 +274,7 @@ def test_mlflow_webhooks_bring_a_new_version_and_an_alias_move_within_seconds(
     in the cluster calling the operator's receiver, when a new version is registered and approved and
     `champion` moves to it, then its ModelVersion appears and its canary starts within seconds: only a
     signed webhook delivery could have woken the sync."""
-    port = free_port()
+    port = free_port("0.0.0.0")
     fleet.operator.env["MODELFLEET_WEBHOOK_PORT"] = str(port)
     fleet.operator.restart()
     fleet.cluster.apply(

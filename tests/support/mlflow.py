@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,14 @@ from support.cluster import Cluster, find_cluster
 from support.objectstore import ObjectStore
 
 IMAGE = "localhost/modelfleet-mlserver:dev"
+WEBHOOK_EVENTS = [
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+]
+"""The registry events the operator's webhook receiver acts on: what a webhook for it subscribes to."""
 PORT = 5000
 BUCKET = "mlflow"
 READY_PATH = "/health"
@@ -92,6 +101,33 @@ class MlflowServer:
             "host_uri": self.host_uri,
             "artifact_root": self.artifact_root,
         }
+
+
+@contextlib.contextmanager
+def mlflow_client(server: MlflowServer) -> Iterator[Any]:
+    """MLflow's own client on this machine, as a data scientist's notebook has it: the tracking server
+    and, through the environment, the store's credentials (the client writes artifacts itself)."""
+    import boto3
+    from mlflow.store.artifact import s3_artifact_repo
+
+    import mlflow
+
+    # MLflow keeps its boto3 clients (lru_cache) keyed without the credentials it reads from the
+    # environment, and boto3's default session keeps the credentials it first found: either would sign
+    # with the keys of an earlier store
+    s3_artifact_repo._cached_get_s3_client.cache_clear()
+    boto3.DEFAULT_SESSION = None
+    saved = {name: os.environ.get(name) for name in server.client_env()}
+    os.environ.update(server.client_env())
+    mlflow.set_tracking_uri(server.host_uri)
+    try:
+        yield mlflow.MlflowClient()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def allowed_hosts(name: str, namespace: str, port: int = PORT) -> list[str]:
