@@ -353,6 +353,17 @@ def test_a_rolled_back_version_is_tagged_rolled_back_with_the_reason_from_its_re
     }
 
 
+def test_the_phase_tag_is_written_after_the_others_of_its_version() -> None:
+    """A reader who sees `RolledBack` (or `Serving`) finds the reason (or the Deployments) already there."""
+    manifest = plan_sync(model(), Snapshot("iris", (registered("2"),), {}), {}, T0).apply[0]
+    record = [{"deployment": "iris", "result": "RolledBack", "reason": "drift 0.4 > 0.25"}]
+    rolled_back = applied({**manifest, "status": {"phase": "Ready", "history": record}})
+
+    plan = plan_sync(model(), Snapshot("iris", (registered("2"),), {}), {"iris-v2": rolled_back}, T1)
+
+    assert [change.key for change in plan.tags] == [ROLLBACK_REASON_TAG, PHASE_TAG]
+
+
 @pytest.mark.parametrize(
     ("flavors", "why"),
     [((), "no MLmodel file"), (("sklearn",), "no python_function flavor (sklearn)")],

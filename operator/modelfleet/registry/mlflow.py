@@ -400,7 +400,8 @@ def _changed(manifest: Mapping[str, Any], existing: ModelVersion | None) -> bool
 def written_tags(version: ModelVersion) -> dict[str, str | None]:
     """The tags the operator keeps on the MLflow version, from the ModelVersion's status: its phase in
     MLflow's words, the Deployments serving it, and why its last rollout was rolled back. None: the tag
-    should not be there."""
+    should not be there. The phase comes last, so they are written in that order: whoever reads a
+    phase (RolledBack, say) finds the other tags of that moment already there."""
     status = version.status
     history = status.history  # newest first
     last_rollback = next((h for h in history if h.result == ProductionResult.ROLLED_BACK), None)
@@ -418,7 +419,7 @@ def written_tags(version: ModelVersion) -> dict[str, str | None]:
     reason: str | None = None
     if last_rollback is not None:
         reason = _clip(f"{last_rollback.deployment}: {last_rollback.reason}", TAG_VALUE_LIMIT)
-    return {PHASE_TAG: phase, DEPLOYMENTS_TAG: deployments, ROLLBACK_REASON_TAG: reason}
+    return {ROLLBACK_REASON_TAG: reason, DEPLOYMENTS_TAG: deployments, PHASE_TAG: phase}
 
 
 def _source_condition(
