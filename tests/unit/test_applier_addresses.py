@@ -17,7 +17,10 @@ MANIFEST: dict[str, Any] = {
     "metadata": {"name": "iris", "namespace": "ml"},
     "spec": {"selector": {"app": "router"}, "ports": [{"port": 80, "targetPort": 8080}]},
 }
-HELD = kube.ApiError(
+# what kube.apply raises for the API server's answer to the apply (a PATCH) of a held address
+HELD = kube.refusal(
+    "PATCH",
+    "/api/v1/namespaces/ml/services/iris",
     422,
     'Service "iris" is invalid: spec.clusterIPs: Invalid value: ["10.211.0.110"]: failed to allocate IP '
     "10.211.0.110: provided IP is already allocated",
@@ -80,7 +83,12 @@ def test_an_address_that_stays_taken_is_given_up_for_a_new_one_after_the_wait() 
 
 
 def test_another_refusal_of_the_address_is_not_asked_again() -> None:
-    refused = kube.ApiError(422, 'Service "iris" is invalid: spec.clusterIPs: Invalid value: not in range')
+    refused = kube.refusal(
+        "PATCH",
+        "/api/v1/namespaces/ml/services/iris",
+        422,
+        'Service "iris" is invalid: spec.clusterIPs: Invalid value: not in range',
+    )
     server, slept = Server(held=1, refusal=refused), []
     applier = deleted_service(server, slept)
 

@@ -49,3 +49,14 @@ def test_every_kind_named_has_a_rest_path(where: str, line: int, kind: str) -> N
 
 def test_a_secret_is_read_at_its_namespaced_path() -> None:
     assert kube.path("v1", "Secret", "ml", "iris-webhook") == "/api/v1/namespaces/ml/secrets/iris-webhook"
+
+
+def test_refusals_are_told_apart_by_status_and_method() -> None:
+    service = "/api/v1/namespaces/ml/services/iris"
+    assert isinstance(kube.refusal("GET", service, 404, "not found"), kube.NotFound)
+    assert isinstance(kube.refusal("PATCH", service, 422, "invalid"), kube.Conflict)
+    assert isinstance(kube.refusal("PUT", service, 409, "changed"), kube.Conflict)
+    created = kube.refusal("POST", service, 422, "invalid")
+    assert isinstance(created, kube.ApiError)
+    assert created.status == 422
+    assert "invalid" in str(kube.refusal("PATCH", service, 422, "invalid"))

@@ -220,7 +220,8 @@ class Applier:
             try:
                 return self.send(wanted)
             except (kube.Conflict, kube.ApiError) as error:
-                held = isinstance(error, kube.ApiError) and "already allocated" in error.message
+                # an apply is a PATCH: the API server's 422 for a held address comes as a Conflict
+                held = "already allocated" in str(error)
                 if not held or waited >= self.address_wait:
                     log.warning("%s %s: cluster IP %s not available again: %s", *key[1:], address, error)
                     return None

@@ -138,13 +138,18 @@ def request(
     )
     data: bytes | None = response.read()  # type: ignore[no-untyped-call]
     if response.status >= 400:
-        message = _reason(data, response.reason)
-        if response.status == 404:
-            raise NotFound(f"{resource_path}: {message}")
-        if response.status in (409, 422) and method in ("PATCH", "PUT"):
-            raise Conflict(message)
-        raise ApiError(response.status, message)
+        raise refusal(method, resource_path, response.status, _reason(data, response.reason))
     return json.loads(data) if data else None
+
+
+def refusal(method: str, resource_path: str, status: int, message: str) -> Exception:
+    """The exception `request` raises for an API server's refusal: NotFound for 404, Conflict for a
+    409 or 422 to a PATCH or PUT (an apply or update that conflicts or is invalid), else ApiError."""
+    if status == 404:
+        return NotFound(f"{resource_path}: {message}")
+    if status in (409, 422) and method in ("PATCH", "PUT"):
+        return Conflict(message)
+    return ApiError(status, message)
 
 
 def api_ready() -> bool:
