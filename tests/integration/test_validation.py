@@ -27,6 +27,16 @@ ARTIFACT = {"uri": "s3://models/iris/4/", "format": "sklearn", "digest": "sha256
 ARTIFACT_VERSION = {"model": "iris", "version": "4", "artifact": ARTIFACT}
 DEPLOYMENT = {"model": "iris", "version": "iris-v1"}
 MONITOR = {"deployment": "iris", "metrics": [{"name": "errors", "type": "errorRate", "max": 0.05}]}
+PRODUCTION_MONITOR = {
+    "deployment": "iris",
+    "onDegraded": "Fallback",
+    "metrics": [
+        {"name": "input-drift", "type": "dataDrift", "method": "psi", "max": 0.2, "features": ["a", "b"]},
+        {"name": "accuracy", "type": "accuracy", "min": 0.9, "minSamples": 50, "minRatioToStable": 0.98},
+        {"name": "mae", "type": "meanAbsoluteError", "max": 0.5},
+        {"name": "p99-vs-stable", "type": "latency", "quantile": 0.99, "maxRatioToStable": 1.2},
+    ],
+}
 
 
 def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -295,8 +305,8 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     (
         "monitor-unknown-metric-type",
         "Monitor",
-        with_(MONITOR, metrics=metric(type="accuracy")),
-        ["spec.metrics[0].type", 'Unsupported value: "accuracy"'],
+        with_(MONITOR, metrics=metric(type="throughput")),
+        ["spec.metrics[0].type", 'Unsupported value: "throughput"'],
     ),
     (
         "monitor-failure-limit-zero",
@@ -332,7 +342,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "monitor-metric-without-limits",
         "Monitor",
         with_(MONITOR, metrics=[{"name": "m", "type": "errorRate"}]),
-        ["spec.metrics[0]", "a metric needs min or max"],
+        ["spec.metrics[0]", "a metric needs min, max, minRatioToStable or maxRatioToStable"],
     ),
     (
         "monitor-min-over-max",
@@ -345,6 +355,48 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "Monitor",
         with_(MONITOR, metrics=metric(type="prometheus")),
         ["spec.metrics[0]", "prometheus.query is required for type prometheus"],
+    ),
+    (
+        "monitor-ratio-not-positive",
+        "Monitor",
+        with_(MONITOR, metrics=metric(maxRatioToStable=0)),
+        ["spec.metrics[0].maxRatioToStable", "should be greater than 0"],
+    ),
+    (
+        "monitor-min-ratio-over-max-ratio",
+        "Monitor",
+        with_(MONITOR, metrics=metric(minRatioToStable=1.5, maxRatioToStable=1.2)),
+        ["spec.metrics[0]", "minRatioToStable must not exceed maxRatioToStable"],
+    ),
+    (
+        "monitor-ratio-on-prediction-drift",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="predictionDrift", maxRatioToStable=2)),
+        ["spec.metrics[0]", "do not apply to type predictionDrift"],
+    ),
+    (
+        "monitor-drift-method-on-error-rate",
+        "Monitor",
+        with_(MONITOR, metrics=metric(method="psi")),
+        ["spec.metrics[0]", "method and features are only allowed for type dataDrift"],
+    ),
+    (
+        "monitor-duplicate-drift-features",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="dataDrift", features=["a", "a"])),
+        ["spec.metrics[0].features[1]", "Duplicate value"],
+    ),
+    (
+        "monitor-min-samples-on-latency",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="latency", quantile=0.99, minSamples=10)),
+        ["spec.metrics[0]", "minSamples is only allowed for types dataDrift, accuracy"],
+    ),
+    (
+        "monitor-accuracy-in-percent",
+        "Monitor",
+        with_(MONITOR, metrics=[{"name": "m", "type": "accuracy", "min": 90}]),
+        ["spec.metrics[0]", "accuracy is a share"],
     ),
 ]
 
@@ -369,6 +421,7 @@ def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
                 with_(DEPLOYMENT, version=None, versionFrom={"mlflowAlias": "champion"}),
             ),
             obj("Monitor", "iris", MONITOR),
+            obj("Monitor", "iris-production", PRODUCTION_MONITOR),
             obj("ModelVersion", "iris-v4", ARTIFACT_VERSION),
             obj(
                 "Runtime",

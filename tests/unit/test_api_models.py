@@ -17,11 +17,13 @@ from modelfleet.api import (
     HistoryEntry,
     InvalidResourceError,
     Metric,
+    MetricType,
     Model,
     ModelVersion,
     ModelVersionSpec,
     Monitor,
     MonitorSpec,
+    OnDegraded,
     Pause,
     Protocol,
     RolloutResult,
@@ -29,6 +31,7 @@ from modelfleet.api import (
     Verdict,
     rollout_hash,
 )
+from modelfleet.api.monitor import DriftMethod
 
 API_MD_DEPLOYMENT = """
 apiVersion: modelfleet.io/v1alpha1
@@ -247,6 +250,67 @@ def test_monitor_defaults() -> None:
     assert p.prometheus.address == "http://prometheus.monitoring:9090"
 
 
+API_MD_PRODUCTION_MONITORING = """
+metrics:
+  - {name: input-drift, type: dataDrift, method: psi, max: 0.2, features: [petal_length, petal_width]}
+  - {name: accuracy, type: accuracy, min: 0.9, minSamples: 50}          # from ground-truth feedback
+  - {name: mae, type: meanAbsoluteError, max: 0.5, minSamples: 50}       # regression
+  - {name: p99-vs-stable, type: latency, quantile: 0.99, maxRatioToStable: 1.2}  # canary <= 1.2 x stable
+onDegraded: Fallback                                                     # Rollback | Alert | Fallback
+"""
+
+
+def test_api_md_production_monitoring_parses_with_its_defaults() -> None:
+    m = MonitorSpec.model_validate({"deployment": "iris", **load(API_MD_PRODUCTION_MONITORING)})
+    drift, accuracy, mae, p99 = m.metrics
+    assert m.on_degraded == OnDegraded.FALLBACK
+    assert (drift.type, drift.drift_method, drift.features) == (
+        MetricType.DATA_DRIFT,
+        DriftMethod.PSI,
+        ("petal_length", "petal_width"),
+    )
+    assert (drift.samples_needed, accuracy.samples_needed, mae.samples_needed) == (100, 50, 50)
+    assert (p99.max_ratio_to_stable, p99.min_ratio_to_stable, p99.has_ratio) == (1.2, None, True)
+    assert not accuracy.has_ratio
+    assert p99.threshold() == "<= 1.2x stable"
+    assert accuracy.threshold() == ">= 0.9"
+
+
+def test_sampled_metrics_default_their_samples_and_method_by_type() -> None:
+    drift = Metric.model_validate({"name": "d", "type": "dataDrift", "max": 0.2})
+    assert (drift.method, drift.drift_method, drift.features, drift.samples_needed) == (
+        None,
+        DriftMethod.PSI,
+        None,
+        100,
+    )
+    assert drift.to_k8s() == {"name": "d", "type": "dataDrift", "max": 0.2}  # defaults are not written
+    ks = Metric.model_validate(
+        {"name": "d", "type": "dataDrift", "method": "ks", "max": 0.1, "minSamples": 7}
+    )
+    assert (ks.drift_method, ks.samples_needed) == (DriftMethod.KS, 7)
+    errors = Metric.model_validate({"name": "e", "type": "errorRate", "max": 0.1})
+    assert errors.samples_needed == 0
+
+
+@pytest.mark.parametrize(
+    ("bounds", "threshold"),
+    [
+        ({"max": 0.5}, "<= 0.5"),
+        ({"min": 0.1, "max": 0.9}, "0.1..0.9"),
+        ({"maxRatioToStable": 1.2}, "<= 1.2x stable"),
+        ({"minRatioToStable": 0.98}, ">= 0.98x stable"),
+        ({"minRatioToStable": 0.5, "maxRatioToStable": 2}, "0.5x..2x stable"),
+        ({"max": 0.5, "maxRatioToStable": 1.2}, "<= 0.5, <= 1.2x stable"),
+        ({"min": 0.9, "minRatioToStable": 1}, ">= 0.9, >= 1x stable"),
+    ],
+)
+def test_a_metric_may_have_absolute_and_ratio_bounds(bounds: dict[str, float], threshold: str) -> None:
+    metric = Metric.model_validate({"name": "m", "type": "latency", "quantile": 0.99, **bounds})
+    assert metric.threshold() == threshold
+    assert metric.has_ratio == any("Ratio" in key for key in bounds)
+
+
 @pytest.mark.parametrize(
     ("protocol", "path"), [(None, "/v2/health/ready"), ("v2", "/v2/health/ready"), ("v1", "/"), ("http", "/")]
 )
@@ -423,10 +487,40 @@ def metric(**fields: Any) -> dict[str, Any]:
             [metric(type="prometheus", prometheus={"query": ""})],
             r"prometheus\.query: String should have at least",
         ),
-        ([metric(max=None)], r"metric m: a metric needs min or max"),
+        ([metric(max=None)], r"metric m: a metric needs min, max, minRatioToStable or maxRatioToStable"),
         ([metric(min=2, max=1)], r"metric m: min must not exceed max"),
         ([metric(name="a"), metric(name="b"), metric(name="a")], r"metric names must be unique: a repeated"),
-        ([metric(type="accuracy")], r"metrics\[0\]\.type: Input should be 'errorRate', 'latency'"),
+        ([metric(type="throughput")], r"metrics\[0\]\.type: Input should be 'errorRate', 'latency'"),
+        ([metric(maxRatioToStable=0)], r"metrics\[0\]\.maxRatioToStable: Input should be greater than 0"),
+        ([metric(minRatioToStable=-1)], r"metrics\[0\]\.minRatioToStable: Input should be greater than 0"),
+        (
+            [metric(max=None, minRatioToStable=1.5, maxRatioToStable=1.2)],
+            r"metric m: minRatioToStable must not exceed maxRatioToStable",
+        ),
+        (
+            [metric(type="predictionDrift", maxRatioToStable=2)],
+            r"metric m: minRatioToStable and maxRatioToStable do not apply to type predictionDrift",
+        ),
+        (
+            [metric(type="prometheus", prometheus={"query": "up"}, minRatioToStable=0.9)],
+            r"nor prometheus \(its query names no version\)",
+        ),
+        ([metric(method="psi")], r"metric m: method and features are only allowed for type dataDrift"),
+        ([metric(features=["petal_length"])], r"metric m: method and features are only allowed"),
+        ([metric(type="dataDrift", method="chi2")], r"metrics\[0\]\.method: Input should be 'psi', 'ks' or"),
+        ([metric(type="dataDrift", features=[])], r"metrics\[0\]\.features: List should have at least 1"),
+        ([metric(type="dataDrift", features=[""])], r"metrics\[0\]\.features\[0\]: String should have"),
+        (
+            [metric(type="dataDrift", features=["a", "b", "a"])],
+            r"metric m: features must be unique: a repeated",
+        ),
+        (
+            [metric(minSamples=10)],
+            r"metric m: minSamples is only allowed for types dataDrift, accuracy and meanAbsoluteError",
+        ),
+        ([metric(type="accuracy", minSamples=0)], r"metrics\[0\]\.minSamples: Input should be greater"),
+        ([metric(type="accuracy", max=None, min=90)], r"metric m: accuracy is a share: its min and max"),
+        ([metric(type="accuracy", max=1.5)], r"metric m: accuracy is a share"),
         ([metric(name="Error Rate")], r"metrics\[0\]\.name: String should match pattern"),
     ],
 )
@@ -440,7 +534,10 @@ def test_bad_monitor_spec_is_refused(metrics: list[dict[str, Any]], message: str
     [
         ({"failureLimit": 0}, r"spec\.failureLimit: Input should be greater than or equal to 1"),
         ({"errorLimit": 101}, r"spec\.errorLimit: Input should be less than or equal to 100"),
-        ({"onDegraded": "Ignore"}, r"spec\.onDegraded: Input should be 'Rollback' or 'Alert'"),
+        (
+            {"onDegraded": "Ignore"},
+            r"spec\.onDegraded: Input should be 'Rollback', 'Alert' or 'Fallback'",
+        ),
         ({"interval": "10"}, r"spec\.interval: invalid duration '10'"),
         ({"deployment": None}, r"spec\.deployment: Input should be a valid string"),
     ],

@@ -327,13 +327,36 @@ def test_cross_field_rules() -> None:
     assert set(rules(at(deployment, "fallback"))) == {"timeout must be greater than zero"}
     monitor = at(schema_of("Monitor"), "spec")
     assert set(rules(at(monitor, "metrics[]"))) == {
-        "a metric needs min or max",
+        "a metric needs min, max, minRatioToStable or maxRatioToStable",
         "min must not exceed max",
+        "minRatioToStable must not exceed maxRatioToStable",
         "quantile is required for type latency, and only allowed there",
         "prometheus.query is required for type prometheus, and only allowed there",
+        "method and features are only allowed for type dataDrift",
+        "minSamples is only allowed for types dataDrift, accuracy and meanAbsoluteError",
+        "minRatioToStable and maxRatioToStable do not apply to type predictionDrift (it already compares"
+        " with stable) nor prometheus (its query names no version)",
+        "accuracy is a share: its min and max must lie in 0..1",
     }
     assert set(rules(at(monitor, "metrics"))) == {"metric names must be unique"}
     assert at(monitor, "metrics").items() >= {"minItems": 1, "maxItems": 20}.items()
+
+
+def test_monitor_metric_types_and_their_fields_in_the_schema() -> None:
+    metric = at(schema_of("Monitor"), "spec.metrics[]")
+    assert at(metric, "type")["enum"][-3:] == ["dataDrift", "accuracy", "meanAbsoluteError"]
+    assert at(metric, "method")["enum"] == ["psi", "ks", "jsd"]
+    # defaults depend on the type, so the schema has none (a default would land on every metric)
+    for field in ("method", "minSamples", "features"):
+        assert "default" not in at(metric, field), field
+    features = at(metric, "features")
+    assert features.items() >= {"x-kubernetes-list-type": "set", "minItems": 1, "maxItems": 128}.items()
+    for field in ("minRatioToStable", "maxRatioToStable"):
+        assert at(metric, field).items() >= {"minimum": 0, "exclusiveMinimum": True}.items()
+    assert at(schema_of("Monitor"), "spec.onDegraded")["enum"] == ["Rollback", "Alert", "Fallback"]
+    result = at(schema_of("Monitor"), "status.lastMeasurement.results[]")
+    assert at(result, "stableValue")["nullable"] is True
+    assert at(result, "ratioToStable")["nullable"] is True
 
 
 def test_yaml_files_are_plain_single_documents() -> None:
