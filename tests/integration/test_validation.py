@@ -26,6 +26,12 @@ VERSION = {"model": "iris", "version": "1", "image": "localhost/iris-server:1"}
 ARTIFACT = {"uri": "s3://models/iris/4/", "format": "sklearn", "digest": "sha256:" + "0" * 64}
 ARTIFACT_VERSION = {"model": "iris", "version": "4", "artifact": ARTIFACT}
 DEPLOYMENT = {"model": "iris", "version": "iris-v1"}
+PRODUCTION_DEPLOYMENT = {
+    **DEPLOYMENT,
+    "fallback": {"version": "iris-heuristic"},
+    "feedback": {"tokenSecret": {"name": "iris-feedback", "key": "token"}},
+    "capture": {"percent": 5, "destination": {"uri": "s3://captures/iris/"}, "redact": ["email"]},
+}
 MONITOR = {"deployment": "iris", "metrics": [{"name": "errors", "type": "errorRate", "max": 0.05}]}
 PRODUCTION_MONITOR = {
     "deployment": "iris",
@@ -105,6 +111,12 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "ModelVersion",
         with_(ARTIFACT_VERSION, artifact={**ARTIFACT, "uri": "ftp://models/iris/4/"}),
         ["spec.artifact.uri", "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH"],
+    ),
+    (
+        "reference-unknown-scheme",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, reference={"uri": "ftp://models/iris/4/profile.json"}),
+        ["spec.reference.uri", "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH"],
     ),
     (
         "artifact-malformed-digest",
@@ -293,6 +305,30 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         with_(DEPLOYMENT, router={"replicas": 0}),
         ["spec.router.replicas", "should be greater than or equal to 1"],
     ),
+    (
+        "deployment-own-fallback-version",
+        "Deployment",
+        with_(DEPLOYMENT, fallback={"version": "iris-v1"}),
+        ["spec", "fallback.version must differ from version"],
+    ),
+    (
+        "deployment-feedback-without-key",
+        "Deployment",
+        with_(DEPLOYMENT, feedback={"tokenSecret": {"name": "iris-feedback"}}),
+        ["spec.feedback.tokenSecret.key", "Required value"],
+    ),
+    (
+        "deployment-capture-to-http",
+        "Deployment",
+        with_(DEPLOYMENT, capture={"percent": 5, "destination": {"uri": "https://example.com/c"}}),
+        ["spec.capture.destination.uri", "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"],
+    ),
+    (
+        "deployment-capture-nothing",
+        "Deployment",
+        with_(DEPLOYMENT, capture={"percent": 0, "destination": {"uri": "s3://captures/iris/"}}),
+        ["spec.capture.percent", "should be greater than 0"],
+    ),
     # Monitor
     (
         "monitor-missing-deployment",
@@ -415,6 +451,7 @@ def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
             obj("Model", "iris", MODEL),
             obj("ModelVersion", "iris-v1", VERSION),
             obj("Deployment", "iris", DEPLOYMENT),
+            obj("Deployment", "iris-production", PRODUCTION_DEPLOYMENT),
             obj(
                 "Deployment",
                 "iris-champion",

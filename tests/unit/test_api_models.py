@@ -347,6 +347,8 @@ def test_missing_status_is_empty() -> None:
 
 # --- validation errors name the field ---------------------------------------------------------------
 
+CAPTURE_TO = {"uri": "s3://captures/iris/"}
+
 
 @pytest.mark.parametrize(
     ("fields", "message"),
@@ -393,6 +395,38 @@ def test_missing_status_is_empty() -> None:
         ({"progressDeadline": "0s"}, r"spec: progressDeadline must be greater than zero"),
         ({"replica": 2}, r"spec\.replica: Extra inputs are not permitted"),
         ({"version": "Iris_V2"}, r"spec\.version: String should match pattern"),
+        ({"fallback": {"version": "Heuristic"}}, r"spec\.fallback\.version: String should match pattern"),
+        ({"fallback": {"version": "iris-v2"}}, r"spec: fallback\.version must differ from version: iris-v2"),
+        ({"feedback": {}}, r"spec\.feedback\.tokenSecret: Field required"),
+        (
+            {"feedback": {"tokenSecret": {"name": "iris-feedback"}}},
+            r"spec\.feedback\.tokenSecret\.key: Field",
+        ),
+        (
+            {"feedback": {"tokenSecret": {"name": "iris-feedback", "key": "the token"}}},
+            r"spec\.feedback\.tokenSecret\.key: String should match pattern",
+        ),
+        ({"capture": {"percent": 5}}, r"spec\.capture\.destination: Field required"),
+        (
+            {"capture": {"percent": 0, "destination": CAPTURE_TO}},
+            r"spec\.capture\.percent: Input should be gr",
+        ),
+        (
+            {"capture": {"percent": 101, "destination": CAPTURE_TO}},
+            r"spec\.capture\.percent: Input should be le",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": {"uri": "https://captures.example.com/iris"}}},
+            r"spec\.capture\.destination\.uri: uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": CAPTURE_TO, "redact": ["email", "email"]}},
+            r"spec\.capture: redact names must be unique: email repeated",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": CAPTURE_TO, "redact": [""]}},
+            r"capture\.redact\[0\]: String",
+        ),
     ],
 )
 def test_bad_deployment_spec_is_refused_with_the_field_named(fields: dict[str, Any], message: str) -> None:
@@ -403,6 +437,57 @@ def test_bad_deployment_spec_is_refused_with_the_field_named(fields: dict[str, A
     with pytest.raises(InvalidResourceError, match=message) as info:
         Deployment.from_k8s(obj)
     assert str(info.value).startswith("Deployment ml/iris: invalid: ")
+
+
+API_MD_DEPLOYMENT_PRODUCTION = """
+model: iris
+version: iris-v2
+fallback:
+  version: iris-heuristic
+  response: {statusCode: 200, body: '{"outputs": []}'}
+feedback: {tokenSecret: {name: iris-feedback, key: token}}
+capture:
+  percent: 5
+  destination: {uri: s3://captures/iris/, credentials: {secretName: s3-creds}}
+  redact: [email, user_id]
+"""
+
+
+def test_a_deployment_names_its_fallback_version_feedback_token_and_capture() -> None:
+    spec_ = DeploymentSpec.model_validate(load(API_MD_DEPLOYMENT_PRODUCTION))
+
+    assert spec_.fallback.version == "iris-heuristic"
+    assert spec_.fallback.response is not None
+    assert spec_.feedback is not None
+    assert (spec_.feedback.token_secret.name, spec_.feedback.token_secret.key) == ("iris-feedback", "token")
+    assert spec_.capture is not None
+    assert spec_.capture.percent == 5
+    assert spec_.capture.destination.uri == "s3://captures/iris/"
+    assert spec_.capture.destination.credentials is not None
+    assert spec_.capture.destination.credentials.secret_name == "s3-creds"
+    assert spec_.capture.redact == ("email", "user_id")
+    assert spec_.to_k8s()["feedback"] == {"tokenSecret": {"name": "iris-feedback", "key": "token"}}
+    # none of them restarts a rollout
+    assert rollout_hash(spec_) == rollout_hash(spec(version="iris-v2"))
+    # a fractional share and a PVC are fine; without them nothing is captured and feedback is off
+    small = DeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "version": "v",
+            "capture": {"percent": 0.5, "destination": {"uri": "pvc://cap/iris"}},
+        }
+    )
+    assert small.capture is not None
+    assert small.capture.percent == 0.5
+    assert (spec().feedback, spec().capture, spec().fallback.version) == (None, None, None)
+
+
+def test_the_own_fallback_rule_sees_spec_version_only() -> None:
+    # an alias resolves at run time: the spec has nothing to compare fallback.version with
+    followed = DeploymentSpec.model_validate(
+        {"model": "iris", "versionFrom": {"mlflowAlias": "champion"}, "fallback": {"version": "iris-v2"}}
+    )
+    assert followed.fallback.version == "iris-v2"
 
 
 def test_a_deployment_can_follow_an_mlflow_alias_instead_of_naming_its_version() -> None:
@@ -557,12 +642,36 @@ def test_bad_monitor_settings_are_refused(fields: dict[str, Any], message: str) 
         ({"readinessPath": "health"}, r"spec\.readinessPath: String should match pattern"),
         ({"model": None}, r"spec\.model: Input should be a valid string"),
         ({"resources": {"limits": {"cpu": [1]}}}, r"spec\.resources\.limits\.cpu"),
+        ({"reference": {"digest": "sha256:" + "0" * 64}}, r"spec\.reference\.uri: Field required"),
+        (
+            {"reference": {"uri": "s3://p/x.json", "digest": "md5:1"}},
+            r"spec\.reference\.digest: String should",
+        ),
+        (
+            {"reference": {"uri": "s3://p/x.json", "credentials": {"secretName": "S3"}}},
+            r"spec\.reference\.credentials\.secretName: String should match pattern",
+        ),
     ],
 )
 def test_bad_model_version_is_refused(fields: dict[str, Any], message: str) -> None:
     spec_ = {"model": "iris", "version": "2", "image": "localhost/iris:2", **fields}
     with pytest.raises(InvalidResourceError, match=message):
         ModelVersion.from_k8s({"spec": spec_})
+
+
+def test_a_version_names_its_reference_profile_like_its_artifact() -> None:
+    reference = {
+        "uri": "s3://models/iris/4/profile.json",
+        "digest": "sha256:" + "9" * 64,
+        "credentials": {"secretName": "s3-creds"},
+    }
+    parsed = ModelVersionSpec.model_validate(
+        {"model": "iris", "version": "4", "image": "localhost/iris:4", "reference": reference}
+    )
+    assert parsed.reference is not None
+    assert parsed.reference.credentials is not None
+    assert parsed.reference.credentials.secret_name == "s3-creds"
+    assert parsed.to_k8s()["reference"] == reference
 
 
 def test_models_are_frozen() -> None:

@@ -313,6 +313,34 @@ def test_model_version_defaults_and_immutability() -> None:
     assert at(spec, "artifact.digest")["pattern"] == "^sha256:[0-9a-f]{64}$"
     assert spec["required"] == ["model", "version"]
     assert at(spec, "lineage.metrics")["additionalProperties"] == {"type": "number"}
+    # the reference profile is declared like the artifact: uri (same schemes), digest, credentials
+    for field in ("uri", "digest", "credentials"):
+        assert at(spec, f"reference.{field}") == at(spec, f"artifact.{field}") | {
+            "description": at(spec, f"reference.{field}")["description"]
+        }
+
+
+def test_deployment_fallback_version_feedback_and_capture_in_the_schema() -> None:
+    spec = at(schema_of("Deployment"), "spec")
+    assert at(spec, "fallback.version")["pattern"] == "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    assert "default" not in at(spec, "fallback.version")
+    assert rules(spec)["fallback.version must differ from version"] == (
+        "!has(self.fallback) || !has(self.fallback.version) || !has(self.version)"
+        " || self.fallback.version != self.version"
+    )
+    assert at(spec, "feedback")["required"] == ["tokenSecret"]
+    assert at(spec, "feedback.tokenSecret")["required"] == ["name", "key"]
+    assert at(spec, "capture")["required"] == ["percent", "destination"]
+    assert (
+        at(spec, "capture.percent").items()
+        >= {"minimum": 0, "exclusiveMinimum": True, "maximum": 100}.items()
+    )
+    assert set(rules(at(spec, "capture.destination.uri"))) == {
+        "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"
+    }
+    assert at(spec, "capture.redact")["x-kubernetes-list-type"] == "set"
+    assert "default" not in at(spec, "capture")
+    assert "default" not in at(spec, "feedback")
 
 
 def test_cross_field_rules() -> None:
