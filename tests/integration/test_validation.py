@@ -26,7 +26,23 @@ VERSION = {"model": "iris", "version": "1", "image": "localhost/iris-server:1"}
 ARTIFACT = {"uri": "s3://models/iris/4/", "format": "sklearn", "digest": "sha256:" + "0" * 64}
 ARTIFACT_VERSION = {"model": "iris", "version": "4", "artifact": ARTIFACT}
 DEPLOYMENT = {"model": "iris", "version": "iris-v1"}
+PRODUCTION_DEPLOYMENT = {
+    **DEPLOYMENT,
+    "fallback": {"version": "iris-heuristic"},
+    "feedback": {"tokenSecret": {"name": "iris-feedback", "key": "token"}},
+    "capture": {"percent": 5, "destination": {"uri": "s3://captures/iris/"}, "redact": ["email"]},
+}
 MONITOR = {"deployment": "iris", "metrics": [{"name": "errors", "type": "errorRate", "max": 0.05}]}
+PRODUCTION_MONITOR = {
+    "deployment": "iris",
+    "onDegraded": "Fallback",
+    "metrics": [
+        {"name": "input-drift", "type": "dataDrift", "method": "psi", "max": 0.2, "features": ["a", "b"]},
+        {"name": "accuracy", "type": "accuracy", "min": 0.9, "minSamples": 50, "minRatioToStable": 0.98},
+        {"name": "mae", "type": "meanAbsoluteError", "max": 0.5},
+        {"name": "p99-vs-stable", "type": "latency", "quantile": 0.99, "maxRatioToStable": 1.2},
+    ],
+}
 
 
 def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -95,6 +111,12 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "ModelVersion",
         with_(ARTIFACT_VERSION, artifact={**ARTIFACT, "uri": "ftp://models/iris/4/"}),
         ["spec.artifact.uri", "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH"],
+    ),
+    (
+        "reference-unknown-scheme",
+        "ModelVersion",
+        with_(ARTIFACT_VERSION, reference={"uri": "ftp://models/iris/4/profile.json"}),
+        ["spec.reference.uri", "uri must be s3://BUCKET/KEY, http(s)://HOST/PATH, pvc://CLAIM/PATH"],
     ),
     (
         "artifact-malformed-digest",
@@ -283,6 +305,30 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         with_(DEPLOYMENT, router={"replicas": 0}),
         ["spec.router.replicas", "should be greater than or equal to 1"],
     ),
+    (
+        "deployment-own-fallback-version",
+        "Deployment",
+        with_(DEPLOYMENT, fallback={"version": "iris-v1"}),
+        ["spec", "fallback.version must differ from version"],
+    ),
+    (
+        "deployment-feedback-without-key",
+        "Deployment",
+        with_(DEPLOYMENT, feedback={"tokenSecret": {"name": "iris-feedback"}}),
+        ["spec.feedback.tokenSecret.key", "Required value"],
+    ),
+    (
+        "deployment-capture-to-http",
+        "Deployment",
+        with_(DEPLOYMENT, capture={"percent": 5, "destination": {"uri": "https://example.com/c"}}),
+        ["spec.capture.destination.uri", "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"],
+    ),
+    (
+        "deployment-capture-nothing",
+        "Deployment",
+        with_(DEPLOYMENT, capture={"percent": 0, "destination": {"uri": "s3://captures/iris/"}}),
+        ["spec.capture.percent", "should be greater than 0"],
+    ),
     # Monitor
     (
         "monitor-missing-deployment",
@@ -295,8 +341,8 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     (
         "monitor-unknown-metric-type",
         "Monitor",
-        with_(MONITOR, metrics=metric(type="accuracy")),
-        ["spec.metrics[0].type", 'Unsupported value: "accuracy"'],
+        with_(MONITOR, metrics=metric(type="throughput")),
+        ["spec.metrics[0].type", 'Unsupported value: "throughput"'],
     ),
     (
         "monitor-failure-limit-zero",
@@ -332,7 +378,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "monitor-metric-without-limits",
         "Monitor",
         with_(MONITOR, metrics=[{"name": "m", "type": "errorRate"}]),
-        ["spec.metrics[0]", "a metric needs min or max"],
+        ["spec.metrics[0]", "a metric needs min, max, minRatioToStable or maxRatioToStable"],
     ),
     (
         "monitor-min-over-max",
@@ -345,6 +391,48 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "Monitor",
         with_(MONITOR, metrics=metric(type="prometheus")),
         ["spec.metrics[0]", "prometheus.query is required for type prometheus"],
+    ),
+    (
+        "monitor-ratio-not-positive",
+        "Monitor",
+        with_(MONITOR, metrics=metric(maxRatioToStable=0)),
+        ["spec.metrics[0].maxRatioToStable", "should be greater than 0"],
+    ),
+    (
+        "monitor-min-ratio-over-max-ratio",
+        "Monitor",
+        with_(MONITOR, metrics=metric(minRatioToStable=1.5, maxRatioToStable=1.2)),
+        ["spec.metrics[0]", "minRatioToStable must not exceed maxRatioToStable"],
+    ),
+    (
+        "monitor-ratio-on-prediction-drift",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="predictionDrift", maxRatioToStable=2)),
+        ["spec.metrics[0]", "do not apply to type predictionDrift"],
+    ),
+    (
+        "monitor-drift-method-on-error-rate",
+        "Monitor",
+        with_(MONITOR, metrics=metric(method="psi")),
+        ["spec.metrics[0]", "method and features are only allowed for type dataDrift"],
+    ),
+    (
+        "monitor-duplicate-drift-features",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="dataDrift", features=["a", "a"])),
+        ["spec.metrics[0].features[1]", "Duplicate value"],
+    ),
+    (
+        "monitor-min-samples-on-latency",
+        "Monitor",
+        with_(MONITOR, metrics=metric(type="latency", quantile=0.99, minSamples=10)),
+        ["spec.metrics[0]", "minSamples is only allowed for types dataDrift, accuracy"],
+    ),
+    (
+        "monitor-accuracy-in-percent",
+        "Monitor",
+        with_(MONITOR, metrics=[{"name": "m", "type": "accuracy", "min": 90}]),
+        ["spec.metrics[0]", "accuracy is a share"],
     ),
 ]
 
@@ -363,12 +451,14 @@ def test_the_good_inputs_the_bad_ones_derive_from_are_accepted(
             obj("Model", "iris", MODEL),
             obj("ModelVersion", "iris-v1", VERSION),
             obj("Deployment", "iris", DEPLOYMENT),
+            obj("Deployment", "iris-production", PRODUCTION_DEPLOYMENT),
             obj(
                 "Deployment",
                 "iris-champion",
                 with_(DEPLOYMENT, version=None, versionFrom={"mlflowAlias": "champion"}),
             ),
             obj("Monitor", "iris", MONITOR),
+            obj("Monitor", "iris-production", PRODUCTION_MONITOR),
             obj("ModelVersion", "iris-v4", ARTIFACT_VERSION),
             obj(
                 "Runtime",

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from modelfleet.analysis.assessment import ProviderError, Window, assess, overall_verdict, summarize
+from modelfleet.analysis.assessment import (
+    ProviderError,
+    SampledValue,
+    Window,
+    assess,
+    overall_verdict,
+    summarize,
+)
 from modelfleet.analysis.traffic import VersionTraffic
 from modelfleet.api.monitor import Measurement, MetricResult, MonitorSpec, Verdict
 
@@ -269,3 +276,88 @@ def test_no_requests_is_inconclusive_even_with_min_requests_0() -> None:
 
     assert result.verdict == Verdict.INCONCLUSIVE
     assert result.message == "no requests"
+
+
+# --- sampled metrics: dataDrift, accuracy, meanAbsoluteError ---------------------------------------------
+
+INPUT_DRIFT = {"name": "input-drift", "type": "dataDrift", "max": 0.2, "features": ["petal_length"]}
+ACCURACY = {"name": "accuracy", "type": "accuracy", "min": 0.9}
+MAE = {"name": "mae", "type": "meanAbsoluteError", "max": 0.5, "minSamples": 10}
+
+
+def test_sampled_metrics_are_judged_on_the_values_their_providers_computed() -> None:
+    window = Window(
+        "iris-v2",
+        sampled={
+            "input-drift": SampledValue(0.31, samples=400),
+            "accuracy": SampledValue(0.85, samples=120),
+            "mae": SampledValue(0.2, samples=10),
+        },
+    )
+
+    measurement = assess(monitor(INPUT_DRIFT, ACCURACY, MAE), window, NOW)
+
+    assert [(r.verdict, r.message) for r in measurement.results] == [
+        (Verdict.FAIL, "input-drift 0.31 > 0.2"),
+        (Verdict.FAIL, "accuracy 0.85 < 0.9"),
+        (Verdict.PASS, "10 samples"),
+    ]
+    assert [r.value for r in measurement.results] == [0.31, 0.85, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("metric", "samples", "message"),
+    [
+        (INPUT_DRIFT, 99, "99 samples < minSamples 100"),  # dataDrift's default
+        (ACCURACY, 49, "49 samples < minSamples 50"),  # accuracy's default
+        (MAE, 9, "9 samples < minSamples 10"),  # set on the metric
+    ],
+)
+def test_too_few_samples_is_inconclusive_never_pass_nor_fail(
+    metric: dict[str, Any], samples: int, message: str
+) -> None:
+    window = Window("iris-v2", sampled={metric["name"]: SampledValue(99.0, samples=samples)})
+
+    result = only(assess(monitor(metric), window, NOW))
+
+    assert (result.verdict, result.value, result.message) == (Verdict.INCONCLUSIVE, None, message)
+
+
+@pytest.mark.parametrize("metric", [INPUT_DRIFT, ACCURACY, MAE])
+def test_a_sampled_metric_no_provider_measured_is_inconclusive_not_measured_yet(
+    metric: dict[str, Any],
+) -> None:
+    result = only(assess(monitor(metric), Window("iris-v2", traffic()), NOW))
+
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.message == f"{metric['type']} not measured yet"
+    assert result.value is None
+
+
+def test_a_sampled_metric_whose_provider_failed_is_an_error() -> None:
+    window = Window("iris-v2", sampled={"accuracy": ProviderError("feedback store unreachable")})
+
+    result = only(assess(monitor(ACCURACY), window, NOW))
+
+    assert (result.verdict, result.message) == (Verdict.ERROR, "feedback store unreachable")
+
+
+def test_a_sampled_value_that_is_nan_is_inconclusive() -> None:
+    window = Window("iris-v2", sampled={"accuracy": SampledValue(math.nan, samples=80)})
+
+    assert only(assess(monitor(ACCURACY), window, NOW)).message == "no value (80 samples)"
+
+
+def test_sampled_metrics_need_no_router_traffic_and_leave_the_window_whole() -> None:
+    why = "1 of 2 router pods answered"
+    window = Window(
+        "iris-v2",
+        traffic=traffic(requests=0),
+        partial=why,
+        sampled={"accuracy": SampledValue(0.95, samples=60)},
+    )
+
+    measurement = assess(monitor(ACCURACY, min_requests=20), window, NOW)
+
+    assert only(measurement).verdict == Verdict.PASS
+    assert measurement.partial == ""  # no router metric was judged

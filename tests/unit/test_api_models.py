@@ -17,11 +17,13 @@ from modelfleet.api import (
     HistoryEntry,
     InvalidResourceError,
     Metric,
+    MetricType,
     Model,
     ModelVersion,
     ModelVersionSpec,
     Monitor,
     MonitorSpec,
+    OnDegraded,
     Pause,
     Protocol,
     RolloutResult,
@@ -29,6 +31,7 @@ from modelfleet.api import (
     Verdict,
     rollout_hash,
 )
+from modelfleet.api.monitor import DriftMethod
 
 API_MD_DEPLOYMENT = """
 apiVersion: modelfleet.io/v1alpha1
@@ -247,6 +250,67 @@ def test_monitor_defaults() -> None:
     assert p.prometheus.address == "http://prometheus.monitoring:9090"
 
 
+API_MD_PRODUCTION_MONITORING = """
+metrics:
+  - {name: input-drift, type: dataDrift, method: psi, max: 0.2, features: [petal_length, petal_width]}
+  - {name: accuracy, type: accuracy, min: 0.9, minSamples: 50}          # from ground-truth feedback
+  - {name: mae, type: meanAbsoluteError, max: 0.5, minSamples: 50}       # regression
+  - {name: p99-vs-stable, type: latency, quantile: 0.99, maxRatioToStable: 1.2}  # canary <= 1.2 x stable
+onDegraded: Fallback                                                     # Rollback | Alert | Fallback
+"""
+
+
+def test_api_md_production_monitoring_parses_with_its_defaults() -> None:
+    m = MonitorSpec.model_validate({"deployment": "iris", **load(API_MD_PRODUCTION_MONITORING)})
+    drift, accuracy, mae, p99 = m.metrics
+    assert m.on_degraded == OnDegraded.FALLBACK
+    assert (drift.type, drift.drift_method, drift.features) == (
+        MetricType.DATA_DRIFT,
+        DriftMethod.PSI,
+        ("petal_length", "petal_width"),
+    )
+    assert (drift.samples_needed, accuracy.samples_needed, mae.samples_needed) == (100, 50, 50)
+    assert (p99.max_ratio_to_stable, p99.min_ratio_to_stable, p99.has_ratio) == (1.2, None, True)
+    assert not accuracy.has_ratio
+    assert p99.threshold() == "<= 1.2x stable"
+    assert accuracy.threshold() == ">= 0.9"
+
+
+def test_sampled_metrics_default_their_samples_and_method_by_type() -> None:
+    drift = Metric.model_validate({"name": "d", "type": "dataDrift", "max": 0.2})
+    assert (drift.method, drift.drift_method, drift.features, drift.samples_needed) == (
+        None,
+        DriftMethod.PSI,
+        None,
+        100,
+    )
+    assert drift.to_k8s() == {"name": "d", "type": "dataDrift", "max": 0.2}  # defaults are not written
+    ks = Metric.model_validate(
+        {"name": "d", "type": "dataDrift", "method": "ks", "max": 0.1, "minSamples": 7}
+    )
+    assert (ks.drift_method, ks.samples_needed) == (DriftMethod.KS, 7)
+    errors = Metric.model_validate({"name": "e", "type": "errorRate", "max": 0.1})
+    assert errors.samples_needed == 0
+
+
+@pytest.mark.parametrize(
+    ("bounds", "threshold"),
+    [
+        ({"max": 0.5}, "<= 0.5"),
+        ({"min": 0.1, "max": 0.9}, "0.1..0.9"),
+        ({"maxRatioToStable": 1.2}, "<= 1.2x stable"),
+        ({"minRatioToStable": 0.98}, ">= 0.98x stable"),
+        ({"minRatioToStable": 0.5, "maxRatioToStable": 2}, "0.5x..2x stable"),
+        ({"max": 0.5, "maxRatioToStable": 1.2}, "<= 0.5, <= 1.2x stable"),
+        ({"min": 0.9, "minRatioToStable": 1}, ">= 0.9, >= 1x stable"),
+    ],
+)
+def test_a_metric_may_have_absolute_and_ratio_bounds(bounds: dict[str, float], threshold: str) -> None:
+    metric = Metric.model_validate({"name": "m", "type": "latency", "quantile": 0.99, **bounds})
+    assert metric.threshold() == threshold
+    assert metric.has_ratio == any("Ratio" in key for key in bounds)
+
+
 @pytest.mark.parametrize(
     ("protocol", "path"), [(None, "/v2/health/ready"), ("v2", "/v2/health/ready"), ("v1", "/"), ("http", "/")]
 )
@@ -282,6 +346,8 @@ def test_missing_status_is_empty() -> None:
 
 
 # --- validation errors name the field ---------------------------------------------------------------
+
+CAPTURE_TO = {"uri": "s3://captures/iris/"}
 
 
 @pytest.mark.parametrize(
@@ -329,6 +395,38 @@ def test_missing_status_is_empty() -> None:
         ({"progressDeadline": "0s"}, r"spec: progressDeadline must be greater than zero"),
         ({"replica": 2}, r"spec\.replica: Extra inputs are not permitted"),
         ({"version": "Iris_V2"}, r"spec\.version: String should match pattern"),
+        ({"fallback": {"version": "Heuristic"}}, r"spec\.fallback\.version: String should match pattern"),
+        ({"fallback": {"version": "iris-v2"}}, r"spec: fallback\.version must differ from version: iris-v2"),
+        ({"feedback": {}}, r"spec\.feedback\.tokenSecret: Field required"),
+        (
+            {"feedback": {"tokenSecret": {"name": "iris-feedback"}}},
+            r"spec\.feedback\.tokenSecret\.key: Field",
+        ),
+        (
+            {"feedback": {"tokenSecret": {"name": "iris-feedback", "key": "the token"}}},
+            r"spec\.feedback\.tokenSecret\.key: String should match pattern",
+        ),
+        ({"capture": {"percent": 5}}, r"spec\.capture\.destination: Field required"),
+        (
+            {"capture": {"percent": 0, "destination": CAPTURE_TO}},
+            r"spec\.capture\.percent: Input should be gr",
+        ),
+        (
+            {"capture": {"percent": 101, "destination": CAPTURE_TO}},
+            r"spec\.capture\.percent: Input should be le",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": {"uri": "https://captures.example.com/iris"}}},
+            r"spec\.capture\.destination\.uri: uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": CAPTURE_TO, "redact": ["email", "email"]}},
+            r"spec\.capture: redact names must be unique: email repeated",
+        ),
+        (
+            {"capture": {"percent": 5, "destination": CAPTURE_TO, "redact": [""]}},
+            r"capture\.redact\[0\]: String",
+        ),
     ],
 )
 def test_bad_deployment_spec_is_refused_with_the_field_named(fields: dict[str, Any], message: str) -> None:
@@ -339,6 +437,57 @@ def test_bad_deployment_spec_is_refused_with_the_field_named(fields: dict[str, A
     with pytest.raises(InvalidResourceError, match=message) as info:
         Deployment.from_k8s(obj)
     assert str(info.value).startswith("Deployment ml/iris: invalid: ")
+
+
+API_MD_DEPLOYMENT_PRODUCTION = """
+model: iris
+version: iris-v2
+fallback:
+  version: iris-heuristic
+  response: {statusCode: 200, body: '{"outputs": []}'}
+feedback: {tokenSecret: {name: iris-feedback, key: token}}
+capture:
+  percent: 5
+  destination: {uri: s3://captures/iris/, credentials: {secretName: s3-creds}}
+  redact: [email, user_id]
+"""
+
+
+def test_a_deployment_names_its_fallback_version_feedback_token_and_capture() -> None:
+    spec_ = DeploymentSpec.model_validate(load(API_MD_DEPLOYMENT_PRODUCTION))
+
+    assert spec_.fallback.version == "iris-heuristic"
+    assert spec_.fallback.response is not None
+    assert spec_.feedback is not None
+    assert (spec_.feedback.token_secret.name, spec_.feedback.token_secret.key) == ("iris-feedback", "token")
+    assert spec_.capture is not None
+    assert spec_.capture.percent == 5
+    assert spec_.capture.destination.uri == "s3://captures/iris/"
+    assert spec_.capture.destination.credentials is not None
+    assert spec_.capture.destination.credentials.secret_name == "s3-creds"
+    assert spec_.capture.redact == ("email", "user_id")
+    assert spec_.to_k8s()["feedback"] == {"tokenSecret": {"name": "iris-feedback", "key": "token"}}
+    # none of them restarts a rollout
+    assert rollout_hash(spec_) == rollout_hash(spec(version="iris-v2"))
+    # a fractional share and a PVC are fine; without them nothing is captured and feedback is off
+    small = DeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "version": "v",
+            "capture": {"percent": 0.5, "destination": {"uri": "pvc://cap/iris"}},
+        }
+    )
+    assert small.capture is not None
+    assert small.capture.percent == 0.5
+    assert (spec().feedback, spec().capture, spec().fallback.version) == (None, None, None)
+
+
+def test_the_own_fallback_rule_sees_spec_version_only() -> None:
+    # an alias resolves at run time: the spec has nothing to compare fallback.version with
+    followed = DeploymentSpec.model_validate(
+        {"model": "iris", "versionFrom": {"mlflowAlias": "champion"}, "fallback": {"version": "iris-v2"}}
+    )
+    assert followed.fallback.version == "iris-v2"
 
 
 def test_a_deployment_can_follow_an_mlflow_alias_instead_of_naming_its_version() -> None:
@@ -423,10 +572,40 @@ def metric(**fields: Any) -> dict[str, Any]:
             [metric(type="prometheus", prometheus={"query": ""})],
             r"prometheus\.query: String should have at least",
         ),
-        ([metric(max=None)], r"metric m: a metric needs min or max"),
+        ([metric(max=None)], r"metric m: a metric needs min, max, minRatioToStable or maxRatioToStable"),
         ([metric(min=2, max=1)], r"metric m: min must not exceed max"),
         ([metric(name="a"), metric(name="b"), metric(name="a")], r"metric names must be unique: a repeated"),
-        ([metric(type="accuracy")], r"metrics\[0\]\.type: Input should be 'errorRate', 'latency'"),
+        ([metric(type="throughput")], r"metrics\[0\]\.type: Input should be 'errorRate', 'latency'"),
+        ([metric(maxRatioToStable=0)], r"metrics\[0\]\.maxRatioToStable: Input should be greater than 0"),
+        ([metric(minRatioToStable=-1)], r"metrics\[0\]\.minRatioToStable: Input should be greater than 0"),
+        (
+            [metric(max=None, minRatioToStable=1.5, maxRatioToStable=1.2)],
+            r"metric m: minRatioToStable must not exceed maxRatioToStable",
+        ),
+        (
+            [metric(type="predictionDrift", maxRatioToStable=2)],
+            r"metric m: minRatioToStable and maxRatioToStable do not apply to type predictionDrift",
+        ),
+        (
+            [metric(type="prometheus", prometheus={"query": "up"}, minRatioToStable=0.9)],
+            r"nor prometheus \(its query names no version\)",
+        ),
+        ([metric(method="psi")], r"metric m: method and features are only allowed for type dataDrift"),
+        ([metric(features=["petal_length"])], r"metric m: method and features are only allowed"),
+        ([metric(type="dataDrift", method="chi2")], r"metrics\[0\]\.method: Input should be 'psi', 'ks' or"),
+        ([metric(type="dataDrift", features=[])], r"metrics\[0\]\.features: List should have at least 1"),
+        ([metric(type="dataDrift", features=[""])], r"metrics\[0\]\.features\[0\]: String should have"),
+        (
+            [metric(type="dataDrift", features=["a", "b", "a"])],
+            r"metric m: features must be unique: a repeated",
+        ),
+        (
+            [metric(minSamples=10)],
+            r"metric m: minSamples is only allowed for types dataDrift, accuracy and meanAbsoluteError",
+        ),
+        ([metric(type="accuracy", minSamples=0)], r"metrics\[0\]\.minSamples: Input should be greater"),
+        ([metric(type="accuracy", max=None, min=90)], r"metric m: accuracy is a share: its min and max"),
+        ([metric(type="accuracy", max=1.5)], r"metric m: accuracy is a share"),
         ([metric(name="Error Rate")], r"metrics\[0\]\.name: String should match pattern"),
     ],
 )
@@ -440,7 +619,10 @@ def test_bad_monitor_spec_is_refused(metrics: list[dict[str, Any]], message: str
     [
         ({"failureLimit": 0}, r"spec\.failureLimit: Input should be greater than or equal to 1"),
         ({"errorLimit": 101}, r"spec\.errorLimit: Input should be less than or equal to 100"),
-        ({"onDegraded": "Ignore"}, r"spec\.onDegraded: Input should be 'Rollback' or 'Alert'"),
+        (
+            {"onDegraded": "Ignore"},
+            r"spec\.onDegraded: Input should be 'Rollback', 'Alert' or 'Fallback'",
+        ),
         ({"interval": "10"}, r"spec\.interval: invalid duration '10'"),
         ({"deployment": None}, r"spec\.deployment: Input should be a valid string"),
     ],
@@ -460,12 +642,36 @@ def test_bad_monitor_settings_are_refused(fields: dict[str, Any], message: str) 
         ({"readinessPath": "health"}, r"spec\.readinessPath: String should match pattern"),
         ({"model": None}, r"spec\.model: Input should be a valid string"),
         ({"resources": {"limits": {"cpu": [1]}}}, r"spec\.resources\.limits\.cpu"),
+        ({"reference": {"digest": "sha256:" + "0" * 64}}, r"spec\.reference\.uri: Field required"),
+        (
+            {"reference": {"uri": "s3://p/x.json", "digest": "md5:1"}},
+            r"spec\.reference\.digest: String should",
+        ),
+        (
+            {"reference": {"uri": "s3://p/x.json", "credentials": {"secretName": "S3"}}},
+            r"spec\.reference\.credentials\.secretName: String should match pattern",
+        ),
     ],
 )
 def test_bad_model_version_is_refused(fields: dict[str, Any], message: str) -> None:
     spec_ = {"model": "iris", "version": "2", "image": "localhost/iris:2", **fields}
     with pytest.raises(InvalidResourceError, match=message):
         ModelVersion.from_k8s({"spec": spec_})
+
+
+def test_a_version_names_its_reference_profile_like_its_artifact() -> None:
+    reference = {
+        "uri": "s3://models/iris/4/profile.json",
+        "digest": "sha256:" + "9" * 64,
+        "credentials": {"secretName": "s3-creds"},
+    }
+    parsed = ModelVersionSpec.model_validate(
+        {"model": "iris", "version": "4", "image": "localhost/iris:4", "reference": reference}
+    )
+    assert parsed.reference is not None
+    assert parsed.reference.credentials is not None
+    assert parsed.reference.credentials.secret_name == "s3-creds"
+    assert parsed.to_k8s()["reference"] == reference
 
 
 def test_models_are_frozen() -> None:

@@ -195,6 +195,20 @@ def test_router_config_splits_by_weight_and_carries_the_fallback() -> None:
     assert RouterConfig.model_validate(json.loads(data)) == config
 
 
+def test_a_fallback_version_is_left_out_of_the_router_config_until_the_router_serves_it() -> None:
+    spec = DeploymentSpec.model_validate(
+        {"model": "iris", "version": "iris-v2", "fallback": {"version": "iris-heuristic", "timeout": "1s"}}
+    )
+
+    config = build_router_config(
+        OWNER, spec, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+    )
+
+    assert [v.name for v in config.versions] == ["iris-v1"]
+    assert "version" not in config.fallback.to_k8s()
+    assert config.fallback.timeout == 1.0
+
+
 def test_router_config_without_canary_sends_everything_to_stable_and_mirrors_nothing() -> None:
     config = build_router_config(
         OWNER, SPEC, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=30

@@ -313,6 +313,34 @@ def test_model_version_defaults_and_immutability() -> None:
     assert at(spec, "artifact.digest")["pattern"] == "^sha256:[0-9a-f]{64}$"
     assert spec["required"] == ["model", "version"]
     assert at(spec, "lineage.metrics")["additionalProperties"] == {"type": "number"}
+    # the reference profile is declared like the artifact: uri (same schemes), digest, credentials
+    for field in ("uri", "digest", "credentials"):
+        assert at(spec, f"reference.{field}") == at(spec, f"artifact.{field}") | {
+            "description": at(spec, f"reference.{field}")["description"]
+        }
+
+
+def test_deployment_fallback_version_feedback_and_capture_in_the_schema() -> None:
+    spec = at(schema_of("Deployment"), "spec")
+    assert at(spec, "fallback.version")["pattern"] == "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    assert "default" not in at(spec, "fallback.version")
+    assert rules(spec)["fallback.version must differ from version"] == (
+        "!has(self.fallback) || !has(self.fallback.version) || !has(self.version)"
+        " || self.fallback.version != self.version"
+    )
+    assert at(spec, "feedback")["required"] == ["tokenSecret"]
+    assert at(spec, "feedback.tokenSecret")["required"] == ["name", "key"]
+    assert at(spec, "capture")["required"] == ["percent", "destination"]
+    assert (
+        at(spec, "capture.percent").items()
+        >= {"minimum": 0, "exclusiveMinimum": True, "maximum": 100}.items()
+    )
+    assert set(rules(at(spec, "capture.destination.uri"))) == {
+        "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"
+    }
+    assert at(spec, "capture.redact")["x-kubernetes-list-type"] == "set"
+    assert "default" not in at(spec, "capture")
+    assert "default" not in at(spec, "feedback")
 
 
 def test_cross_field_rules() -> None:
@@ -327,13 +355,36 @@ def test_cross_field_rules() -> None:
     assert set(rules(at(deployment, "fallback"))) == {"timeout must be greater than zero"}
     monitor = at(schema_of("Monitor"), "spec")
     assert set(rules(at(monitor, "metrics[]"))) == {
-        "a metric needs min or max",
+        "a metric needs min, max, minRatioToStable or maxRatioToStable",
         "min must not exceed max",
+        "minRatioToStable must not exceed maxRatioToStable",
         "quantile is required for type latency, and only allowed there",
         "prometheus.query is required for type prometheus, and only allowed there",
+        "method and features are only allowed for type dataDrift",
+        "minSamples is only allowed for types dataDrift, accuracy and meanAbsoluteError",
+        "minRatioToStable and maxRatioToStable do not apply to type predictionDrift (it already compares"
+        " with stable) nor prometheus (its query names no version)",
+        "accuracy is a share: its min and max must lie in 0..1",
     }
     assert set(rules(at(monitor, "metrics"))) == {"metric names must be unique"}
     assert at(monitor, "metrics").items() >= {"minItems": 1, "maxItems": 20}.items()
+
+
+def test_monitor_metric_types_and_their_fields_in_the_schema() -> None:
+    metric = at(schema_of("Monitor"), "spec.metrics[]")
+    assert at(metric, "type")["enum"][-3:] == ["dataDrift", "accuracy", "meanAbsoluteError"]
+    assert at(metric, "method")["enum"] == ["psi", "ks", "jsd"]
+    # defaults depend on the type, so the schema has none (a default would land on every metric)
+    for field in ("method", "minSamples", "features"):
+        assert "default" not in at(metric, field), field
+    features = at(metric, "features")
+    assert features.items() >= {"x-kubernetes-list-type": "set", "minItems": 1, "maxItems": 128}.items()
+    for field in ("minRatioToStable", "maxRatioToStable"):
+        assert at(metric, field).items() >= {"minimum": 0, "exclusiveMinimum": True}.items()
+    assert at(schema_of("Monitor"), "spec.onDegraded")["enum"] == ["Rollback", "Alert", "Fallback"]
+    result = at(schema_of("Monitor"), "status.lastMeasurement.results[]")
+    assert at(result, "stableValue")["nullable"] is True
+    assert at(result, "ratioToStable")["nullable"] is True
 
 
 def test_yaml_files_are_plain_single_documents() -> None:

@@ -1,4 +1,5 @@
-"""What the controllers read from providers: Prometheus answers, readiness of a version's pods."""
+"""What the controllers read from providers: Prometheus answers, readiness of a version's pods, what a
+Monitor measures and the window its providers' readings make."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from typing import Any
 
 import pytest
 
-from modelfleet.analysis import ProviderError
-from modelfleet.providers.prometheus import prometheus_value
+from modelfleet.analysis import ProviderError, SampledValue, VersionTraffic
+from modelfleet.api.monitor import Metric
+from modelfleet.providers import Reading, Target, window
+from modelfleet.providers.http import Http
+from modelfleet.providers.prometheus import Prometheus, prometheus_value
+from modelfleet.providers.router import RouterMetrics
 from modelfleet.rollout.observe import ready_replicas
 
 
@@ -60,3 +65,83 @@ def test_ready_pods_count_only_when_they_run_the_current_template() -> None:
     assert ready_replicas(_apps(1, 1, 2, 2)) == 2
     assert ready_replicas(_apps(2, 2, 2, 1)) == 1  # one old pod still ready during a rolling update
     assert ready_replicas({"metadata": {"generation": 1}}) == 0
+
+
+# --- what a Monitor measures, and the window its providers' readings make --------------------------------
+
+KEY = ("ml", "iris-quality")
+
+
+def test_during_a_rollout_the_canary_is_measured_against_stable() -> None:
+    target = Target.of(KEY, "iris", stable="iris-v1", canary="iris-v2")
+
+    assert target == Target(KEY, "ml", "iris", "iris-v2", reference="iris-v1")
+
+
+def test_in_steady_state_the_stable_version_is_measured_alone() -> None:
+    assert Target.of(KEY, "iris", stable="iris-v1", canary="") == Target(KEY, "ml", "iris", "iris-v1")
+
+
+def test_a_first_canary_without_stable_has_nothing_to_compare_with() -> None:
+    assert Target.of(KEY, "iris", stable="", canary="iris-v2") == Target(KEY, "ml", "iris", "iris-v2")
+    assert Target.of(KEY, "iris", stable="", canary="") is None
+
+
+def test_the_window_carries_stable_values_for_ratio_bounds_during_a_rollout() -> None:
+    canary, stable = VersionTraffic("iris-v2", 10, requests=50), VersionTraffic("iris-v1", 10, requests=450)
+    router = Reading(traffic=canary, stable_traffic=stable)
+    feedback = Reading(
+        sampled={"accuracy": SampledValue(0.9, 60)},
+        stable_sampled={"accuracy": SampledValue(0.95, 500)},
+    )
+
+    merged = window("iris-v2", [router, feedback], stable="iris-v1")
+
+    assert (merged.version, merged.stable_version) == ("iris-v2", "iris-v1")
+    assert (merged.traffic, merged.stable_traffic) == (canary, stable)
+    assert merged.sampled == {"accuracy": SampledValue(0.9, 60)}
+    assert merged.stable_sampled == {"accuracy": SampledValue(0.95, 500)}
+
+
+def test_in_steady_state_the_window_has_no_stable_side() -> None:
+    reading = Reading(
+        traffic=VersionTraffic("iris-v1", 10, requests=50),
+        stable_traffic=VersionTraffic("iris-v1", 10, requests=50),
+        sampled={"accuracy": SampledValue(0.9, 60)},
+        stable_sampled={"accuracy": SampledValue(0.95, 500)},
+    )
+
+    merged = window("iris-v1", [reading])
+
+    assert (merged.stable_version, merged.stable_traffic, merged.stable_sampled) == ("", None, {})
+    assert merged.sampled == {"accuracy": SampledValue(0.9, 60)}
+
+
+@pytest.mark.parametrize(
+    ("type_", "router", "prometheus"),
+    [
+        ("errorRate", True, False),
+        ("latency", True, False),
+        ("fallbackRate", True, False),
+        ("predictionDrift", True, False),
+        ("prometheus", False, True),
+        ("dataDrift", False, False),
+        ("accuracy", False, False),
+        ("meanAbsoluteError", False, False),
+    ],
+)
+def test_each_metric_type_has_its_provider_and_the_sampled_ones_none_yet(
+    type_: str, router: bool, prometheus: bool
+) -> None:
+    fields: dict[str, Any] = {"name": "m", "type": type_, "max": 0.5}
+    if type_ == "latency":
+        fields["quantile"] = 0.99
+    if type_ == "prometheus":
+        fields["prometheus"] = {"query": "up"}
+    metric = Metric.model_validate(fields)
+
+    async def no_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+        return []
+
+    assert RouterMetrics(no_pods, Http()).handles(metric) is router
+    assert Prometheus(Http()).handles(metric) is prometheus

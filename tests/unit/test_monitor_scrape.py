@@ -1,17 +1,18 @@
 """The router-metrics provider against real HTTP servers on loopback: every pod answers, some do not (a
-partial sample), none does (an Error), none runs yet (nothing to measure); and two windows of a Monitor,
-the first one its baseline."""
+partial sample), none does (an Error), none runs yet (nothing to measure); two windows of a Monitor,
+the first one its baseline; and, during a rollout, the stable version's traffic of the same window."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from modelfleet.api.monitor import Metric
-from modelfleet.providers import Target, window
+from modelfleet.analysis import assess
+from modelfleet.api.monitor import Metric, MonitorSpec, Verdict
+from modelfleet.providers import Reading, Target, window
 from modelfleet.providers.http import Http
 from modelfleet.providers.router import NO_ROUTERS, RouterMetrics, scrape_routers
 
@@ -23,12 +24,16 @@ METRICS = (
 
 
 @asynccontextmanager
-async def router_admin(metrics: str = METRICS) -> AsyncIterator[int]:
-    """A router's admin port on loopback answering /metrics and /predictions; yields the port."""
+async def router_admin(metrics: str | Callable[[], str] = METRICS) -> AsyncIterator[int]:
+    """A router's admin port on loopback answering /metrics (`metrics`, or what it returns at each
+    scrape) and /predictions; yields the port."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
-        body = (metrics if request.startswith(b"GET /metrics") else '{"iris-v1": [0, 1]}').encode()
+        if not request.startswith(b"GET /metrics"):
+            body = b'{"iris-v1": [0, 1]}'
+        else:
+            body = (metrics if isinstance(metrics, str) else metrics()).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
         )
@@ -137,3 +142,85 @@ def test_a_deployment_without_router_pods_reads_as_nothing_to_measure_yet() -> N
     assert reading.traffic is None
     assert reading.traffic_pending == NO_ROUTERS
     assert window("iris-v1", [reading]).traffic_pending == NO_ROUTERS
+
+
+def rollout_page(scrape: int, stable_requests: int = 400) -> str:
+    """Router counters after `scrape` windows: each window the canary iris-v2 answers 100 requests, all
+    between 0.1 s and 1 s, and stable iris-v1 answers `stable_requests`, all within 0.1 s."""
+    canary, stable = 100 * scrape, stable_requests * scrape
+    series = {
+        'modelfleet_requests_total{deployment="iris",version="iris-v1",code="200"}': stable,
+        'modelfleet_requests_total{deployment="iris",version="iris-v2",code="200"}': canary,
+        'modelfleet_request_duration_seconds_bucket{deployment="iris",version="iris-v1",le="0.1"}': stable,
+        'modelfleet_request_duration_seconds_bucket{deployment="iris",version="iris-v1",le="+Inf"}': stable,
+        'modelfleet_request_duration_seconds_bucket{deployment="iris",version="iris-v2",le="0.1"}': 0,
+        'modelfleet_request_duration_seconds_bucket{deployment="iris",version="iris-v2",le="1"}': canary,
+        'modelfleet_request_duration_seconds_bucket{deployment="iris",version="iris-v2",le="+Inf"}': canary,
+    }
+    lines = [
+        "# TYPE modelfleet_requests_total counter",
+        "# TYPE modelfleet_request_duration_seconds histogram",
+        *(f"{name} {value}" for name, value in series.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+P99_VS_STABLE = Metric.model_validate(
+    {"name": "p99", "type": "latency", "quantile": 0.99, "maxRatioToStable": 1.2}
+)
+ROLLOUT = Target(("ml", "iris-quality"), "ml", "iris", "iris-v2", reference="iris-v1")
+
+
+def second_window(target: Target, stable_requests: int = 400) -> Reading:
+    """The reading of a Monitor's second window (the first is its baseline)."""
+
+    async def scenario() -> Reading:
+        scrapes = iter(range(10))
+        async with router_admin(lambda: rollout_page(next(scrapes), stable_requests)) as port:
+
+            async def pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+                return [("router-a", "127.0.0.1")]
+
+            provider = RouterMetrics(pods, Http(), port=port)
+            try:
+                assert (await provider.measure(target, [P99_VS_STABLE], NOW)).baseline
+                return await provider.measure(target, [P99_VS_STABLE], NOW.replace(second=10))
+            finally:
+                await provider.close()
+
+    return asyncio.run(scenario())
+
+
+def test_during_a_rollout_the_stable_traffic_of_the_same_window_is_read_for_ratio_bounds() -> None:
+    reading = second_window(ROLLOUT)
+
+    assert reading.traffic is not None
+    assert reading.stable_traffic is not None
+    assert reading.traffic.requests == 100
+    assert reading.stable_traffic.requests == 400
+    merged = window("iris-v2", [reading], stable="iris-v1")
+    spec = MonitorSpec(deployment="iris", metrics=(P99_VS_STABLE,))
+    (result,) = assess(spec, merged, NOW).results
+    assert result.verdict == Verdict.FAIL
+    assert result.message == "p99 0.991 s is 10x stable's 0.099 s > 1.2x"
+
+
+def test_a_stable_version_without_requests_in_the_window_reads_as_none_not_missing() -> None:
+    reading = second_window(ROLLOUT, stable_requests=0)
+
+    assert reading.stable_traffic is not None
+    assert reading.stable_traffic.requests == 0
+    merged = window("iris-v2", [reading], stable="iris-v1")
+    (result,) = assess(MonitorSpec(deployment="iris", metrics=(P99_VS_STABLE,)), merged, NOW).results
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.message == "stable iris-v1: 0 requests < minRequests 20"
+
+
+def test_in_steady_state_no_stable_traffic_is_read() -> None:
+    steady = Target(("ml", "iris-quality"), "ml", "iris", "iris-v1")
+
+    reading = second_window(steady)
+
+    assert reading.traffic is not None
+    assert reading.traffic.requests == 400
+    assert reading.stable_traffic is None

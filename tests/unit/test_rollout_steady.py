@@ -118,6 +118,18 @@ def test_degraded_stable_with_alert_is_marked_degraded_and_recovers() -> None:
     assert world.condition("Degraded") == ("False", "AsExpected")
 
 
+def test_degraded_stable_with_fallback_is_marked_degraded_not_rolled_back() -> None:
+    world = promoted_v2(on_degraded=OnDegraded.FALLBACK)
+    world.ready("v1")
+
+    world.measure(Verdict.FAIL).measure(Verdict.FAIL).decide()
+
+    assert world.phase() == DeploymentPhase.DEGRADED
+    assert world.status.stable_version == "v2"
+    assert world.status.message == "v2 degraded: errors 0.31 > 0.05 (onDegraded: Fallback)"
+    assert world.condition("Degraded") == ("True", "MonitorFailing")
+
+
 def test_degraded_first_version_has_nothing_to_roll_back_to() -> None:
     world = World(deployment_spec("v1"), monitor="iris-quality").serving("v1")
 

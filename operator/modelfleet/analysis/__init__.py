@@ -6,12 +6,14 @@ No Kubernetes, no HTTP: the controller scrapes and queries, this package compute
 - `traffic`: two scrapes of all router pods -> per-version requests, 5xx, fallbacks, latency buckets.
 - `histogram`: Prometheus' histogram_quantile.
 - `drift`: population stability index of canary vs stable predictions.
-- `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts, and the
-  Monitor's new status.
+- `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts (absolute
+  bounds, and ratio bounds against the stable version in the same window), and the Monitor's new
+  status.
 """
 
 from modelfleet.analysis.assessment import (
     ProviderError,
+    SampledValue,
     Window,
     assess,
     monitor_status,
@@ -27,6 +29,7 @@ __all__ = [
     "ExpositionError",
     "ProviderError",
     "Sample",
+    "SampledValue",
     "Scrape",
     "VersionTraffic",
     "Window",

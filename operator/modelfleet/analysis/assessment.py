@@ -1,9 +1,17 @@
 """Judge one measurement window of one version against a Monitor's metrics.
 
-The controller gathers the inputs (router scrapes, prediction samples, Prometheus query results) and
-passes them in a `Window`; `assess` turns them into a `Measurement` with a verdict per metric, and
-`overall_verdict` combines those: a Fail anywhere wins (a provider that works has seen a real problem),
-then Error (something could not be measured), then Inconclusive (too little traffic), else Pass.
+The controller gathers the inputs (router scrapes, prediction samples, Prometheus query results,
+sampled metric values) and passes them in a `Window`; `assess` turns them into a `Measurement` with a
+verdict per metric, and `overall_verdict` combines those: a Fail anywhere wins (a provider that works
+has seen a real problem), then Error (something could not be measured), then Inconclusive (too little
+traffic or too few samples), else Pass.
+
+A metric with a ratio bound (`minRatioToStable`, `maxRatioToStable`) is also judged, during a rollout,
+on the canary's value divided by the stable version's value in the same window (`Window.stable_version`,
+`stable_traffic`, `stable_sampled`): beyond the bound is a Fail, within it a Pass; a stable value that
+is missing, has too few requests or samples, or is 0 (while the canary's is not) makes it Inconclusive.
+In steady state there is no stable version to compare with: the ratio bound is skipped and said so,
+like predictionDrift without a version to compare with.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from modelfleet.analysis.traffic import VersionTraffic
 from modelfleet.api import Monitor, set_condition
 from modelfleet.api.monitor import (
     MEASUREMENT_HISTORY_LIMIT,
+    SAMPLED_METRICS,
     Measurement,
     Metric,
     MetricResult,
@@ -44,6 +53,22 @@ class ProviderError:
 
 
 @dataclass(frozen=True)
+class SampledValue:
+    """A metric's value computed from samples, by a provider: for dataDrift the drift of the sampled
+    request inputs from the version's reference profile (by the metric's `drift_method`, over its
+    `features`); for accuracy and meanAbsoluteError, of the predictions joined with the ground truth
+    clients sent back. `samples` is how many it was computed from (inputs, or labelled predictions)."""
+
+    value: float
+    samples: int
+
+
+Sampled = Mapping[str, SampledValue | ProviderError]
+"""Values of the sampled metrics (dataDrift, accuracy, meanAbsoluteError) by metric name; a metric
+absent from it was not measured in the window."""
+
+
+@dataclass(frozen=True)
 class Window:
     """Everything measured about one version in one window."""
 
@@ -63,10 +88,24 @@ class Window:
     """Sampled predictions of the stable version, for drift; None when there is nothing to compare."""
     prometheus: Mapping[str, float | ProviderError] = field(default_factory=dict)
     """Result of each `prometheus` metric's query, by metric name."""
+    stable_version: str = ""
+    """The stable version the canary (`version`) is compared with during a rollout; empty in steady
+    state, when `version` is the stable version itself and ratio bounds do not apply."""
+    stable_traffic: VersionTraffic | None = None
+    """The stable version's router traffic in the same window, for ratio bounds; None in steady state
+    or when it could not be read."""
+    sampled: Sampled = field(default_factory=dict)
+    """Values of this version's sampled metrics (dataDrift, accuracy, meanAbsoluteError), by name."""
+    stable_sampled: Sampled = field(default_factory=dict)
+    """The stable version's values of the same sampled metrics in the same window, for ratio bounds."""
 
 
 def _number(value: float) -> str:
     return f"{value:.3g}"
+
+
+def _unit(metric: Metric) -> str:
+    return " s" if metric.type == MetricType.LATENCY else ""
 
 
 def _judge(metric: Metric, value: float, detail: str = "") -> MetricResult:
@@ -90,26 +129,109 @@ def _result(metric: Metric, verdict: Verdict, message: str) -> MetricResult:
     )
 
 
-def _assess_traffic(metric: Metric, window: Window, min_requests: int) -> MetricResult:
-    traffic = window.traffic
-    if traffic is None:
-        if window.traffic_pending and not window.traffic_error:
-            return _result(metric, Verdict.INCONCLUSIVE, window.traffic_pending)
-        return _result(metric, Verdict.ERROR, window.traffic_error or "no router metrics for this window")
-    count = f"{traffic.requests:g} requests"
+@dataclass(frozen=True)
+class _Value:
+    """A metric's value in the window, and what it was measured on (e.g. `100 requests`)."""
+
+    value: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Unjudged:
+    """Why a metric has no value to judge in the window: Inconclusive or Error, and the reason."""
+
+    verdict: Verdict
+    message: str
+
+
+def _too_little(traffic: VersionTraffic, min_requests: int) -> _Unjudged | None:
+    """Why a version's traffic is too little to judge (fewer than minRequests, or none), if it is."""
     if traffic.requests < min_requests:
-        return _result(metric, Verdict.INCONCLUSIVE, f"{count} < minRequests {min_requests}")
+        return _Unjudged(Verdict.INCONCLUSIVE, f"{traffic.requests:g} requests < minRequests {min_requests}")
     if traffic.requests <= 0:
-        return _result(metric, Verdict.INCONCLUSIVE, "no requests")
+        return _Unjudged(Verdict.INCONCLUSIVE, "no requests")
+    return None
+
+
+def _no_traffic(window: Window) -> _Unjudged:
+    """Why the window has no router traffic: routers still starting, or not answering."""
+    if window.traffic_pending and not window.traffic_error:
+        return _Unjudged(Verdict.INCONCLUSIVE, window.traffic_pending)
+    return _Unjudged(Verdict.ERROR, window.traffic_error or "no router metrics for this window")
+
+
+def _without_traffic(window: Window, min_requests: int) -> _Unjudged | None:
+    """Why the router traffic of the version under judgement cannot be judged, if it cannot."""
+    if window.traffic is None:
+        return _no_traffic(window)
+    return _too_little(window.traffic, min_requests)
+
+
+def _traffic_value(metric: Metric, traffic: VersionTraffic, min_requests: int) -> _Value | _Unjudged:
+    """errorRate, fallbackRate or latency of one version's traffic."""
+    unjudged = _too_little(traffic, min_requests)
+    if unjudged is not None:
+        return unjudged
+    count = f"{traffic.requests:g} requests"
     if metric.type in {MetricType.ERROR_RATE, MetricType.FALLBACK_RATE}:
         rate = traffic.error_rate if metric.type == MetricType.ERROR_RATE else traffic.fallback_rate
-        return _judge(metric, rate or 0.0, count)
-    if metric.type == MetricType.LATENCY:
-        quantile = traffic.latency_quantile(metric.quantile or 0.5)
-        if quantile is None:
-            return _result(metric, Verdict.ERROR, "no latency histogram for this version")
-        return _judge(metric, quantile, count)
-    # predictionDrift
+        return _Value(rate or 0.0, count)
+    quantile = traffic.latency_quantile(metric.quantile or 0.5)
+    if quantile is None:
+        return _Unjudged(Verdict.ERROR, "no latency histogram for this version")
+    return _Value(quantile, count)
+
+
+def _sampled_value(metric: Metric, found: SampledValue | ProviderError | None) -> _Value | _Unjudged:
+    """dataDrift, accuracy or meanAbsoluteError as a provider computed it."""
+    if found is None:
+        return _Unjudged(Verdict.INCONCLUSIVE, f"{metric.type.value} not measured yet")
+    if isinstance(found, ProviderError):
+        return _Unjudged(Verdict.ERROR, found.message)
+    if math.isnan(found.value):
+        return _Unjudged(Verdict.INCONCLUSIVE, f"no value ({found.samples} samples)")
+    count = f"{found.samples} samples"
+    if found.samples < metric.samples_needed:
+        return _Unjudged(Verdict.INCONCLUSIVE, f"{count} < minSamples {metric.samples_needed}")
+    return _Value(found.value, count)
+
+
+def _value(metric: Metric, window: Window, min_requests: int) -> _Value | _Unjudged:
+    """The value of `metric` for the version under judgement (not for predictionDrift)."""
+    if metric.type == MetricType.PROMETHEUS:
+        answer = window.prometheus.get(metric.name)
+        if answer is None:
+            return _Unjudged(Verdict.ERROR, "no query result")
+        if isinstance(answer, ProviderError):
+            return _Unjudged(Verdict.ERROR, answer.message)
+        if math.isnan(answer):
+            return _Unjudged(Verdict.INCONCLUSIVE, "query returned NaN (no data)")
+        return _Value(answer)
+    if metric.type in SAMPLED_METRICS:
+        return _sampled_value(metric, window.sampled.get(metric.name))
+    if window.traffic is None:
+        return _no_traffic(window)
+    return _traffic_value(metric, window.traffic, min_requests)
+
+
+def _stable_value(metric: Metric, window: Window, min_requests: int) -> _Value | _Unjudged:
+    """The value of `metric` for the stable version in the same window."""
+    if metric.type in SAMPLED_METRICS:
+        found = _sampled_value(metric, window.stable_sampled.get(metric.name))
+    elif window.stable_traffic is None:
+        found = _Unjudged(Verdict.INCONCLUSIVE, "no router metrics")
+    else:
+        found = _traffic_value(metric, window.stable_traffic, min_requests)
+    if isinstance(found, _Unjudged):
+        return _Unjudged(found.verdict, f"stable {window.stable_version}: {found.message}")
+    return found
+
+
+def _assess_prediction_drift(metric: Metric, window: Window, min_requests: int) -> MetricResult:
+    unjudged = _without_traffic(window, min_requests)
+    if unjudged is not None:
+        return _result(metric, unjudged.verdict, unjudged.message)
     if window.reference_predictions is None:
         return _result(metric, Verdict.PASS, "no other version to compare with")
     if not window.predictions or not window.reference_predictions:
@@ -123,26 +245,74 @@ def _assess_traffic(metric: Metric, window: Window, min_requests: int) -> Metric
     )
 
 
-def _assess_prometheus(metric: Metric, window: Window) -> MetricResult:
-    value = window.prometheus.get(metric.name)
-    if value is None:
-        return _result(metric, Verdict.ERROR, "no query result")
-    if isinstance(value, ProviderError):
-        return _result(metric, Verdict.ERROR, value.message)
-    if math.isnan(value):
-        return _result(metric, Verdict.INCONCLUSIVE, "query returned NaN (no data)")
-    return _judge(metric, value)
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)[:1024]
+
+
+def _assess_ratio(
+    metric: Metric, window: Window, canary: _Value, absolute: MetricResult, min_requests: int
+) -> MetricResult:
+    """`absolute` (the min/max verdict on the canary's value) combined with the ratio bound's verdict
+    on the canary's value over stable's: a Fail of either is a Fail; else a ratio that cannot be taken
+    makes it Inconclusive (or Error, when stable's value could not be measured)."""
+    if not window.stable_version:
+        if absolute.verdict == Verdict.FAIL:
+            return absolute
+        skipped = "no stable version to compare with: ratio bound skipped"
+        return absolute.model_copy(update={"message": _joined(absolute.message, skipped)})
+    stable = _stable_value(metric, window, min_requests)
+    if isinstance(stable, _Unjudged):
+        if absolute.verdict == Verdict.FAIL:
+            return absolute
+        return absolute.model_copy(update={"verdict": stable.verdict, "message": stable.message})
+    unit = _unit(metric)
+    value, base = canary.value, stable.value
+    mine, theirs = f"{metric.name} {_number(value)}{unit}", f"stable's {_number(base)}{unit}"
+    if base <= 0 and not (base == 0 and value == 0):
+        if absolute.verdict == Verdict.FAIL:
+            return absolute.model_copy(update={"stable_value": base})
+        message = f"{mine} vs {theirs}: no ratio to judge"
+        return absolute.model_copy(
+            update={"verdict": Verdict.INCONCLUSIVE, "stable_value": base, "message": message}
+        )
+    # 0 against stable's 0 is the same value: the ratio is 1
+    ratio = value / base if base else 1.0
+    high, low = metric.max_ratio_to_stable, metric.min_ratio_to_stable
+    compared = f"{mine} is {ratio:.3g}x {theirs}"
+    beyond = ""
+    if high is not None and ratio > high:
+        beyond = f"{compared} > {high:g}x"
+    elif low is not None and ratio < low:
+        beyond = f"{compared} < {low:g}x"
+    if absolute.verdict == Verdict.FAIL or beyond:
+        verdict, message = (
+            Verdict.FAIL,
+            _joined(absolute.message if absolute.verdict == Verdict.FAIL else "", beyond),
+        )
+    else:
+        same = f"the same as {theirs}" if base == 0 else f"{ratio:.3g}x {theirs}"
+        verdict, message = Verdict.PASS, _joined(canary.detail, same)
+    return absolute.model_copy(
+        update={"verdict": verdict, "stable_value": base, "ratio_to_stable": ratio, "message": message}
+    )
+
+
+def _assess_metric(metric: Metric, window: Window, min_requests: int) -> MetricResult:
+    if metric.type == MetricType.PREDICTION_DRIFT:
+        return _assess_prediction_drift(metric, window, min_requests)
+    canary = _value(metric, window, min_requests)
+    if isinstance(canary, _Unjudged):
+        return _result(metric, canary.verdict, canary.message)
+    absolute = _judge(metric, canary.value, canary.detail)
+    if not metric.has_ratio:
+        return absolute
+    return _assess_ratio(metric, window, canary, absolute, min_requests)
 
 
 def assess(spec: MonitorSpec, window: Window, now: datetime) -> Measurement:
     """Measure every metric of `spec` on `window`; the results keep the order of spec.metrics."""
-    results = [
-        _assess_prometheus(metric, window)
-        if metric.type == MetricType.PROMETHEUS
-        else _assess_traffic(metric, window, spec.min_requests)
-        for metric in spec.metrics
-    ]
-    uses_routers = any(metric.type != MetricType.PROMETHEUS for metric in spec.metrics)
+    results = [_assess_metric(metric, window, spec.min_requests) for metric in spec.metrics]
+    uses_routers = any(metric.type in TRAFFIC_METRICS for metric in spec.metrics)
     partial = window.partial if uses_routers and window.traffic is not None else ""
     return Measurement(time=now, version=window.version, results=tuple(results), partial=partial)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 from typing import Annotated, ClassVar, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -30,7 +31,7 @@ from modelfleet.api.common import (
     parse_duration,
 )
 from modelfleet.api.model import AliasName
-from modelfleet.api.modelversion import ResourceRequirements
+from modelfleet.api.modelversion import ArtifactCredentials, ResourceRequirements
 from modelfleet.api.monitor import MetricResult, Verdict
 
 HISTORY_LIMIT = 20
@@ -182,12 +183,101 @@ class Fallback(ApiModel):
     """A failed or timed-out canary request is answered by the stable version instead."""
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     """Per-version circuit breaker."""
+    version: Name | None = None
+    """A ModelVersion (same namespace), e.g. a heuristic model, kept warm to answer when the stable
+    version cannot, and all traffic while the stable version fails its Monitor with onDegraded:
+    Fallback. The chain per request: chosen, stable, this version, response, a JSON error."""
     response: FallbackResponse | None = None
     """Heuristic answer of last resort. Without it, clients get a JSON error when nothing can answer."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_positive(self, "timeout")
+        return self
+
+
+#: The key of a Secret's data: letters, digits, `-`, `_` and `.`, as the API server allows.
+SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the Deployment's namespace."""
+
+    name: Name
+    """The Secret's name."""
+    key: SecretKey
+    """The key in the Secret's data."""
+
+
+class Feedback(ApiModel):
+    """Ground truth from clients: `POST /v2/models/<name>/feedback` to the router with the id of an
+    answer (`X-Modelfleet-Request-Id`) and its true label, for the accuracy and meanAbsoluteError
+    metrics. Without spec.feedback the endpoint answers 404."""
+
+    token_secret: SecretKeySelector
+    """The Secret key holding the token clients send as `Authorization: Bearer <token>`; feedback
+    without it is refused."""
+
+
+#: Where captured payloads may be written: an S3 prefix or a path on a PersistentVolumeClaim.
+CAPTURE_URI_MESSAGE = "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"
+_CAPTURE_URI_RE = re.compile(
+    r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/\S*)?|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/\S*)?)$"
+)
+
+
+def _capture_uri(value: str) -> str:
+    if not _CAPTURE_URI_RE.match(value):
+        raise ValueError(CAPTURE_URI_MESSAGE)
+    return value
+
+
+CaptureUri = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_capture_uri),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.matches('" + _CAPTURE_URI_RE.pattern.replace("\\", "\\\\") + "')",
+                    "message": CAPTURE_URI_MESSAGE,
+                }
+            ]
+        }
+    ),
+]
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class CaptureDestination(ApiModel):
+    """Where captured requests and answers are written."""
+
+    uri: CaptureUri
+    """s3://BUCKET/PREFIX or pvc://CLAIM/PATH; batches are written under it."""
+    credentials: ArtifactCredentials | None = None
+    """The Secret holding the store's credentials, as for a ModelVersion's artifact.credentials; none
+    for a PVC or a store that needs none."""
+
+
+class Capture(ApiModel):
+    """Payload capture: a share of the requests and their answers, written to storage in batches, off
+    the request path."""
+
+    percent: Annotated[float, Field(gt=0, le=100)]
+    """Share of requests captured, in percent, e.g. 5 (more than 0, at most 100)."""
+    destination: CaptureDestination
+    """Where the batches are written."""
+    redact: tuple[FieldName, ...] = Field(
+        default=(), max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Names of request and answer fields whose values are not written, e.g. an input named email."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        repeated = sorted({f for f in self.redact if self.redact.count(f) > 1})
+        if repeated:
+            raise ValueError(f"redact names must be unique: {', '.join(repeated)} repeated")
         return self
 
 
@@ -209,6 +299,9 @@ class VersionFrom(ApiModel):
     the alias starts a rollout."""
 
 
+_OWN_FALLBACK = "fallback.version must differ from version"
+
+
 class DeploymentSpec(ApiModel):
     """Serve a Model, and roll a new version out progressively when spec.version (or the version
     versionFrom resolves to) changes."""
@@ -220,6 +313,11 @@ class DeploymentSpec(ApiModel):
                 {
                     "rule": "has(self.version) != has(self.versionFrom)",
                     "message": "exactly one of version and versionFrom must be set",
+                },
+                {
+                    "rule": "!has(self.fallback) || !has(self.fallback.version) || !has(self.version)"
+                    " || self.fallback.version != self.version",
+                    "message": _OWN_FALLBACK,
                 },
             ]
         }
@@ -245,12 +343,19 @@ class DeploymentSpec(ApiModel):
     """What the router does when the chosen version fails."""
     router: RouterSpec = Field(default_factory=RouterSpec)
     """The inference router pods."""
+    feedback: Feedback | None = None
+    """Accept ground truth from clients at the router's feedback endpoint, with a token. Without it the
+    endpoint answers 404."""
+    capture: Capture | None = None
+    """Write a share of the requests and their answers to storage."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_positive(self, "progress_deadline")
         if (self.version is None) == (self.version_from is None):
             raise ValueError("exactly one of version and versionFrom must be set")
+        if self.version is not None and self.fallback.version == self.version:
+            raise ValueError(f"{_OWN_FALLBACK}: {self.version}")
         return self
 
     @property
@@ -263,10 +368,11 @@ def rollout_hash(spec: DeploymentSpec) -> str:
     """A short, stable hex hash of the parts of the spec that define a rollout.
 
     Those are the model, the version, the strategy type and the canary steps: changing any of them
-    mid-rollout restarts it. Replicas, pause, monitor, mirroring, fallback and router settings are left
-    out: they apply to a rollout under way without restarting it. Durations are hashed normalised, so
-    `60s` and `1m` hash the same. The version is spec.version as the rollout sees it, already resolved
-    from versionFrom: following an alias hashes the same as naming the version it points at.
+    mid-rollout restarts it. Replicas, pause, monitor, mirroring, fallback, feedback, capture and router
+    settings are left out: they apply to a rollout under way without restarting it. Durations are hashed
+    normalised, so `60s` and `1m` hash the same. The version is spec.version as the rollout sees it,
+    already resolved from versionFrom: following an alias hashes the same as naming the version it
+    points at.
     """
     relevant = {
         "model": spec.model,

@@ -217,7 +217,10 @@ class ReferenceData(ApiModel):
     uri: ArtifactUri
     """Where the profile is, with the schemes of artifact.uri."""
     digest: Digest | None = None
-    """sha256 of the profile file."""
+    """sha256 of the profile file (`modelfleet digest PATH` prints it), checked on every download."""
+    credentials: ArtifactCredentials | None = None
+    """The Secret holding the store's credentials, as for artifact.credentials; none for a public
+    store."""
 
 
 class Approval(ApiModel):

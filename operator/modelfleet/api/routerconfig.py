@@ -13,9 +13,10 @@ The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
 
 Exactly one version is `stable`. At most one is `previous`: the stable version before the last promotion,
 kept while it is still warm; it takes no live traffic (its weight is 0) and is the fallback chain's last
-version, after stable. `fallback` has exactly the fields of a Deployment's `spec.fallback`. This module
-depends on pydantic and the shared types of `modelfleet.api.common`, so that the router, the operator and
-tests can all read and write the same document.
+version, after stable. `fallback` has the fields of a Deployment's `spec.fallback` except `version`
+(not served by the router yet). This module depends on pydantic and the shared types of
+`modelfleet.api.common`, so that the router, the operator and tests can all read and write the same
+document.
 """
 
 from __future__ import annotations

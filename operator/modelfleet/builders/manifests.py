@@ -301,7 +301,10 @@ def build_router_config(
         entries.append(version(canary, canary_weight, "canary"))
     if previous and previous not in {stable, canary}:
         entries.append(version(previous, 0, "previous"))
-    fallback = RouterFallback.model_validate(spec.fallback.to_k8s())
+    # fallback.version is not the router's yet: it needs the version's pods and its place in the chain
+    fallback = RouterFallback.model_validate(
+        spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
+    )
     return RouterConfig(
         deployment=owner.name,
         versions=entries,

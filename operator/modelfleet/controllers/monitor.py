@@ -3,7 +3,8 @@
 Each Monitor has a loop that, every interval, measures the version under judgement (its Deployment's
 canary during a rollout, else the stable version) through the providers of its metrics
 (`modelfleet.providers`: the router pods' metrics, Prometheus), merges their readings into one window,
-has the pure `modelfleet.analysis.assess` judge it, and writes the Monitor's whole new status
+has the pure `modelfleet.analysis.assess` judge it (during a rollout against the stable version's values
+in the same window too, for ratio bounds), and writes the Monitor's whole new status
 (`modelfleet.analysis.monitor_status`): the measurement as `lastMeasurement` and at the head of the
 bounded `measurements` list, which the Deployment controller feeds to the rollout decision. A provider
 that cannot answer gives an Error verdict for its metrics, never a Pass; fewer than `minRequests`
@@ -134,11 +135,11 @@ class MonitorController:
             deployment = Deployment.from_k8s(found)
         except InvalidResourceError as error:
             return await idle(str(error), "DeploymentInvalid")
-        canary, stable = deployment.status.canary_version, deployment.status.stable_version
-        version = canary or stable
-        if not version:
+        served = deployment.status
+        target = Target.of(key, spec.deployment, served.stable_version, served.canary_version)
+        if target is None:
             return await idle(f"Deployment {spec.deployment} serves no version yet", "NothingToMeasure")
-        target = Target(key, namespace, spec.deployment, version, stable if canary else None)
+        version = target.version
 
         jobs = []
         for provider in self.providers:
@@ -150,7 +151,7 @@ class MonitorController:
             return spec.interval  # a provider's first look is the baseline of the first window
 
         # decide
-        measurement = assess(spec, window(version, readings), now)
+        measurement = assess(spec, window(version, readings, stable=target.reference or ""), now)
         verdict = overall_verdict(measurement)
         message = f"{version}: {verdict.value}: {summarize(measurement)}"
         if measurement.partial:

@@ -7,8 +7,15 @@ into one Window, which the pure `assess` judges. Providers talk to the outside w
 Prometheus, and the ones to come: gateway metrics, ground truth); the pure layer never imports them.
 
 - `router.RouterMetrics`: errorRate, latency, fallbackRate, predictionDrift, from the router pods'
-  /metrics and /predictions, as counter deltas between two scrapes.
+  /metrics and /predictions, as counter deltas between two scrapes; during a rollout also the stable
+  version's traffic in the same window, which ratio bounds (minRatioToStable, maxRatioToStable) need.
 - `prometheus.Prometheus`: `type: prometheus`, a PromQL query against a real Prometheus.
+
+No provider measures the sampled metrics (dataDrift, accuracy, meanAbsoluteError) yet: they are judged
+Inconclusive, "not measured yet". Their provider `handles` those types and returns, in its `Reading`,
+`sampled` (the target version's `SampledValue` by metric name) and, when the target has a `reference`,
+`stable_sampled` (the stable version's, same window), or a `ProviderError` per metric it could not
+measure.
 
 `mlflow` is the other adapter here, and no Monitor provider: the client of an MLflow tracking server, the
 registry of record the Model controller mirrors.
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from modelfleet.analysis import ProviderError, VersionTraffic, Window
+from modelfleet.analysis import ProviderError, SampledValue, VersionTraffic, Window
 from modelfleet.api.monitor import Metric
 
 Key = tuple[str, str]
@@ -40,6 +47,15 @@ class Target:
     reference: str | None = None
     """The version to compare it with (the stable version during a rollout), else None."""
 
+    @classmethod
+    def of(cls, monitor: Key, deployment: str, stable: str, canary: str) -> Target | None:
+        """What a Monitor of `deployment` measures now: the canary during a rollout, compared with the
+        stable version; else the stable version alone. None while no version serves."""
+        version = canary or stable
+        if not version:
+            return None
+        return cls(monitor, monitor[0], deployment, version, stable if canary and stable else None)
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -52,6 +68,12 @@ class Reading:
     predictions: Sequence[Any] = ()
     reference_predictions: Sequence[Any] | None = None
     prometheus: Mapping[str, float | ProviderError] = field(default_factory=dict)
+    stable_traffic: VersionTraffic | None = None
+    """The traffic of the target's `reference` (stable) in the same window, for ratio bounds."""
+    sampled: Mapping[str, SampledValue | ProviderError] = field(default_factory=dict)
+    """Sampled metrics (dataDrift, accuracy, meanAbsoluteError) of the target version, by name."""
+    stable_sampled: Mapping[str, SampledValue | ProviderError] = field(default_factory=dict)
+    """The same metrics of the target's `reference` (stable) in the same window, for ratio bounds."""
     baseline: bool = False
     """This window only set the provider's baseline (its first scrape): nothing to judge yet."""
 
@@ -76,19 +98,33 @@ class Provider(Protocol):
         ...
 
 
-def window(version: str, readings: Sequence[Reading]) -> Window:
-    """The window of `version` that the readings of all providers make together."""
+def window(version: str, readings: Sequence[Reading], stable: str = "") -> Window:
+    """The window of `version` that the readings of all providers make together; `stable` names the
+    version it is compared with during a rollout (empty in steady state)."""
     merged: dict[str, Any] = {}
     prometheus: dict[str, float | ProviderError] = {}
+    sampled: dict[str, SampledValue | ProviderError] = {}
+    stable_sampled: dict[str, SampledValue | ProviderError] = {}
     for reading in readings:
         prometheus.update(reading.prometheus)
+        sampled.update(reading.sampled)
+        stable_sampled.update(reading.stable_sampled)
         for name in ("traffic", "traffic_error", "traffic_pending", "partial", "predictions"):
             value = getattr(reading, name)
             if value:
                 merged[name] = value
         if reading.reference_predictions is not None:
             merged["reference_predictions"] = reading.reference_predictions
-    return Window(version=version, prometheus=prometheus, **merged)
+        if stable and reading.stable_traffic is not None:
+            merged["stable_traffic"] = reading.stable_traffic
+    return Window(
+        version=version,
+        prometheus=prometheus,
+        stable_version=stable,
+        sampled=sampled,
+        stable_sampled=stable_sampled if stable else {},
+        **merged,
+    )
 
 
 __all__ = ["Key", "Provider", "Reading", "Target", "window"]

@@ -1,5 +1,8 @@
 """Router metrics: errorRate, latency, fallbackRate and predictionDrift, from the router pods themselves.
 
+During a rollout the same scrapes give the stable version's traffic too (`Reading.stable_traffic`), the
+other side of the ratio bounds.
+
 Every router pod's /metrics and /predictions (pod IP, admin port 9090) is scraped each window and
 compared with the previous scrape of the same Monitor, kept here; losing it (an operator restart) costs
 one window, taken as the new baseline. Pods that do not answer leave the window partial, judged on the
@@ -18,7 +21,8 @@ from typing import Any
 import aiohttp
 
 from modelfleet.analysis import ExpositionError, Scrape, VersionTraffic, parse_exposition, window_traffic
-from modelfleet.api.monitor import Metric, MetricType
+from modelfleet.analysis.assessment import TRAFFIC_METRICS
+from modelfleet.api.monitor import Metric
 from modelfleet.builders import ROUTER_ADMIN_PORT
 from modelfleet.providers import Key, Reading, Target
 from modelfleet.providers.http import Http
@@ -105,13 +109,14 @@ class RouterMetrics:
         """The last scrape of each Monitor's router pods: the start of its next window."""
 
     def handles(self, metric: Metric) -> bool:
-        return metric.type != MetricType.PROMETHEUS
+        return metric.type in TRAFFIC_METRICS
 
     async def measure(self, target: Target, metrics: Sequence[Metric], now: datetime) -> Reading:
         pods = await self.pods(target.namespace, target.deployment)
         scrape, predictions, error, partial = await scrape_routers(self.http, pods, now, self.port)
         pending = NO_ROUTERS if not pods else ""
         traffic: VersionTraffic | None = None
+        stable: VersionTraffic | None = None
         if scrape is not None:
             previous = self._previous.get(target.monitor)
             self._previous[target.monitor] = scrape
@@ -119,11 +124,15 @@ class RouterMetrics:
                 return Reading(baseline=True)  # the first scrape is the baseline of the first window
             per_version = window_traffic(previous, scrape, deployment=target.deployment)
             seconds = (scrape.time - previous.time).total_seconds()
-            traffic = per_version.get(target.version) or VersionTraffic(
-                version=target.version, seconds=seconds
-            )
+
+            def of(version: str) -> VersionTraffic:
+                return per_version.get(version) or VersionTraffic(version=version, seconds=seconds)
+
+            traffic = of(target.version)
+            stable = of(target.reference) if target.reference else None
         return Reading(
             traffic=traffic,
+            stable_traffic=stable,
             traffic_error=error,
             traffic_pending=pending,
             partial=partial,

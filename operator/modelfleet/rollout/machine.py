@@ -429,7 +429,10 @@ class _Rollout:
         degraded = self.stable
         target = self.previous
         if monitor.on_degraded != OnDegraded.ROLLBACK or not target or target == degraded:
-            why = "onDegraded: Alert" if monitor.on_degraded == OnDegraded.ALERT else "no previous version"
+            # Fallback: the router's switch to the Deployment's fallback is not built yet; until then the
+            # version is marked Degraded, as with Alert, and the message names the setting.
+            rollback = monitor.on_degraded == OnDegraded.ROLLBACK
+            why = "no previous version" if rollback else f"onDegraded: {monitor.on_degraded.value}"
             self.degraded = f"{degraded} degraded: {reason} ({why})"
             return
         if not self._ready(target):
