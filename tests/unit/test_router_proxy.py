@@ -268,6 +268,60 @@ def test_request_headers_path_and_body_reach_the_version_and_hop_by_hop_ones_do_
     run(scenario)
 
 
+# -- request ids ---------------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_a_request_id_the_router_made_unless_the_client_gave_one() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(config(stable), stable) as h:
+            made = [header(await h.client.send(), "x-modelfleet-request-id") for _ in range(3)]
+            assert len(set(made)) == 3
+            assert all(
+                value is not None and value.startswith(h.router.ids.tag.decode() + "-") for value in made
+            )
+            given = await h.client.send(headers={"X-Request-Id": "order-17"})
+            assert header(given, "x-modelfleet-request-id") == "order-17"
+            assert stable.requests[-1].header(b"x-request-id") == b"order-17"  # passed on as it came
+            oip_id = await h.client.send(body=b'{"id": "req-42", "inputs": []}')
+            assert header(oip_id, "x-modelfleet-request-id") == "req-42"
+            odd = header(
+                await h.client.send(headers={"X-Request-Id": "two words"}), "x-modelfleet-request-id"
+            )
+            assert odd is not None
+            assert odd.startswith(h.router.ids.tag.decode() + "-")  # not echoed: one of the router's own
+
+    run(scenario)
+
+
+def test_answers_the_router_makes_itself_carry_the_request_id_too() -> None:
+    async def scenario() -> None:
+        async with running(None) as h:
+            not_ready = await h.client.send(headers={"X-Request-Id": "a1"})
+            assert (not_ready.status, header(not_ready, "x-modelfleet-request-id")) == (503, "a1")
+        stable, canary = FakeVersion("iris-v1", mode="down"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = config(stable, canary, canary_weight=50, retryOnStable=False, circuitBreaker=None)
+        async with running(cfg, stable, canary) as h:
+            unknown_pin = await h.client.send(
+                headers={"X-Modelfleet-Version": "iris-v9", "X-Request-Id": "b2"}
+            )
+            assert (unknown_pin.status, header(unknown_pin, "x-modelfleet-request-id")) == (400, "b2")
+            failed = await h.client.send(headers={"X-Modelfleet-Version": "iris-v1", "X-Request-Id": "c3"})
+            assert (failed.status, header(failed, "x-modelfleet-request-id")) == (502, "c3")
+            broken = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "d4"})
+            assert (broken.status, header(broken, "x-modelfleet-request-id")) == (500, "d4")
+        static = {"statusCode": 200, "body": "{}"}
+        async with running(config(stable, response=static), stable) as h:
+            for request_id in ("e5", "e6"):  # the static response is shared: each answer has its own id
+                fallback = await h.client.send(headers={"X-Request-Id": request_id})
+                assert header(fallback, "x-modelfleet-served-by") == "fallback-static"
+                assert header(fallback, "x-modelfleet-request-id") == request_id
+
+    run(scenario)
+
+
 # -- the fallback chain ------------------------------------------------------------------------------
 
 
