@@ -11,6 +11,7 @@ import json
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,6 +319,46 @@ def test_answers_the_router_makes_itself_carry_the_request_id_too() -> None:
                 fallback = await h.client.send(headers={"X-Request-Id": request_id})
                 assert header(fallback, "x-modelfleet-served-by") == "fallback-static"
                 assert header(fallback, "x-modelfleet-request-id") == request_id
+
+    run(scenario)
+
+
+def with_feedback(cfg: RouterConfig, token_file: Path) -> RouterConfig:
+    return RouterConfig.model_validate(
+        {**json.loads(cfg.to_json()), "feedback": {"tokenFile": str(token_file)}}
+    )
+
+
+def test_labels_join_the_answer_the_client_got_from_the_version_that_gave_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        token = tmp_path / "token"
+        token.write_text("t0ken")
+        stable, canary = FakeVersion("iris-v1", label=1), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = with_feedback(config(stable, canary, canary_weight=100, retryOnStable=True), token)
+        async with running(cfg, stable, canary) as h:
+            served = await h.client.send()
+            assert header(served, "x-modelfleet-fallback") == "retry_on_stable"
+            request_id = header(served, "x-modelfleet-request-id")
+            assert request_id is not None
+            auth = {"Authorization": "Bearer t0ken", "X-Modelfleet-Request-Id": request_id}
+            joined = await h.client.send("/v2/models/iris/feedback", b'{"label": [1, 0]}', auth)
+            assert (joined.status, json.loads(joined.body)) == (
+                200,
+                {"id": request_id, "version": "iris-v1", "labels": 2, "correct": 1},
+            )
+            pinned = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "p1"})
+            assert pinned.status == 500
+            bearer = {"Authorization": "Bearer t0ken"}
+            refused = await h.client.send("/v2/models/iris/feedback", b'{"id": "p1", "label": 1}', bearer)
+            assert refused.status == 404  # only successful answers are kept
+            shown = json.loads((await h.admin.get("/feedback")).body)
+            assert shown["versions"]["iris-v1"]["accuracy"] == 0.5
+            assert "iris-v2" not in shown["versions"]
+            assert len(stable.requests) == 1  # labels never reach a version
+            assert len(canary.requests) == 2
+            assert h.count("feedback", outcome="joined") == 1
+            assert h.count("feedback", outcome="unknown") == 1
 
     run(scenario)
 

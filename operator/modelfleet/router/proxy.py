@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 
@@ -38,6 +39,7 @@ from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_
 from modelfleet.httpcore import Request, Response
 from modelfleet.oip import HEADER_LENGTH
 from modelfleet.router.circuit import CircuitBreaker
+from modelfleet.router.feedback import Feedback
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
 from modelfleet.router.requestid import RequestIds, id_header
@@ -51,6 +53,7 @@ SERVED_BY_ROUTER = b"x-modelfleet-served-by: router\r\n"
 RETRY_ON_STABLE, RETRY_ON_PREVIOUS = "retry_on_stable", "retry_on_previous"
 CIRCUIT_OPEN, STATIC_RESPONSE = "circuit_open", "static_response"
 FALLBACK_REASONS = (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN, STATIC_RESPONSE)
+FEEDBACK_PATH = re.compile(rb"/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback(?:\?|$)")
 _FALLBACK_HEADER = {
     reason: f"x-modelfleet-fallback: {reason}\r\n".encode()
     for reason in (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN)
@@ -215,6 +218,7 @@ class Router:
         self._clock = clock
         self._generation = 0
         self.ids = RequestIds()
+        self.feedback = Feedback(self.metrics, self.ids.tag.decode(), clock)
         self._not_ready = Response.error(
             503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
         )
@@ -244,6 +248,7 @@ class Router:
                 backend.close()
         self._generation += 1
         self._backends = backends
+        self.feedback.configure(config)
         self.route = Route(config, backends, self._generation)
 
     def apply_json(self, text: str | bytes) -> str | None:
@@ -279,6 +284,10 @@ class Router:
         """Answer at once (no configuration, unknown pin) or start the request on its way and return None:
         the answer is given from the upstream callbacks through `request.respond`."""
         route = self.route
+        if b"/feedback" in request.path and FEEDBACK_PATH.match(request.path) is not None:
+            if route is None:
+                return self._not_ready
+            return _with(self.feedback.answer(request), SERVED_BY_ROUTER)
         request_id = self.ids.of(request)
         if route is None:
             return _with(self._not_ready, id_header(request_id))
@@ -466,7 +475,16 @@ class _Exchange:
     # Answering the client ---------------------------------------------------------------------------------
 
     def _deliver(self, backend: Backend, upstream: UpstreamResponse, note: bytes) -> None:
-        """Answer the client with what a version answered."""
+        """Answer the client with what a version answered; remember a 2xx answer for labels to join."""
+        feedback = self.router.feedback
+        if feedback.store is not None and 200 <= upstream.status < 300:
+            feedback.remember(
+                self.request_id,
+                backend.name,
+                backend.predictions.protocol,
+                upstream.body,
+                upstream.header(HEADER_LENGTH),
+            )
         self.request.respond(_reply(backend, upstream, note + self.id_header))
 
     def _respond(self, response: Response) -> None:
