@@ -868,6 +868,32 @@ def test_predictions_are_sampled_per_version_and_served_on_the_admin_port() -> N
     run(scenario)
 
 
+def test_inputs_are_sampled_per_version_and_served_on_the_admin_port() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2")
+        await started(stable, canary)
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [[1.5, 2.5]]}]}
+        ).encode()
+        async with running(
+            config(stable, canary, canary_weight=100, mirror=0),
+            stable,
+            canary,
+            input_samples=3,
+            input_reads_per_second=0,
+        ) as h:
+            for _ in range(5):
+                await h.client.send(body=body)
+            await h.client.send(body=body, headers={"X-Modelfleet-Version": "iris-v1"})
+            samples = json.loads((await h.admin.get("/inputs")).body)
+            assert samples == {
+                "iris-v1": {"f0": [1.5], "f1": [2.5]},
+                "iris-v2": {"f0": [1.5] * 3, "f1": [2.5] * 3},
+            }
+
+    run(scenario)
+
+
 # -- reconfiguration ---------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The router's admin port: /metrics, /predictions, /feedback, /healthz, /readyz and /config.
+"""The router's admin port: /metrics, /predictions, /inputs, /feedback, /healthz, /readyz and /config.
 
 Nothing here asks who is reading: whoever reaches the port (the pod IP, port 9090) reads it all.
 """
@@ -11,7 +11,7 @@ from modelfleet.httpcore import Request, Response
 from modelfleet.router.metrics import CONTENT_TYPE
 from modelfleet.router.proxy import Router
 
-PATHS = ("/metrics", "/predictions", "/feedback", "/healthz", "/readyz", "/config")
+PATHS = ("/metrics", "/predictions", "/inputs", "/feedback", "/healthz", "/readyz", "/config")
 
 
 def admin_handler(router: Router, ready: Callable[[], bool]) -> Callable[[Request], Response]:
@@ -27,6 +27,8 @@ def admin_handler(router: Router, ready: Callable[[], bool]) -> Callable[[Reques
             return Response(200, router.metrics.render(), metrics_type)
         if path == b"/predictions":
             return Response.json(200, router.predictions())
+        if path == b"/inputs":
+            return Response.json(200, router.inputs())
         if path == b"/feedback":
             after = _after(query)
             if after is None:

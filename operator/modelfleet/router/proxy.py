@@ -40,6 +40,7 @@ from modelfleet.httpcore import Request, Response
 from modelfleet.oip import HEADER_LENGTH
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.feedback import Feedback
+from modelfleet.router.inputs import InputSample
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
 from modelfleet.router.requestid import RequestIds, id_header
@@ -84,8 +85,8 @@ def forward_headers(request: Request) -> bytes:
 
 
 class Backend:
-    """One version as the router sees it: its connection pool, circuit breaker, metric children and
-    prediction sample, and the header bytes computed once."""
+    """One version as the router sees it: its connection pool, circuit breaker, metric children, prediction
+    and input samples, and the header bytes computed once."""
 
     def __init__(
         self,
@@ -95,6 +96,8 @@ class Backend:
         metrics: RouterMetrics,
         samples: int = 1000,
         samples_per_second: float = 200.0,
+        input_samples: int = 1000,
+        input_reads_per_second: float = 20.0,
     ) -> None:
         self.deployment = deployment
         self.name = version.name
@@ -112,6 +115,7 @@ class Backend:
         }
         self._codes: dict[int, CounterChild] = {}
         self.predictions = PredictionSample(version.protocol, samples, samples_per_second)
+        self.inputs = InputSample(version.protocol, input_samples, input_reads_per_second)
         self.breaker: CircuitBreaker | None = None
         self._breaker_settings: object = None
         self.update(version, fallback)
@@ -120,6 +124,7 @@ class Backend:
         """Take a new role, protocol or circuit-breaker settings without losing connections or samples."""
         self.role = version.role
         self.predictions.protocol = version.protocol
+        self.inputs.protocol = version.protocol
         settings = fallback.circuit_breaker
         if settings != self._breaker_settings:
             self._breaker_settings = settings
@@ -203,6 +208,8 @@ class Router:
         metrics: RouterMetrics | None = None,
         prediction_samples: int = 1000,
         prediction_reads_per_second: float = 200.0,
+        input_samples: int = 1000,
+        input_reads_per_second: float = 20.0,
         max_mirrors: int = 256,
         random_draw: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -210,6 +217,8 @@ class Router:
         self.metrics = metrics or RouterMetrics()
         self.prediction_samples = prediction_samples
         self.prediction_reads_per_second = prediction_reads_per_second
+        self.input_samples = input_samples
+        self.input_reads_per_second = input_reads_per_second
         self.max_mirrors = max_mirrors
         self.mirrors_in_flight = 0
         self.route: Route | None = None
@@ -241,6 +250,8 @@ class Router:
                     self.metrics,
                     self.prediction_samples,
                     self.prediction_reads_per_second,
+                    self.input_samples,
+                    self.input_reads_per_second,
                 )
             backends[version.name] = backend
         for name, backend in old.items():
@@ -271,6 +282,9 @@ class Router:
 
     def predictions(self) -> dict[str, list[int | float | str | bool]]:
         return {name: backend.predictions.snapshot() for name, backend in self._backends.items()}
+
+    def inputs(self) -> dict[str, dict[str, list[int | float | str | bool]]]:
+        return {name: backend.inputs.snapshot() for name, backend in self._backends.items()}
 
     def refresh_gauges(self) -> None:
         now = self._clock()
@@ -514,13 +528,17 @@ class _Exchange:
         backend.pool.send(head, body, self.route.timeout, self._answered)
 
     def _answered(self, result: Result) -> None:
-        """Record one attempt's outcome (metrics, circuit, prediction sample), then take the next step."""
+        """Record one attempt's outcome (metrics, circuit, prediction and input samples), then take the next
+        step."""
         finished = time.perf_counter()
         backend = self.backend
         if type(result) is UpstreamResponse:
             code = result.status
-            if 200 <= code < 300 and backend.predictions.wants(finished):
-                backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
+            if 200 <= code < 300:
+                if backend.predictions.wants(finished):
+                    backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
+                if backend.inputs.wants(finished):
+                    backend.inputs.offer(self.request.body, self.request.header(HEADER_LENGTH))
         else:
             code = 504 if isinstance(result, UpstreamTimeout) else 502
         backend.duration.observe(finished - self.started)
