@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import math
+import re
 import signal
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from routerkit import (
     INFER_BODY,
     INFER_PATH,
+    SETOSA,
+    VIRGINICA,
     FakeKubeAPI,
     Process,
+    Reply,
     Tally,
     get_json,
     get_text,
@@ -359,3 +365,112 @@ def test_during_the_drain_delay_it_is_not_ready_but_still_serves(
     assert dict(tally.statuses) == {200: 20}
     assert tally.failures == []  # each answer closed its connection, and the client opened another
     assert proxy.proc.wait(10) == 0
+
+
+def post(port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> Reply:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("POST", path, raw, {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        fields = {name.lower(): value for name, value in response.getheaders()}
+        return Reply(response.status, fields, response.read())
+    finally:
+        connection.close()
+
+
+FEEDBACK_PATH = "/v2/models/iris/feedback"
+
+
+def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sampled(
+    config_file: Path, started_routers: list[Process], stable_server: Process, tmp_path: Path
+) -> None:
+    """Given a router with feedback whose token is in a file, when clients ask three predictions (two rows
+    each: setosa and virginica, predicted 0 and 2) and label them, then every answer carried its request id,
+    labels with the token join (accuracy 3/4), those without it or with another are refused, an unknown id
+    and a second label are counted, and the inputs were sampled by column."""
+    token = tmp_path / "feedback-token"
+    token.write_text("s3cret\n")
+    write_config(config_file, [("iris-v1", stable_server, 100, "stable")], feedback={"tokenFile": str(token)})
+    proxy = start(started_routers, "--config", str(config_file), "--input-reads", "0")
+    wait_until(lambda: _ready(proxy), 5)
+
+    made = post(proxy.port, INFER_PATH, INFER_BODY)
+    given = post(proxy.port, INFER_PATH, INFER_BODY, {"X-Request-Id": "client-7"})
+    oip_body = json.loads(INFER_BODY)
+    oip_id = post(proxy.port, INFER_PATH, json.dumps({"id": "oip-9", **oip_body}).encode())
+    assert [reply.status for reply in (made, given, oip_id)] == [200, 200, 200]
+    assert json.loads(made.body)["outputs"][0]["data"] == [0, 2]
+    first = made.headers["x-modelfleet-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", first)
+    assert given.headers["x-modelfleet-request-id"] == "client-7"
+    assert oip_id.headers["x-modelfleet-request-id"] == "oip-9"
+
+    bearer = {"Authorization": "Bearer s3cret"}
+    no_token = post(proxy.port, FEEDBACK_PATH, {"id": first, "label": [0, 2]})
+    assert no_token.status == 401
+    assert no_token.headers["www-authenticate"] == 'Bearer realm="modelfleet-feedback"'
+    assert "Authorization: Bearer <token>" in json.loads(no_token.body)["error"]
+    wrong = post(proxy.port, FEEDBACK_PATH, {"id": first, "label": [0, 2]}, {"Authorization": "Bearer guess"})
+    assert wrong.status == 403
+    joined = post(proxy.port, FEEDBACK_PATH, {"id": first, "label": [0, 2]}, bearer)
+    assert (joined.status, json.loads(joined.body)) == (
+        200,
+        {"id": first, "version": "iris-v1", "labels": 2, "correct": 2},
+    )
+    by_header = post(
+        proxy.port, FEEDBACK_PATH, {"label": [0, 1]}, {**bearer, "X-Modelfleet-Request-Id": "client-7"}
+    )
+    assert json.loads(by_header.body)["correct"] == 1
+    again = post(proxy.port, FEEDBACK_PATH, {"id": first, "label": [1, 1]}, bearer)
+    assert again.status == 409
+    unknown = post(proxy.port, FEEDBACK_PATH, {"id": "nobody", "label": 0}, bearer)
+    assert unknown.status == 404
+    assert json.loads(unknown.body)["error"].startswith("no prediction with id 'nobody'")
+    malformed = post(proxy.port, FEEDBACK_PATH, b"{oops", bearer)
+    assert malformed.status == 400
+
+    shown = get_json(proxy.admin_port, "/feedback")
+    version = shown["versions"]["iris-v1"]
+    assert (version["labels"], version["correct"], version["accuracy"]) == (4, 3, 0.75)
+    assert (version["numericLabels"], version["meanAbsoluteError"]) == (4, 0.25)
+    assert [(pair["prediction"], pair["label"]) for pair in version["pairs"]] == [
+        (0, 0),
+        (2, 2),
+        (0, 0),
+        (2, 1),
+    ]
+    assert shown["cursor"] == 4
+    assert shown["predictions"]["count"] == 3
+    assert get_json(proxy.admin_port, "/feedback?after=4")["versions"]["iris-v1"]["pairs"] == []
+    text = get_text(proxy.admin_port, "/metrics")
+    counted = {
+        outcome: metric(text, "modelfleet_router_feedback_total", deployment="iris", outcome=outcome)
+        for outcome in ("joined", "unauthorized", "forbidden", "duplicate", "unknown", "invalid")
+    }
+    assert counted == {
+        "joined": 2,
+        "unauthorized": 1,
+        "forbidden": 1,
+        "duplicate": 1,
+        "unknown": 1,
+        "invalid": 1,
+    }
+    assert metric(text, "modelfleet_feedback_labels_total", version="iris-v1") == 4
+    assert metric(text, "modelfleet_feedback_correct_total", version="iris-v1") == 3
+    assert metric(text, "modelfleet_feedback_absolute_error_total", version="iris-v1") == 1
+
+    inputs = get_json(proxy.admin_port, "/inputs")["iris-v1"]
+    assert inputs == {f"f{n}": [SETOSA[n], VIRGINICA[n]] * 3 for n in range(4)}
+
+    write_config(config_file, [("iris-v1", stable_server, 100, "stable")])  # spec.feedback removed
+    wait_until(lambda: get_json(proxy.admin_port, "/readyz")["generation"] == 2, 3)
+    served = post(proxy.port, INFER_PATH, INFER_BODY)
+    off = post(
+        proxy.port, FEEDBACK_PATH, {"id": served.headers["x-modelfleet-request-id"], "label": [0, 2]}, bearer
+    )
+    assert (off.status, json.loads(off.body)) == (
+        404,
+        {"error": "feedback is not enabled for this deployment (it has no spec.feedback)"},
+    )
+    assert get_json(proxy.admin_port, "/feedback")["enabled"] is False

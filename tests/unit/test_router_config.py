@@ -112,6 +112,20 @@ def test_without_a_previous_version_the_property_is_none() -> None:
     assert RouterConfig.model_validate(document()).previous is None
 
 
+def test_feedback_is_off_by_default_and_names_a_token_file_with_bounds_defaulted() -> None:
+    assert RouterConfig.model_validate(document()).feedback is None
+    config = RouterConfig.model_validate(document(feedback={"tokenFile": "/etc/modelfleet/feedback/token"}))
+    assert config.feedback is not None
+    assert (config.feedback.max_predictions, config.feedback.max_pairs) == (10_000, 1000)
+    data = json.loads(config.to_json())
+    assert data["feedback"] == {
+        "tokenFile": "/etc/modelfleet/feedback/token",
+        "maxPredictions": 10000,
+        "maxPairs": 1000,
+    }
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
 def test_circuit_breaker_can_be_switched_off() -> None:
     config = RouterConfig.model_validate(document(fallback={"circuitBreaker": None}))
     assert config.fallback.circuit_breaker is None
@@ -188,6 +202,10 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ({"fallback": {"timeout": "0s"}}, "greater than 0"),
         ({"fallback": {"retryOnStabel": True}}, "Extra inputs are not permitted"),
         ({"fallback": {"response": {"statusCode": 99}}}, "greater than or equal to 200"),
+        ({"feedback": {"tokenFile": "token"}}, "tokenFile must be an absolute path, got 'token'"),
+        ({"feedback": {}}, "tokenFile\n  Field required"),
+        ({"feedback": {"tokenFile": "/t", "maxPredictions": 0}}, "greater than or equal to 1"),
+        ({"feedback": {"tokenFile": "/t", "token": "s3cret"}}, "Extra inputs are not permitted"),
     ],
 )
 def test_bad_configurations_are_refused_with_the_reason(change: dict[str, Any], message: str) -> None:

@@ -11,6 +11,7 @@ import json
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,6 +265,100 @@ def test_request_headers_path_and_body_reach_the_version_and_hop_by_hop_ones_do_
             assert request.header(b"content-type") == b"application/json"
             assert request.header(b"keep-alive") is None
             assert request.header(b"host") == f"127.0.0.1:{stable.port}".encode()
+
+    run(scenario)
+
+
+# -- request ids ---------------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_a_request_id_the_router_made_unless_the_client_gave_one() -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(config(stable), stable) as h:
+            made = [header(await h.client.send(), "x-modelfleet-request-id") for _ in range(3)]
+            assert len(set(made)) == 3
+            assert all(
+                value is not None and value.startswith(h.router.ids.tag.decode() + "-") for value in made
+            )
+            given = await h.client.send(headers={"X-Request-Id": "order-17"})
+            assert header(given, "x-modelfleet-request-id") == "order-17"
+            assert stable.requests[-1].header(b"x-request-id") == b"order-17"  # passed on as it came
+            oip_id = await h.client.send(body=b'{"id": "req-42", "inputs": []}')
+            assert header(oip_id, "x-modelfleet-request-id") == "req-42"
+            odd = header(
+                await h.client.send(headers={"X-Request-Id": "two words"}), "x-modelfleet-request-id"
+            )
+            assert odd is not None
+            assert odd.startswith(h.router.ids.tag.decode() + "-")  # not echoed: one of the router's own
+
+    run(scenario)
+
+
+def test_answers_the_router_makes_itself_carry_the_request_id_too() -> None:
+    async def scenario() -> None:
+        async with running(None) as h:
+            not_ready = await h.client.send(headers={"X-Request-Id": "a1"})
+            assert (not_ready.status, header(not_ready, "x-modelfleet-request-id")) == (503, "a1")
+        stable, canary = FakeVersion("iris-v1", mode="down"), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = config(stable, canary, canary_weight=50, retryOnStable=False, circuitBreaker=None)
+        async with running(cfg, stable, canary) as h:
+            unknown_pin = await h.client.send(
+                headers={"X-Modelfleet-Version": "iris-v9", "X-Request-Id": "b2"}
+            )
+            assert (unknown_pin.status, header(unknown_pin, "x-modelfleet-request-id")) == (400, "b2")
+            failed = await h.client.send(headers={"X-Modelfleet-Version": "iris-v1", "X-Request-Id": "c3"})
+            assert (failed.status, header(failed, "x-modelfleet-request-id")) == (502, "c3")
+            broken = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "d4"})
+            assert (broken.status, header(broken, "x-modelfleet-request-id")) == (500, "d4")
+        static = {"statusCode": 200, "body": "{}"}
+        async with running(config(stable, response=static), stable) as h:
+            for request_id in ("e5", "e6"):  # the static response is shared: each answer has its own id
+                fallback = await h.client.send(headers={"X-Request-Id": request_id})
+                assert header(fallback, "x-modelfleet-served-by") == "fallback-static"
+                assert header(fallback, "x-modelfleet-request-id") == request_id
+
+    run(scenario)
+
+
+def with_feedback(cfg: RouterConfig, token_file: Path) -> RouterConfig:
+    return RouterConfig.model_validate(
+        {**json.loads(cfg.to_json()), "feedback": {"tokenFile": str(token_file)}}
+    )
+
+
+def test_labels_join_the_answer_the_client_got_from_the_version_that_gave_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        token = tmp_path / "token"
+        token.write_text("t0ken")
+        stable, canary = FakeVersion("iris-v1", label=1), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = with_feedback(config(stable, canary, canary_weight=100, retryOnStable=True), token)
+        async with running(cfg, stable, canary) as h:
+            served = await h.client.send()
+            assert header(served, "x-modelfleet-fallback") == "retry_on_stable"
+            request_id = header(served, "x-modelfleet-request-id")
+            assert request_id is not None
+            auth = {"Authorization": "Bearer t0ken", "X-Modelfleet-Request-Id": request_id}
+            joined = await h.client.send("/v2/models/iris/feedback", b'{"label": [1, 0]}', auth)
+            assert (joined.status, json.loads(joined.body)) == (
+                200,
+                {"id": request_id, "version": "iris-v1", "labels": 2, "correct": 1},
+            )
+            pinned = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "p1"})
+            assert pinned.status == 500
+            bearer = {"Authorization": "Bearer t0ken"}
+            refused = await h.client.send("/v2/models/iris/feedback", b'{"id": "p1", "label": 1}', bearer)
+            assert refused.status == 404  # only successful answers are kept
+            shown = json.loads((await h.admin.get("/feedback")).body)
+            assert shown["versions"]["iris-v1"]["accuracy"] == 0.5
+            assert "iris-v2" not in shown["versions"]
+            assert len(stable.requests) == 1  # labels never reach a version
+            assert len(canary.requests) == 2
+            assert h.count("feedback", outcome="joined") == 1
+            assert h.count("feedback", outcome="unknown") == 1
 
     run(scenario)
 
@@ -769,6 +864,32 @@ def test_predictions_are_sampled_per_version_and_served_on_the_admin_port() -> N
             assert shown["versions"][1]["weight"] == 50
             assert (await h.admin.get("/healthz")).status == 200
             assert (await h.admin.get("/nope")).status == 404
+
+    run(scenario)
+
+
+def test_inputs_are_sampled_per_version_and_served_on_the_admin_port() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2")
+        await started(stable, canary)
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [[1.5, 2.5]]}]}
+        ).encode()
+        async with running(
+            config(stable, canary, canary_weight=100, mirror=0),
+            stable,
+            canary,
+            input_samples=3,
+            input_reads_per_second=0,
+        ) as h:
+            for _ in range(5):
+                await h.client.send(body=body)
+            await h.client.send(body=body, headers={"X-Modelfleet-Version": "iris-v1"})
+            samples = json.loads((await h.admin.get("/inputs")).body)
+            assert samples == {
+                "iris-v1": {"f0": [1.5], "f1": [2.5]},
+                "iris-v2": {"f0": [1.5] * 3, "f1": [2.5] * 3},
+            }
 
     run(scenario)
 

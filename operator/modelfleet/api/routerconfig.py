@@ -9,13 +9,17 @@ The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
      "mirrorPercent": 0,
      "fallback": {"timeout": "2s", "retryOnStable": true,
                   "circuitBreaker": {"errorRate": 0.5, "minRequests": 20, "window": "10s", "openFor": "30s"},
-                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}}}
+                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}},
+     "feedback": {"tokenFile": "/etc/modelfleet/feedback/token", "maxPredictions": 10000, "maxPairs": 1000}}
 
 Exactly one version is `stable`. At most one is `previous`: the stable version before the last promotion,
 kept while it is still warm; it takes no live traffic (its weight is 0) and is the fallback chain's last
-version, after stable. `fallback` has the fields of a Deployment's `spec.fallback` except `version`
-(not served by the router yet). This module depends on pydantic and the shared types of
-`modelfleet.api.common`, so that the router, the operator and tests can all read and write the same
+version, after stable. `fallback` has the fields of a Deployment's `spec.fallback` except `version` (not
+served by the router yet). `feedback`, present when the Deployment has `spec.feedback`, turns on the
+ground-truth endpoint; it names the file that holds the token (the Secret mounted into the router pod),
+never the token: this document is a ConfigMap, and the router's admin port shows it at /config. This
+module depends on pydantic and the shared types of `modelfleet.api.common`, so that the router, the
+operator and tests can all read and write the same
 document.
 """
 
@@ -32,6 +36,7 @@ __all__ = [
     "CONFIG_KEY",
     "CircuitBreaker",
     "Fallback",
+    "Feedback",
     "Role",
     "RouterConfig",
     "StaticResponse",
@@ -76,6 +81,32 @@ class Fallback(ApiModel):
     retry_on_stable: bool = True
     circuit_breaker: CircuitBreaker | None = Field(default_factory=CircuitBreaker)
     response: StaticResponse | None = None
+
+
+class Feedback(ApiModel):
+    """Ground truth: labels that clients send for the predictions the router served (`spec.feedback`)."""
+
+    token_file: str = Field(
+        min_length=2,
+        description="absolute path of the file holding the bearer token labels must carry: the key of the "
+        "Deployment's spec.feedback.tokenSecret, mounted into the router pod",
+    )
+    max_predictions: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="served predictions each router remembers for labels to join; the oldest go first",
+    )
+    max_pairs: int = Field(
+        default=1000, ge=1, le=100_000, description="joined (prediction, label) pairs kept per version"
+    )
+
+    @field_validator("token_file")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or "\0" in value:
+            raise ValueError(f"tokenFile must be an absolute path, got {value!r}")
+        return value
 
 
 Role = Literal["stable", "canary", "previous"]
@@ -129,6 +160,7 @@ class RouterConfig(ApiModel):
     versions: list[Version] = Field(min_length=1)
     mirror_percent: float = Field(default=0.0, ge=0, le=100, description="share of stable traffic copied")
     fallback: Fallback = Field(default_factory=Fallback)
+    feedback: Feedback | None = Field(default=None, description="ground truth; None: the endpoint is off")
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:

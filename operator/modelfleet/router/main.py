@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modelfleet router",
         formatter_class=DefaultsHelpFormatter,
         description="The modelfleet inference router: weighted stable/canary split, mirroring, "
-        "fallback chain, metrics and prediction samples.",
+        "fallback chain, metrics, prediction and input samples, ground-truth labels.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative,
         default=200.0,
         help="responses per second and version read for prediction samples (0: all)",
+    )
+    parser.add_argument(
+        "--input-samples", type=positive_int, default=1000, help="input values kept per feature and version"
+    )
+    parser.add_argument(
+        "--input-reads",
+        type=non_negative,
+        default=20.0,
+        help="requests per second and version read for input samples (0: all)",
     )
     parser.add_argument("--config-poll", type=duration, default="200ms", help="how often --config is checked")
     kube = parser.add_argument_group("kubernetes (with --configmap)")
@@ -188,6 +197,8 @@ async def serve(args: argparse.Namespace, limits: Limits) -> int:
         RouterMetrics(in_flight),
         prediction_samples=args.prediction_samples,
         prediction_reads_per_second=args.prediction_reads,
+        input_samples=args.input_samples,
+        input_reads_per_second=args.input_reads,
         max_mirrors=args.max_mirrors,
     )
 

@@ -262,6 +262,33 @@ class RouterMetrics:
             "Configurations read, by result (applied, invalid).",
             ("result",),
         )
+        self.feedback = Counter(
+            "modelfleet_router_feedback_total",
+            "Labels sent to the feedback endpoint, by outcome (joined, duplicate, expired, unknown, invalid, "
+            "mismatch, unauthorized, forbidden, disabled, unavailable).",
+            ("deployment", "outcome"),
+        )
+        self.labels = Counter(
+            "modelfleet_feedback_labels_total",
+            "Served predictions joined with their true label (each value of a batch counts).",
+            labels,
+        )
+        self.correct = Counter(
+            "modelfleet_feedback_correct_total",
+            "Joined predictions equal to their label: accuracy is correct / labels.",
+            labels,
+        )
+        self.numeric_labels = Counter(
+            "modelfleet_feedback_numeric_labels_total",
+            "Joined predictions where the prediction and the label are both numbers.",
+            labels,
+        )
+        self.absolute_error = Counter(
+            "modelfleet_feedback_absolute_error_total",
+            "Sum of |prediction - label| over the numeric joined predictions: the mean absolute error is "
+            "this over numeric labels.",
+            labels,
+        )
         self.in_flight = Gauge(
             "modelfleet_router_in_flight_requests", "Client requests being handled now.", function=in_flight
         )
@@ -279,6 +306,11 @@ class RouterMetrics:
             self.circuit_open,
             self.rejected,
             self.config_loads,
+            self.feedback,
+            self.labels,
+            self.correct,
+            self.numeric_labels,
+            self.absolute_error,
             self.in_flight,
             self.process_start,
         ):

@@ -148,15 +148,13 @@ def _decoded(values: list[Scalar], decode: Callable[[Scalar], Any]) -> list[Scal
     return out
 
 
-class PredictionSample:
-    """The newest `size` predicted values of one version, read from at most `per_second` responses a
-    second (0: every response)."""
+class ReadRate:
+    """Which responses to read: at most `per_second` a second (a token bucket with a burst of the same size;
+    0: every one). Under heavier traffic what is read is a thinned, still recent sample."""
 
-    __slots__ = ("_last", "_tokens", "per_second", "protocol", "values")
+    __slots__ = ("_last", "_tokens", "per_second")
 
-    def __init__(self, protocol: str, size: int = 1000, per_second: float = 200.0) -> None:
-        self.protocol = protocol
-        self.values: deque[Scalar] = deque(maxlen=size)
+    def __init__(self, per_second: float) -> None:
         self.per_second = per_second
         self._tokens = per_second
         self._last = 0.0
@@ -172,6 +170,18 @@ class PredictionSample:
             return True
         self._tokens = tokens
         return False
+
+
+class PredictionSample(ReadRate):
+    """The newest `size` predicted values of one version, read from at most `per_second` responses a
+    second (0: every response)."""
+
+    __slots__ = ("protocol", "values")
+
+    def __init__(self, protocol: str, size: int = 1000, per_second: float = 200.0) -> None:
+        super().__init__(per_second)
+        self.protocol = protocol
+        self.values: deque[Scalar] = deque(maxlen=size)
 
     def offer(self, body: bytes, header_length: bytes | None = None) -> None:
         self.values.extend(extract(body, self.protocol, header_length))

@@ -19,7 +19,8 @@ Each step counts one `modelfleet_fallbacks_total` against the version it moved o
 circuit skipped at the end of the chain counts only its 503 attempt.
 
 Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
-router made itself) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
+router made itself), `X-Modelfleet-Request-Id` (the client's own id or one the router made, see
+`requestid`) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
 
 The path runs on callbacks, not coroutines: `Router.handle` starts an `_Exchange`, and each upstream
 answer is handled (and the client answered) from inside the upstream connection's `data_received`, so a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 
@@ -37,8 +39,11 @@ from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_
 from modelfleet.httpcore import Request, Response
 from modelfleet.oip import HEADER_LENGTH
 from modelfleet.router.circuit import CircuitBreaker
+from modelfleet.router.feedback import Feedback
+from modelfleet.router.inputs import InputSample
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import PredictionSample
+from modelfleet.router.requestid import RequestIds, id_header
 from modelfleet.router.upstream import HOP_BY_HOP, Pool, Result, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ SERVED_BY_ROUTER = b"x-modelfleet-served-by: router\r\n"
 RETRY_ON_STABLE, RETRY_ON_PREVIOUS = "retry_on_stable", "retry_on_previous"
 CIRCUIT_OPEN, STATIC_RESPONSE = "circuit_open", "static_response"
 FALLBACK_REASONS = (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN, STATIC_RESPONSE)
+FEEDBACK_PATH = re.compile(rb"/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback(?:\?|$)")
 _FALLBACK_HEADER = {
     reason: f"x-modelfleet-fallback: {reason}\r\n".encode()
     for reason in (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN)
@@ -79,8 +85,8 @@ def forward_headers(request: Request) -> bytes:
 
 
 class Backend:
-    """One version as the router sees it: its connection pool, circuit breaker, metric children and
-    prediction sample, and the header bytes computed once."""
+    """One version as the router sees it: its connection pool, circuit breaker, metric children, prediction
+    and input samples, and the header bytes computed once."""
 
     def __init__(
         self,
@@ -90,6 +96,8 @@ class Backend:
         metrics: RouterMetrics,
         samples: int = 1000,
         samples_per_second: float = 200.0,
+        input_samples: int = 1000,
+        input_reads_per_second: float = 20.0,
     ) -> None:
         self.deployment = deployment
         self.name = version.name
@@ -107,6 +115,7 @@ class Backend:
         }
         self._codes: dict[int, CounterChild] = {}
         self.predictions = PredictionSample(version.protocol, samples, samples_per_second)
+        self.inputs = InputSample(version.protocol, input_samples, input_reads_per_second)
         self.breaker: CircuitBreaker | None = None
         self._breaker_settings: object = None
         self.update(version, fallback)
@@ -115,6 +124,7 @@ class Backend:
         """Take a new role, protocol or circuit-breaker settings without losing connections or samples."""
         self.role = version.role
         self.predictions.protocol = version.protocol
+        self.inputs.protocol = version.protocol
         settings = fallback.circuit_breaker
         if settings != self._breaker_settings:
             self._breaker_settings = settings
@@ -198,6 +208,8 @@ class Router:
         metrics: RouterMetrics | None = None,
         prediction_samples: int = 1000,
         prediction_reads_per_second: float = 200.0,
+        input_samples: int = 1000,
+        input_reads_per_second: float = 20.0,
         max_mirrors: int = 256,
         random_draw: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -205,6 +217,8 @@ class Router:
         self.metrics = metrics or RouterMetrics()
         self.prediction_samples = prediction_samples
         self.prediction_reads_per_second = prediction_reads_per_second
+        self.input_samples = input_samples
+        self.input_reads_per_second = input_reads_per_second
         self.max_mirrors = max_mirrors
         self.mirrors_in_flight = 0
         self.route: Route | None = None
@@ -212,6 +226,8 @@ class Router:
         self._draw = random_draw
         self._clock = clock
         self._generation = 0
+        self.ids = RequestIds()
+        self.feedback = Feedback(self.metrics, self.ids.tag.decode(), clock)
         self._not_ready = Response.error(
             503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
         )
@@ -234,6 +250,8 @@ class Router:
                     self.metrics,
                     self.prediction_samples,
                     self.prediction_reads_per_second,
+                    self.input_samples,
+                    self.input_reads_per_second,
                 )
             backends[version.name] = backend
         for name, backend in old.items():
@@ -241,6 +259,7 @@ class Router:
                 backend.close()
         self._generation += 1
         self._backends = backends
+        self.feedback.configure(config)
         self.route = Route(config, backends, self._generation)
 
     def apply_json(self, text: str | bytes) -> str | None:
@@ -264,6 +283,9 @@ class Router:
     def predictions(self) -> dict[str, list[int | float | str | bool]]:
         return {name: backend.predictions.snapshot() for name, backend in self._backends.items()}
 
+    def inputs(self) -> dict[str, dict[str, list[int | float | str | bool]]]:
+        return {name: backend.inputs.snapshot() for name, backend in self._backends.items()}
+
     def refresh_gauges(self) -> None:
         now = self._clock()
         for backend in self._backends.values():
@@ -276,11 +298,16 @@ class Router:
         """Answer at once (no configuration, unknown pin) or start the request on its way and return None:
         the answer is given from the upstream callbacks through `request.respond`."""
         route = self.route
+        if b"/feedback" in request.path and FEEDBACK_PATH.match(request.path) is not None:
+            if route is None:
+                return self._not_ready
+            return _with(self.feedback.answer(request), SERVED_BY_ROUTER)
+        request_id = self.ids.of(request)
         if route is None:
-            return self._not_ready
+            return _with(self._not_ready, id_header(request_id))
         pin = request.header(PIN_HEADER)
         if pin is None:
-            _Exchange(self, route, request).start(route.pick(self._draw()))
+            _Exchange(self, route, request, request_id=request_id).start(route.pick(self._draw()))
             return None
         backend = route.by_name.get(pin)
         if backend is None:
@@ -290,9 +317,9 @@ class Router:
                 400,
                 f"X-Modelfleet-Version names no version of this deployment: "
                 f"{pin.decode(errors='replace')!r} (versions: {known})",
-                SERVED_BY_ROUTER,
+                SERVED_BY_ROUTER + id_header(request_id),
             )
-        _Exchange(self, route, request).pinned(backend)
+        _Exchange(self, route, request, request_id=request_id).pinned(backend)
         return None
 
     def _last_resort(self, route: Route, backend: Backend, failure: Response) -> Response:
@@ -319,13 +346,33 @@ class Router:
 class _Exchange:
     """One client request on its way through the fallback chain, driven by upstream callbacks."""
 
-    __slots__ = ("backend", "fields", "next_step", "note", "request", "route", "router", "started")
+    __slots__ = (
+        "backend",
+        "fields",
+        "id_header",
+        "next_step",
+        "note",
+        "request",
+        "request_id",
+        "route",
+        "router",
+        "started",
+    )
 
-    def __init__(self, router: Router, route: Route, request: Request, fields: bytes | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        route: Route,
+        request: Request,
+        fields: bytes | None = None,
+        request_id: bytes = b"",
+    ) -> None:
         self.router = router
         self.route = route
         self.request = request
         self.fields = forward_headers(request) if fields is None else fields
+        self.request_id = request_id
+        self.id_header = id_header(request_id) if request_id else b""  # a mirrored copy answers no client
         self.note = b""
         self.started = 0.0
         self.backend: Backend = route.stable
@@ -354,7 +401,7 @@ class _Exchange:
             failure = Response.error(
                 503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
             )
-            self.request.respond(router._last_resort(route, backend, failure))
+            self._respond(router._last_resort(route, backend, failure))
 
     def pinned(self, backend: Backend) -> None:
         self._attempt(backend, _Exchange._pinned_answer)
@@ -365,7 +412,7 @@ class _Exchange:
     def _first_answer(self, result: Result) -> None:
         backend, route = self.backend, self.route
         if type(result) is UpstreamResponse and result.status < 500:
-            self.request.respond(_reply(backend, result, self.note))
+            self._deliver(backend, result, self.note)
             return
         stable = route.stable
         if backend is stable:
@@ -379,11 +426,11 @@ class _Exchange:
             if self._past_open_stable(backend, RETRY_ON_STABLE):
                 return
         failure = _failure_reply(backend, result, route)
-        self.request.respond(self.router._last_resort(route, backend, failure))
+        self._respond(self.router._last_resort(route, backend, failure))
 
     def _retry_answer(self, result: Result) -> None:
         if type(result) is UpstreamResponse and result.status < 500:
-            self.request.respond(_reply(self.backend, result, _FALLBACK_HEADER[RETRY_ON_STABLE]))
+            self._deliver(self.backend, result, _FALLBACK_HEADER[RETRY_ON_STABLE])
             return
         self._stable_failed(result)
 
@@ -393,7 +440,7 @@ class _Exchange:
             return
         stable, route = self.backend, self.route
         failure = _failure_reply(stable, result, route)
-        self.request.respond(self.router._last_resort(route, stable, failure))
+        self._respond(self.router._last_resort(route, stable, failure))
 
     def _past_open_stable(self, moved_from: Backend | None, reason: str) -> bool:
         """Stable's circuit is open, and the request was bound for it (`moved_from` None) or is moving on to
@@ -425,19 +472,38 @@ class _Exchange:
     def _previous_answer(self, result: Result) -> None:
         previous, route = self.backend, self.route
         if type(result) is UpstreamResponse and result.status < 500:
-            self.request.respond(_reply(previous, result, self.note))
+            self._deliver(previous, result, self.note)
             return
         failure = _failure_reply(previous, result, route)
-        self.request.respond(self.router._last_resort(route, previous, failure))
+        self._respond(self.router._last_resort(route, previous, failure))
 
     def _pinned_answer(self, result: Result) -> None:
         if type(result) is UpstreamResponse:
-            self.request.respond(_reply(self.backend, result, b""))
+            self._deliver(self.backend, result, b"")
         else:
-            self.request.respond(_failure_reply(self.backend, result, self.route))
+            self._respond(_failure_reply(self.backend, result, self.route))
 
     def _mirror_answer(self, result: Result) -> None:
         self.router.mirrors_in_flight -= 1
+
+    # Answering the client ---------------------------------------------------------------------------------
+
+    def _deliver(self, backend: Backend, upstream: UpstreamResponse, note: bytes) -> None:
+        """Answer the client with what a version answered; remember a 2xx answer for labels to join."""
+        feedback = self.router.feedback
+        if feedback.store is not None and 200 <= upstream.status < 300:
+            feedback.remember(
+                self.request_id,
+                backend.name,
+                backend.predictions.protocol,
+                upstream.body,
+                upstream.header(HEADER_LENGTH),
+            )
+        self.request.respond(_reply(backend, upstream, note + self.id_header))
+
+    def _respond(self, response: Response) -> None:
+        """Answer the client with a response the router chose (a failure, the static response)."""
+        self.request.respond(_with(response, self.id_header))
 
     # One attempt -----------------------------------------------------------------------------------------
 
@@ -462,13 +528,17 @@ class _Exchange:
         backend.pool.send(head, body, self.route.timeout, self._answered)
 
     def _answered(self, result: Result) -> None:
-        """Record one attempt's outcome (metrics, circuit, prediction sample), then take the next step."""
+        """Record one attempt's outcome (metrics, circuit, prediction and input samples), then take the next
+        step."""
         finished = time.perf_counter()
         backend = self.backend
         if type(result) is UpstreamResponse:
             code = result.status
-            if 200 <= code < 300 and backend.predictions.wants(finished):
-                backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
+            if 200 <= code < 300:
+                if backend.predictions.wants(finished):
+                    backend.predictions.offer(result.body, result.header(HEADER_LENGTH))
+                if backend.inputs.wants(finished):
+                    backend.inputs.offer(self.request.body, self.request.header(HEADER_LENGTH))
         else:
             code = 504 if isinstance(result, UpstreamTimeout) else 502
         backend.duration.observe(finished - self.started)
@@ -480,7 +550,13 @@ class _Exchange:
         except Exception:
             log.exception("router: request to %s failed", backend.name)
             if self.next_step is not _Exchange._mirror_answer:  # a copy never answers the client
-                self.request.respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
+                self._respond(Response.error(500, "internal error", SERVED_BY_ROUTER))
+
+
+def _with(response: Response, headers: bytes) -> Response:
+    """`response` with more header lines, as a new Response (shared ones, like the static one, stay as they
+    are)."""
+    return Response(response.status, response.body, response.headers + headers)
 
 
 def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Response:
