@@ -7,10 +7,15 @@ PSI where evidently is installed).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import random
+import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import ks_2samp
+from scipy.stats import ks_2samp, kstest
 from sklearn.datasets import load_iris
 
 from modelfleet.analysis.datadrift import (
@@ -41,6 +46,9 @@ from modelfleet.analysis.datadrift import (
     render_profile,
 )
 from modelfleet.api.monitor import Verdict
+from modelfleet.cli import main as modelfleet
+from modelfleet.cli import usage
+from modelfleet.fetch.digest import digest_path
 
 KS_TOLERANCE = 1 / SKETCH_QUANTILES + 1e-12
 """The profile keeps 101 quantiles (0, 1/100, ..., 1) of the training data, and the training CDF is read
@@ -118,6 +126,18 @@ def test_ks_is_within_the_sketch_resolution_of_scipy_for_any_data(
 
     assert 0.0 <= ours <= 1.0
     assert ours == pytest.approx(ks_2samp(training, live, method="asymp").statistic, abs=KS_TOLERANCE)
+
+
+UNIFORM_SKETCH = [j / SKETCH_QUANTILES for j in range(SKETCH_QUANTILES + 1)]
+"""The sketch of the uniform distribution on [0, 1], whose CDF linear interpolation reads exactly."""
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(-0.5, 1.5), min_size=1, max_size=200))
+def test_ks_against_a_sketch_of_a_known_cdf_is_scipys_one_sample_statistic(live: list[float]) -> None:
+    """Where the sketch is exact, so is the statistic: the interpolation and both sides of every jump
+    are checked to rounding, not merely within the sketch's resolution."""
+    assert ks_statistic(UNIFORM_SKETCH, live) == pytest.approx(kstest(live, "uniform").statistic, abs=1e-12)
 
 
 def test_jsd_is_scipys_jensen_shannon_distance_on_the_same_bins() -> None:
@@ -572,3 +592,236 @@ def test_a_bad_profile_is_refused_with_what_is_wrong(document: bytes | dict[str,
 
 def test_bin_counts_put_edge_values_in_the_lower_bin() -> None:
     assert bin_counts([1.0, 2.0], [-5.0, 1.0, 1.5, 2.0, 2.5, 99.0]) == [2, 2, 2]
+
+
+# --- modelfleet profile ------------------------------------------------------------------------------
+
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def iris_columns() -> dict[str, list[Any]]:
+    iris = load_iris()
+    columns: dict[str, list[Any]] = {name: iris.data[:, i].tolist() for i, name in enumerate(IRIS_FEATURES)}
+    columns["species"] = [str(iris.target_names[t]) for t in iris.target]
+    return columns
+
+
+def write_csv(path: Path, columns: dict[str, list[Any]]) -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values(), strict=True))
+    return path
+
+
+def test_a_csv_becomes_the_profile_of_its_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "iris.csv", iris_columns())
+    out = tmp_path / "profile.json"
+
+    assert modelfleet(["profile", str(data), "--out", str(out)]) == 0
+
+    document = json.loads(out.read_text())
+    assert document == build_profile(iris_columns())  # CSV's text of each float reads back as the float
+    profile = load_profile(out.read_bytes())
+    assert list(profile.features) == [*IRIS_FEATURES, "species"]
+    assert profile.features["species"] == CategoricalFeature(
+        {"setosa": 50, "versicolor": 50, "virginica": 50}
+    )
+    assert all(isinstance(profile.features[name], NumericFeature) for name in IRIS_FEATURES)
+    err = capsys.readouterr().err
+    assert "profile: 150 rows, 5 features" in err
+    assert re.search(r"petal_length +numeric +10 bins, 150 values", err)
+    assert re.search(r"species +categorical +3 categories, 150 values", err)
+    assert f"({digest_path(out).digest}, for spec.reference.digest)" in err
+
+
+def test_the_profile_of_all_iris_flags_versicolor_petals(tmp_path: Path) -> None:
+    """The worked example of docs/monitoring.md."""
+    columns = iris_columns()
+    out = tmp_path / "profile.json"
+    assert modelfleet(["profile", str(write_csv(tmp_path / "iris.csv", columns)), "--out", str(out)]) == 0
+    versicolor = [i for i, s in enumerate(columns["species"]) if s == "versicolor"]
+    live = {name: [columns[name][i] for i in versicolor] * 5 for name in IRIS_FEATURES}  # 250 requests
+
+    result = data_drift(
+        load_profile(out.read_bytes()),
+        live,
+        method="psi",
+        limit=0.2,
+        features=["petal_length", "petal_width"],
+    )
+
+    assert result.verdict is Verdict.FAIL
+    assert set(result.exceeding) == {"petal_length", "petal_width"}
+    assert result.summary.startswith(f"{result.exceeding[0]} psi ")
+    assert "> 0.2 (n=250)" in result.summary
+
+
+def test_an_existing_profile_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_csv(tmp_path / "iris.csv", iris_columns())
+    out = tmp_path / "profile.json"
+    out.write_text("old")
+
+    assert modelfleet(["profile", str(data), "--out", str(out)]) == 1
+
+    assert out.read_text() == "old"
+    assert (
+        capsys.readouterr().err
+        == f"modelfleet profile: {out} exists (--force replaces it); nothing was written\n"
+    )
+    assert modelfleet(["profile", str(data), "--out", str(out), "--force"]) == 0
+    assert load_profile(out.read_bytes()).sample_size == 150
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iris.csv", "profile.json"]
+
+
+def test_a_missing_data_file_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "profile.json"
+
+    assert modelfleet(["profile", str(tmp_path / "nope.csv"), "--out", str(out)]) == 1
+
+    assert capsys.readouterr().err == f"modelfleet profile: {tmp_path / 'nope.csv'}: no such file\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty file, no header row"),
+        ("a,b\n1,2\n3\n", "data.csv:3: 1 fields, the header has 2"),
+        ("a,a\n1,2\n", "the header names a more than once"),
+        ("a,b\n,\n", "column 'a' has no values"),
+    ],
+)
+def test_bad_csv_is_one_line_and_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    (tmp_path / "data.csv").write_text(content)
+
+    assert modelfleet(["profile", str(tmp_path / "data.csv"), "--out", str(tmp_path / "p.json")]) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2  # "reading ...", then the error
+    assert message in err.splitlines()[-1]
+    assert [p.name for p in tmp_path.iterdir()] == ["data.csv"]
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_csv(tmp_path / "iris.csv", iris_columns())
+
+    def full(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(os, "replace", full)
+
+    assert modelfleet(["profile", str(data), "--out", str(tmp_path / "p.json")]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["iris.csv"]
+
+
+def test_csv_cells_missing_or_forced_categorical(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("size,zip,colour\n1.5,007,red\nNA,010,\n,007,blue\n2.5,123,red\n")
+    out = tmp_path / "p.json"
+
+    assert modelfleet(["profile", str(data), "--out", str(out), "--categorical", "zip"]) == 0
+
+    features = json.loads(out.read_text())["features"]
+    assert features["size"]["type"] == "numeric"
+    assert sum(features["size"]["counts"]) == 2
+    assert features["zip"]["counts"] == {"007": 2, "010": 1, "123": 1}
+    assert features["colour"]["counts"] == {"red": 2, "blue": 1}
+
+
+def test_columns_are_selected_and_renamed(tmp_path: Path) -> None:
+    columns = iris_columns()
+    data = write_csv(tmp_path / "iris.csv", columns)
+    out = tmp_path / "p.json"
+
+    assert modelfleet(["profile", str(data), "--out", str(out), "--columns", "petal_length=pl,species"]) == 0
+
+    document = json.loads(out.read_text())
+    assert list(document["features"]) == ["pl", "species"]
+    assert document["features"]["pl"] == build_profile({"x": columns["petal_length"]})["features"]["x"]
+
+
+def test_an_npy_array_has_columns_f0_on_or_the_names_given(tmp_path: Path) -> None:
+    iris = load_iris()
+    np.save(tmp_path / "X.npy", iris.data)
+    named, plain = tmp_path / "named.json", tmp_path / "plain.json"
+
+    assert modelfleet(["profile", str(tmp_path / "X.npy"), "--out", str(plain)]) == 0
+    assert (
+        modelfleet(
+            ["profile", str(tmp_path / "X.npy"), "--out", str(named), "--columns", ",".join(IRIS_FEATURES)]
+        )
+        == 0
+    )
+
+    assert list(load_profile(plain.read_bytes()).features) == ["f0", "f1", "f2", "f3"]
+    profile = load_profile(named.read_bytes())
+    assert list(profile.features) == IRIS_FEATURES
+    petal = numeric(profile, "petal_length")
+    assert list(petal.counts) == numpy_bins(petal.edges, iris.data[:, 2].tolist()).tolist()
+    assert (
+        modelfleet(
+            ["profile", str(tmp_path / "X.npy"), "--out", str(tmp_path / "x.json"), "--columns", "a,b"]
+        )
+        == 1
+    )
+
+
+def test_an_npz_of_named_columns(tmp_path: Path) -> None:
+    np.savez(
+        tmp_path / "data.npz", age=np.array([20, 30, 40, 50]), member=np.array([True, False, True, True])
+    )
+    out = tmp_path / "p.json"
+
+    assert modelfleet(["profile", str(tmp_path / "data.npz"), "--out", str(out)]) == 0
+
+    features = json.loads(out.read_text())["features"]
+    assert features["age"]["type"] == "numeric"
+    assert features["member"] == {"type": "categorical", "counts": {"true": 3, "false": 1}}
+
+
+def test_a_parquet_file_is_read_with_pyarrow(tmp_path: Path) -> None:
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+
+    columns = iris_columns()
+    parquet.write_table(pyarrow.table(columns), tmp_path / "iris.parquet")
+    out = tmp_path / "p.json"
+
+    assert modelfleet(["profile", str(tmp_path / "iris.parquet"), "--out", str(out)]) == 0
+
+    assert json.loads(out.read_text()) == build_profile(columns)
+
+
+@pytest.mark.parametrize(("suffix", "library"), [(".parquet", "pyarrow"), (".npy", "numpy")])
+def test_a_missing_library_is_named_with_its_install_command(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+    library: str,
+) -> None:
+    (tmp_path / f"data{suffix}").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, library, None)  # import fails as if not installed
+
+    assert modelfleet(["profile", str(tmp_path / f"data{suffix}"), "--out", str(tmp_path / "p.json")]) == 1
+
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"needs {library}: pip install {library}")
+
+
+def test_an_unknown_kind_of_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+
+    assert modelfleet(["profile", str(tmp_path / "data.xlsx"), "--out", str(tmp_path / "p.json")]) == 1
+
+    assert "unknown kind of file '.xlsx'" in capsys.readouterr().err
+
+
+def test_the_command_is_listed() -> None:
+    assert "profile" in usage()
