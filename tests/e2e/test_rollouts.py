@@ -87,7 +87,18 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
     load.stop()
 
     rollback_seconds = zero - bad
-    assert rollback_seconds <= 2 * 2 + 4, f"rolled back {rollback_seconds:.1f}s after the first bad window"
+    # The rollback comes with the failureLimit-th (2nd) failing window, not later: every further window
+    # of 2 s the canary kept its weight would be one more failing measurement of it. A third is allowed:
+    # a window already under way when the rollback landed still measured the canary. (Its seconds are a
+    # figure in the results file, not asserted here: they depend on the machine's load.)
+    failing = [
+        m["time"]
+        for m in fleet.monitor_status().get("measurements", [])
+        if m.get("version") == "iris-v3" and any(r.get("verdict") == "Fail" for r in m.get("results", []))
+    ]
+    assert 2 <= len(failing) <= 3, (
+        f"failing windows of iris-v3: {failing}; rolled back {rollback_seconds:.1f}s after the first bad one"
+    )
     assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
     assert load.served_by(since=bad)["iris-v1"] > 0
     entry = final["history"][0]
@@ -100,6 +111,7 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
         "error_canary",
         {
             "rollbackSeconds": round(rollback_seconds, 2),
+            "failingWindows": len(failing),
             "budgetSeconds": "interval 2s x failureLimit 2 + 2s = 6s",
             "clientErrors": len(fleet.client_errors()),
             "requests": len(load.responses),
