@@ -112,7 +112,7 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
         {
             "rollbackSeconds": round(rollback_seconds, 2),
             "failingWindows": len(failing),
-            "budgetSeconds": "interval 2s x failureLimit 2 + 2s = 6s",
+            "budget": "failureLimit 2: rolled back with the 2nd failing window of 2 s",
             "clientErrors": len(fleet.client_errors()),
             "requests": len(load.responses),
             "fallbacks": sum(1 for r in load.responses if r.fallback),
