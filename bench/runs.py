@@ -1,12 +1,11 @@
 """What the cluster benchmarks share around their own measurements: one run at a time per machine, Ctrl-C
-and SIGTERM ending a run through its cleanup, the benchmark's own namespace (refusing one it did not
-make, waiting for its deletion), and the cluster's version for the report."""
+and SIGTERM ending a run through its cleanup, and the benchmark's own namespace (refusing one it did not
+make, waiting for its deletion). The cluster's version for the report is `Cluster.server_version`."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,11 +32,6 @@ def single_run(name: str) -> Iterator[None]:
 def interrupt(signum: int, frame: FrameType | None) -> None:
     """A SIGTERM handler: end the run as Ctrl-C does, through its cleanup."""
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def server_version(cluster: Cluster) -> str:
-    info = json.loads(cluster.kubectl("version", "-o", "json").stdout)
-    return str(info.get("serverVersion", {}).get("gitVersion", "?"))
 
 
 @dataclass(frozen=True)
