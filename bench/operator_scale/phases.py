@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from bench.operator_scale.objects import (
 )
 from bench.operator_scale.watch import StatusWatch, combined
 from bench.operator_scale.webhook import WEBHOOK, PodlessWebhook, check_webhook
+from support.net import free_port
 from support.operator import OperatorProcess
 
 NAMESPACE_DELETION_SECONDS = 900  # the namespace controller removes a few thousand objects slowly
@@ -100,12 +100,6 @@ def operator_kubeconfig(cluster: BenchCluster, scratch: Path) -> Path:
     kubeconfig.touch(mode=0o600)
     kubeconfig.write_text(yaml.safe_dump(token_kubeconfig(admin, token)))
     return kubeconfig
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_operator(

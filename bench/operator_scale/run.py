@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import platform
 import signal
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import bench.operator_scale
@@ -38,26 +35,11 @@ from bench.operator_scale.phases import (
 from bench.operator_scale.report import log_counts, markdown, summarize
 from bench.operator_scale.watch import StatusWatch
 from bench.operator_scale.webhook import PodlessWebhook
+from bench.runs import interrupt, single_run
 from support.operator import OperatorProcess
 
 RESULTS = ROOT / "bench" / "results"
 SETTLE_LIMIT_SECONDS = 900.0
-LOCK_FILE = Path(tempfile.gettempdir()) / "modelfleet-bench-operator.lock"
-
-
-@contextlib.contextmanager
-def single_run() -> Iterator[None]:
-    """One operator benchmark at a time on this machine (they share the namespace)."""
-    with LOCK_FILE.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit("another operator benchmark is running on this machine") from None
-        yield
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -111,8 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    with single_run():
+    signal.signal(signal.SIGTERM, interrupt)
+    with single_run("operator"):
         cluster = connect()
         started = datetime.now(UTC)
         load_before = os.getloadavg()
