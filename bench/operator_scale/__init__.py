@@ -35,13 +35,16 @@ Its parts, each doing one thing:
   RBAC, the operator's kubeconfig);
 - `webhook`: the podless mutating webhook, served on 127.0.0.1;
 - `cluster`: what the benchmark asks of the cluster beyond tests/support/cluster.py (the API server's
-  count of the operator's requests, free Service addresses, its namespace, creating objects in bulk);
+  count of the operator's requests, free Service addresses, creating objects in bulk);
 - `watch`: watches of the benchmark's objects (reconciled or not, phases, changes);
 - `measure`: the operator's costs over idle windows and waits (its /proc samples come from
   tests/support/operator.py), its reconcile counter, where its memory is (tracemalloc);
 - `report`: the summary against the targets and the Markdown of operator-latest.md;
 - `phases`: setting up and tearing down, and each step of the run;
 - `run`: the command line and the run in order.
+
+Like bench.artifacts and bench.mlflow, it takes one run at a time, SIGTERM and its namespace (refusing one
+it did not make, clearing an earlier run's, deleting it at the end) from bench/runs.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the benchmark asks of the cluster as its admin, beyond tests/support/cluster.py: the API server's
-count of the operator's requests, free Service addresses, the state of its namespace, and creating its
-objects in bulk through the Python client.
+count of the operator's requests, free Service addresses, and creating its objects in bulk through the
+Python client. Its namespace is a bench/runs.py BenchNamespace.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.operator_scale.measure import counter_total
-from bench.operator_scale.objects import BENCH_LABEL, FLOW_SCHEMA, GROUP, NAMESPACE, VERSION
+from bench.operator_scale.objects import FLOW_SCHEMA, GROUP, NAMESPACE, VERSION
 from support.cluster import LOCAL_KUBECONFIG, Cluster, cluster_at, kubectl_binary
 from support.tools import helm_binary
 
@@ -45,23 +45,6 @@ class BenchCluster(Cluster):
         )
         used = json.loads(self.kubectl("get", "ipaddresses", "-o", "json").stdout)["items"]
         return size - sum(":" not in item["metadata"]["name"] for item in used)
-
-    def namespace_phase(self) -> str | None:
-        found = self.kubectl("get", "namespace", NAMESPACE, "-o", "json", "--ignore-not-found")
-        if not found.stdout.strip():
-            return None
-        body = json.loads(found.stdout)
-        if body["metadata"].get("labels", {}).get(BENCH_LABEL) != "operator":
-            raise SystemExit(f"namespace {NAMESPACE} exists and is not this benchmark's: not touching it")
-        return str(body.get("status", {}).get("phase", ""))
-
-    def wait_namespace_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.namespace_phase() is None:
-                return True
-            time.sleep(2)
-        return False
 
 
 def connect() -> BenchCluster:

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from bench.operator_scale import ROOT
+from bench.runs import BENCH_LABEL
 
 NAMESPACE = "modelfleet-bench"
-BENCH_LABEL = "modelfleet.io/bench"
 RELEASE = "modelfleet-bench"
 SERVICE_ACCOUNT = RELEASE  # the chart names its objects after a release whose name holds "modelfleet"
 FLOW_SCHEMA = "modelfleet-bench-operator"
@@ -159,14 +159,6 @@ def cluster_scoped(manifests: list[dict[str, Any]]) -> list[tuple[str, str]]:
         for m in manifests
         if m["kind"] in ("ClusterRole", "ClusterRoleBinding", "FlowSchema", "MutatingWebhookConfiguration")
     ]
-
-
-def namespace_manifest() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": NAMESPACE, "labels": {BENCH_LABEL: "operator"}},
-    }
 
 
 def chart_rbac(helm_path: str, kube_version: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
-"""The steps of a run, in the order `run.run` takes them: the namespace and what the operator needs
-(its RBAC, the quota, the FlowSchema, the webhook, a token), the operator, the serving Deployments, the
-registry, the Deployments, the restart, and the cleanup.
+"""The steps of a run, in the order `run.run` takes them: the namespace (a bench/runs.py BenchNamespace)
+and what the operator needs (its RBAC, the quota, the FlowSchema, the webhook, a token), the operator, the
+serving Deployments, the registry, the Deployments, the restart, and the cleanup.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from bench.operator_scale.objects import (
     SERVICE_ACCOUNT,
     chart_rbac,
     cluster_scoped,
-    namespace_manifest,
     serving_objects,
     setup_manifests,
     token_kubeconfig,
 )
 from bench.operator_scale.watch import StatusWatch, combined
 from bench.operator_scale.webhook import WEBHOOK, PodlessWebhook, check_webhook
+from bench.runs import BenchNamespace
 from support.net import free_port
 from support.operator import OperatorProcess
 
@@ -41,16 +41,6 @@ SERVING_READY_SECONDS = 300
 
 
 # --- setting up ----------------------------------------------------------------------------------------
-
-
-def clear_earlier_run(cluster: BenchCluster) -> None:
-    """Delete the benchmark namespace an earlier run left, and wait until it is gone."""
-    phase = cluster.namespace_phase()
-    if phase is not None:
-        print(f"namespace {NAMESPACE} is left from an earlier run ({phase}): deleting it", flush=True)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
-        if not cluster.wait_namespace_gone(NAMESPACE_DELETION_SECONDS):
-            raise SystemExit(f"namespace {NAMESPACE} is still there after {NAMESPACE_DELETION_SECONDS} s")
 
 
 def check_service_ips(cluster: BenchCluster, serving: int) -> None:
@@ -70,7 +60,7 @@ def rbac_and_setup(cluster: BenchCluster, serving: int) -> tuple[list[dict[str, 
     return manifests, [*cluster_scoped(manifests), ("MutatingWebhookConfiguration", WEBHOOK)]
 
 
-def set_up(cluster: BenchCluster, manifests: list[dict[str, Any]]) -> None:
+def set_up(cluster: BenchCluster, namespace: BenchNamespace, manifests: list[dict[str, Any]]) -> None:
     """The CRDs, the namespace, the chart's RBAC, the pod quota and the FlowSchema."""
     print(
         f"setting up namespace {NAMESPACE}: the chart's RBAC, a pod quota, a FlowSchema and a "
@@ -78,7 +68,7 @@ def set_up(cluster: BenchCluster, manifests: list[dict[str, Any]]) -> None:
         flush=True,
     )
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.apply([namespace_manifest()], server_side=True, field_manager=FIELD_MANAGER)
+    namespace.create()
     cluster.apply(manifests, server_side=True, field_manager=FIELD_MANAGER)
 
 
@@ -262,25 +252,12 @@ def restart_phase(
 
 
 def tear_down(
-    cluster: BenchCluster, leftovers: list[tuple[str, str]], webhook: PodlessWebhook | None
+    namespace: BenchNamespace, leftovers: list[tuple[str, str]], webhook: PodlessWebhook | None
 ) -> None:
-    """Delete the namespace and the cluster-scoped objects, stop the webhook, wait for the namespace to go
-    (saying how to delete what may be left)."""
-    print(f"deleting namespace {NAMESPACE} and the benchmark's cluster-scoped objects", flush=True)
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
-    for kind, name in leftovers:
-        cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
-    if webhook is not None:
-        webhook.close()
+    """Delete the namespace and the cluster-scoped objects, wait for the namespace to go (saying how to
+    delete what may be left), and stop the webhook (its configuration is deleted first)."""
     try:
-        gone = cluster.wait_namespace_gone(NAMESPACE_DELETION_SECONDS)
-    except RuntimeError as error:  # the API server went away meanwhile
-        print(f"  could not check the namespace: {error}", flush=True)
-        gone = False
-    if not gone:
-        print(
-            f"  namespace {NAMESPACE} may still be there: it is deleted at the start of the next run, "
-            f"or by hand: kubectl delete namespace {NAMESPACE}; "
-            + "; ".join(f"kubectl delete {kind} {name}" for kind, name in leftovers),
-            flush=True,
-        )
+        namespace.delete(also=leftovers)
+    finally:
+        if webhook is not None:
+            webhook.close()

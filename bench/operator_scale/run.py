@@ -17,10 +17,10 @@ import bench.operator_scale
 from bench.operator_scale import ROOT
 from bench.operator_scale.cluster import BenchCluster, connect
 from bench.operator_scale.measure import allocations, idle_window, settle
-from bench.operator_scale.objects import bench_objects
+from bench.operator_scale.objects import NAMESPACE, bench_objects
 from bench.operator_scale.phases import (
+    NAMESPACE_DELETION_SECONDS,
     check_service_ips,
-    clear_earlier_run,
     deployments_phase,
     install_webhook,
     operator_kubeconfig,
@@ -35,7 +35,7 @@ from bench.operator_scale.phases import (
 from bench.operator_scale.report import log_counts, markdown, summarize
 from bench.operator_scale.watch import StatusWatch
 from bench.operator_scale.webhook import PodlessWebhook
-from bench.runs import interrupt, single_run
+from bench.runs import BenchNamespace, interrupt, single_run
 from support.operator import OperatorProcess
 
 RESULTS = ROOT / "bench" / "results"
@@ -117,14 +117,15 @@ def run(
     started: datetime,
     load_before: tuple[float, float, float],
 ) -> dict[str, Any]:
-    clear_earlier_run(cluster)
+    namespace = BenchNamespace(cluster, NAMESPACE, "operator", NAMESPACE_DELETION_SECONDS)
+    namespace.clear_earlier_run()
     manifests, leftovers = rbac_and_setup(cluster, args.serving)
     check_service_ips(cluster, args.serving)
     operator: OperatorProcess | None = None
     watches: list[StatusWatch] = []
     webhook: PodlessWebhook | None = None
     try:
-        set_up(cluster, manifests)
+        set_up(cluster, namespace, manifests)
         webhook = PodlessWebhook(scratch)
         install_webhook(cluster, webhook)
         kubeconfig = operator_kubeconfig(cluster, scratch)
@@ -188,7 +189,7 @@ def run(
             watch.stop()
         if operator is not None:
             operator.kill(signal.SIGTERM)
-        tear_down(cluster, leftovers, webhook)
+        tear_down(namespace, leftovers, webhook)
 
     return {
         "benchmark": "operator",

@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.operator_scale.objects import BENCH_LABEL, NAMESPACE, SERVING_PREFIX
+from bench.operator_scale.objects import NAMESPACE, SERVING_PREFIX
+from bench.runs import BENCH_LABEL
 from support.cluster import Cluster
 
 WEBHOOK = "modelfleet-bench-podless"
