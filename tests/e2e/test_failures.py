@@ -39,14 +39,14 @@ SLOW_STEPS = [
 def clients_saw(load: Load, since: float, until: float | None = None) -> dict[str, Any]:
     """Requests, errors and the longest gap between two good answers (seconds) in [since, until]."""
     end = until if until is not None else time.time()
-    window = [r for r in load.responses if since <= r.time <= end]
+    window = [r for r in load.snapshot() if since <= r.time <= end]
     good = [r.time for r in window if 200 <= r.code < 300]
     gaps = [b - a for a, b in zip([since, *good], [*good, end], strict=True)]
     errors = [r for r in window if not 200 <= r.code < 300]
     return {
         "requests": len(window),
         "errors": len(errors),
-        "errorKinds": sorted({f"{r.code} {r.served_by}"[:120] for r in errors}),
+        "errorKinds": sorted({r.describe()[:120] for r in errors}),
         "fallbacks": sum(1 for r in window if r.fallback),
         "longestGapSeconds": round(max(gaps, default=0.0), 2),
     }

@@ -26,7 +26,7 @@ def _first_bad_window(fleet: Fleet, version: str, since: float) -> float:
     """When clients first got an answer the canary could not give (a fallback), or the canary first
     took traffic: the start of the first window that could judge it bad."""
     assert fleet.load is not None
-    for r in fleet.load.responses:
+    for r in fleet.load.snapshot():
         if r.time >= since and (r.fallback or r.served_by == version):
             return r.time
     raise AssertionError(f"the canary {version} never took traffic")
@@ -67,7 +67,7 @@ def test_healthy_canary_is_promoted_through_every_step_without_client_errors(fle
     assert final["previousStableVersion"] == "iris-v1"
     assert fleet.cluster.get_or_none("deployment.apps", "iris-iris-v1", fleet.namespace) is not None
     helpers.record_result(
-        "healthy_canary", {"secondsToPromote": round(took, 1), "requests": len(load.responses)}
+        "healthy_canary", {"secondsToPromote": round(took, 1), "requests": len(load.answers)}
     )
 
 
@@ -114,8 +114,8 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
             "failingWindows": len(failing),
             "budget": "failureLimit 2: rolled back with the 2nd failing window of 2 s",
             "clientErrors": len(fleet.client_errors()),
-            "requests": len(load.responses),
-            "fallbacks": sum(1 for r in load.responses if r.fallback),
+            "requests": len(load.answers),
+            "fallbacks": sum(1 for r in load.answers if r.fallback),
         },
     )
 
