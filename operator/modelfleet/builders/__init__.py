@@ -2,24 +2,32 @@
 
 Each `build_*` returns a manifest (a plain dict, ready for server-side apply); nothing here talks to a
 cluster. Per version in play: an apps/v1 Deployment and a Service. Per modelfleet Deployment: the
-router's Deployment, Service (the Deployment's endpoint), ServiceAccount, Role, RoleBinding and
-ConfigMap.
+router's Deployment, Service (the Deployment's endpoint), ServiceAccount, Role, RoleBinding,
+ConfigMap, NetworkPolicy and the Secret with its admin token.
 """
 
 from modelfleet.builders.manifests import (
+    ADMIN_TOKEN_ANNOTATION,
+    ADMIN_TOKEN_FILE,
+    ADMIN_TOKEN_KEY,
     COMPONENT_MODEL,
     COMPONENT_ROUTER,
     DEFAULT_ROUTER_IMAGE,
     DEPLOYMENT_LABEL,
+    FEEDBACK_TOKEN_FILE,
     FIELD_MANAGER,
     MANAGED_BY,
     ROUTER_ADMIN_PORT,
     ROUTER_TRAFFIC_PORT,
     VERSION_ANNOTATION,
     Owner,
+    RouterAccess,
+    admin_token_fingerprint,
+    build_router_admin_secret,
     build_router_config,
     build_router_configmap,
     build_router_deployment,
+    build_router_network_policy,
     build_router_role,
     build_router_role_binding,
     build_router_service,
@@ -29,6 +37,9 @@ from modelfleet.builders.manifests import (
     endpoint,
     labels,
     owned_selector,
+    peers,
+    router_admin_secret_name,
+    router_admin_token,
     router_name,
     service_name,
     version_object_name,
@@ -36,19 +47,27 @@ from modelfleet.builders.manifests import (
 )
 
 __all__ = [
+    "ADMIN_TOKEN_ANNOTATION",
+    "ADMIN_TOKEN_FILE",
+    "ADMIN_TOKEN_KEY",
     "COMPONENT_MODEL",
     "COMPONENT_ROUTER",
     "DEFAULT_ROUTER_IMAGE",
     "DEPLOYMENT_LABEL",
+    "FEEDBACK_TOKEN_FILE",
     "FIELD_MANAGER",
     "MANAGED_BY",
     "ROUTER_ADMIN_PORT",
     "ROUTER_TRAFFIC_PORT",
     "VERSION_ANNOTATION",
     "Owner",
+    "RouterAccess",
+    "admin_token_fingerprint",
+    "build_router_admin_secret",
     "build_router_config",
     "build_router_configmap",
     "build_router_deployment",
+    "build_router_network_policy",
     "build_router_role",
     "build_router_role_binding",
     "build_router_service",
@@ -58,6 +77,9 @@ __all__ = [
     "endpoint",
     "labels",
     "owned_selector",
+    "peers",
+    "router_admin_secret_name",
+    "router_admin_token",
     "router_name",
     "service_name",
     "version_object_name",
