@@ -911,6 +911,8 @@ class Operator:
             "KUBECONFIG": str(kubeconfig),
             "PYTHONUNBUFFERED": "1",
             "MODELFLEET_METRICS_PORT": str(self.metrics_port),
+            # its namespace, as in a pod: where the chart's RBAC lets it make and read the router admin key
+            "POD_NAMESPACE": NAMESPACE,
         }
         self.tracemalloc_out: Path | None = None
         if tracemalloc_dir is not None:
