@@ -301,6 +301,15 @@ def test_a_router_refusing_the_token_gets_its_secret_applied_again_at_once(api: 
     assert token_of(api.one("Secret")) == router_admin_token(KEY, OWNER)  # the same token, restored
 
 
+def test_a_deleted_deployment_leaves_nothing_of_its_admin_secret_behind(api: ApiServer) -> None:
+    subject = serving(api)
+    assert ("ml", "v1/Secret", "iris-router-admin") in subject.applier.applied
+
+    subject.on_deployment("DELETED", deployment(), "ml", "iris")
+
+    assert ("ml", "v1/Secret", "iris-router-admin") not in subject.applier.applied
+
+
 def test_the_token_the_router_provider_sends_is_the_one_in_the_secret(api: ApiServer) -> None:
     controller(api).reconcile_sync("ml", "iris")
     monitors = MonitorController.default(cache(deployment()), lambda *_: None, admin_key=lambda: KEY)

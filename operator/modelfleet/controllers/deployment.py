@@ -669,6 +669,9 @@ class DeploymentController:
             self.seen.pop(key, None)
             self.interest.pop(key, None)
             self.written.pop(key, None)
+            # garbage collection removes the admin Secret; no watch event says so (Secrets are not watched)
+            self.applier.forget(namespace, "v1", "Secret", router_admin_secret_name(name))
+            self.refused_writes -= {(namespace, name, kind) for kind in ("Secret", "NetworkPolicy")}
             return
         signature = deployment_signature(body)
         if self.seen.get(key) == signature and key in self.loops:
