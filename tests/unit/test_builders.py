@@ -16,7 +16,6 @@ from modelfleet.api.routerconfig import RouterConfig
 from modelfleet.builders import (
     Owner,
     RouterAccess,
-    admin_token_fingerprint,
     build_router_admin_secret,
     build_router_config,
     build_router_configmap,
@@ -29,6 +28,7 @@ from modelfleet.builders import (
     build_version_deployment,
     build_version_service,
     endpoint,
+    fingerprint,
     owned_selector,
     peers,
     router_admin_token,
@@ -430,14 +430,17 @@ def test_the_admin_secret_holds_the_token_and_is_built_the_same_every_reconcile(
     assert json.dumps(again, sort_keys=True) == json.dumps(secret, sort_keys=True)
 
 
-def test_the_router_deployment_fingerprints_its_admin_token_without_restarting_pods_for_a_new_one() -> None:
+def test_the_router_deployment_fingerprints_its_admin_secret_without_restarting_pods_for_a_new_one() -> None:
     token = router_admin_token(KEY, OWNER)
     with_token = build_router_deployment(OWNER, SPEC, admin_token=token)
     rotated = build_router_deployment(OWNER, SPEC, admin_token=router_admin_token(bytes(32), OWNER))
 
-    fingerprint = with_token["metadata"]["annotations"]["modelfleet.io/admin-token-sha256"]
-    assert fingerprint == hashlib.sha256(token.encode()).hexdigest()[:16] == admin_token_fingerprint(token)
+    secret = build_router_admin_secret(OWNER, token)
+    expected = hashlib.sha256(json.dumps(secret, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    shown = with_token["metadata"]["annotations"]["modelfleet.io/admin-secret-sha256"]
+    assert shown == expected[:16] == fingerprint(secret)
     assert token not in json.dumps(with_token)
+    assert secret["data"]["token"] not in json.dumps(with_token)
     assert rotated["metadata"]["annotations"] != with_token["metadata"]["annotations"]
     assert rotated["spec"]["template"] == with_token["spec"]["template"]  # the pods stay as they are
     assert "annotations" not in build_router_deployment(OWNER, SPEC)["metadata"]

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 
-from modelfleet.builders import RouterAccess, router_admin_token
+from modelfleet.builders import RouterAccess, fingerprint, router_admin_token
 from modelfleet.builders.manifests import Owner
 from modelfleet.controllers import events, kube, main
 from modelfleet.controllers.cache import INDEXES, Cache
@@ -200,7 +200,7 @@ def test_a_reconcile_applies_the_admin_secret_before_the_router_that_mounts_it(a
     router = next(
         m for m in api.applied if m["kind"] == "Deployment" and m["metadata"]["name"] == "iris-router"
     )
-    assert router["metadata"]["annotations"]["modelfleet.io/admin-token-sha256"] != ""
+    assert router["metadata"]["annotations"] == {"modelfleet.io/admin-secret-sha256": fingerprint(secret)}
     volumes = {v["name"]: v for v in router["spec"]["template"]["spec"]["volumes"]}
     assert volumes["admin-token"]["secret"]["secretName"] == "iris-router-admin"
     assert api.one("NetworkPolicy")["spec"]["ingress"][1]["from"][0]["namespaceSelector"] == {

@@ -7,7 +7,7 @@ ConfigMap, NetworkPolicy and the Secret with its admin token.
 """
 
 from modelfleet.builders.manifests import (
-    ADMIN_TOKEN_ANNOTATION,
+    ADMIN_SECRET_ANNOTATION,
     ADMIN_TOKEN_FILE,
     ADMIN_TOKEN_KEY,
     COMPONENT_MODEL,
@@ -23,7 +23,6 @@ from modelfleet.builders.manifests import (
     VERSION_ANNOTATION,
     Owner,
     RouterAccess,
-    admin_token_fingerprint,
     build_router_admin_secret,
     build_router_config,
     build_router_configmap,
@@ -36,6 +35,7 @@ from modelfleet.builders.manifests import (
     build_version_deployment,
     build_version_service,
     endpoint,
+    fingerprint,
     labels,
     owned_selector,
     peers,
@@ -48,7 +48,7 @@ from modelfleet.builders.manifests import (
 )
 
 __all__ = [
-    "ADMIN_TOKEN_ANNOTATION",
+    "ADMIN_SECRET_ANNOTATION",
     "ADMIN_TOKEN_FILE",
     "ADMIN_TOKEN_KEY",
     "COMPONENT_MODEL",
@@ -64,7 +64,6 @@ __all__ = [
     "VERSION_ANNOTATION",
     "Owner",
     "RouterAccess",
-    "admin_token_fingerprint",
     "build_router_admin_secret",
     "build_router_config",
     "build_router_configmap",
@@ -77,6 +76,7 @@ __all__ = [
     "build_version_deployment",
     "build_version_service",
     "endpoint",
+    "fingerprint",
     "labels",
     "owned_selector",
     "peers",

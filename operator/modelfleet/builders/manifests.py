@@ -19,6 +19,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,9 +55,9 @@ ADMIN_TOKEN_KEY = "token"
 ADMIN_TOKEN_DIR = "/etc/modelfleet/admin"
 ADMIN_TOKEN_FILE = f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"
 """Where a router pod finds its admin token (`--admin-token-file`)."""
-ADMIN_TOKEN_ANNOTATION = "modelfleet.io/admin-token-sha256"
-"""On the router's apps/v1 Deployment: the first 16 hex digits of the SHA-256 of the admin token it was
-set up with, which tells a restarted operator that the admin Secret holds that token already."""
+ADMIN_SECRET_ANNOTATION = "modelfleet.io/admin-secret-sha256"
+"""On the router's apps/v1 Deployment: 16 hex digits of the SHA-256 of the admin Secret's manifest (token
+and all) applied before it, which tells a restarted operator that the Secret is as it should be."""
 FEEDBACK_TOKEN_DIR = "/etc/modelfleet/feedback"
 FEEDBACK_TOKEN_FILE = f"{FEEDBACK_TOKEN_DIR}/token"
 """Where a router pod finds the key of spec.feedback.tokenSecret (the router configuration's tokenFile)."""
@@ -413,8 +414,8 @@ def build_router_deployment(
 ) -> Manifest:
     """The router pods: `modelfleet router --configmap <ns>/<name>-router`, with the admin token of the
     Secret `<name>-router-admin` and, with spec.feedback, the key of its tokenSecret mounted read-only.
-    `admin_token`, when known, is only fingerprinted on the Deployment's metadata (not on its pods: a new
-    token reaches them through the mounted Secret, without a restart)."""
+    `admin_token`, when known, is only fingerprinted, with the rest of its Secret, on the Deployment's
+    metadata (not on its pods: a new token reaches them through the mounted Secret, without a restart)."""
     name = router_name(owner.name)
     object_labels = labels(owner.name, COMPONENT_ROUTER)
     mounts: list[Manifest] = [
@@ -468,7 +469,9 @@ def build_router_deployment(
         container["resources"] = spec.router.resources.to_k8s()
     metadata = _metadata(owner, name, object_labels)
     if admin_token:
-        metadata["annotations"] = {ADMIN_TOKEN_ANNOTATION: admin_token_fingerprint(admin_token)}
+        metadata["annotations"] = {
+            ADMIN_SECRET_ANNOTATION: fingerprint(build_router_admin_secret(owner, admin_token))
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -529,9 +532,12 @@ def router_admin_token(key: bytes, owner: Owner) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def admin_token_fingerprint(token: str) -> str:
-    """What may be shown of an admin token (an annotation): 16 hex digits of its SHA-256."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+def fingerprint(manifest: Manifest) -> str:
+    """What may be shown of a manifest that holds a secret (an annotation): 16 hex digits of the SHA-256 of
+    its JSON, which tells one manifest from another and gives nothing of the secret away."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
+        :16
+    ]
 
 
 def build_router_admin_secret(owner: Owner, token: str) -> Manifest:
