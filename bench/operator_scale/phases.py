@@ -102,7 +102,8 @@ def start_operator(
         NAMESPACE,
         log_path,
         [sys.executable, "-m", "modelfleet.cli", "operator", "--namespace", NAMESPACE],
-        {"KUBECONFIG": str(kubeconfig)},
+        # its namespace, as in a pod: where the chart's RBAC lets it make and read the router admin key
+        {"KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": NAMESPACE},
         metrics_port=free_port(),
         tracemalloc_dir=tracemalloc_dir,
         cwd=ROOT,

@@ -135,6 +135,8 @@ OWNED = [
     ("serviceaccount", "iris-router", False),
     ("role.rbac.authorization.k8s.io", "iris-router", False),
     ("rolebinding.rbac.authorization.k8s.io", "iris-router", False),
+    ("networkpolicy.networking.k8s.io", "iris-router", False),
+    # not the admin Secret: Secrets are not watched; a router refusing the token has it applied again
     ("service", "iris-iris-v1", False),
     ("service", "iris", False),
     ("deployment.apps", "iris-iris-v1", True),
