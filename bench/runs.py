@@ -1,6 +1,6 @@
 """What the cluster benchmarks share around their own measurements: one run at a time per machine, Ctrl-C
-and SIGTERM ending a run through its cleanup, the benchmark's own namespace (refusing one it did not
-make, waiting for its deletion), and the cluster's version for the report."""
+and SIGTERM ending a run through its cleanup, and the benchmark's own namespace (refusing one it did not
+make, waiting for its deletion). The cluster's version for the report is `Cluster.server_version`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import fcntl
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -35,11 +35,6 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def server_version(cluster: Cluster) -> str:
-    info = json.loads(cluster.kubectl("version", "-o", "json").stdout)
-    return str(info.get("serverVersion", {}).get("gitVersion", "?"))
-
-
 @dataclass(frozen=True)
 class BenchNamespace:
     """The benchmark's own namespace, labelled `modelfleet.io/bench: <label>`."""
@@ -50,15 +45,20 @@ class BenchNamespace:
     deletion_seconds: float = 300
 
     def state(self) -> str | None:
-        """Its phase, None when there is none; refuses a namespace that is not this benchmark's."""
-        found = self.cluster.get_or_none("namespace", self.name)
-        if found is None:
+        """Its phase, None when there is none; refuses a namespace that is not this benchmark's.
+
+        KubectlError when kubectl fails: an API server that does not answer says nothing of the namespace.
+        """
+        found = self.cluster.kubectl("get", "namespace", self.name, "-o", "json", "--ignore-not-found")
+        if not found.stdout.strip():
             return None
-        if (found["metadata"].get("labels") or {}).get(BENCH_LABEL) != self.label:
+        body = json.loads(found.stdout)
+        if (body["metadata"].get("labels") or {}).get(BENCH_LABEL) != self.label:
             raise SystemExit(f"namespace {self.name} exists and is not this benchmark's: not touching it")
-        return str((found.get("status") or {}).get("phase", ""))
+        return str((body.get("status") or {}).get("phase", ""))
 
     def wait_gone(self) -> bool:
+        """Whether it is gone within `deletion_seconds` (kubectl failing meanwhile is tried again)."""
         try:
             self.cluster.wait_for(
                 f"namespace {self.name} deleted",
@@ -72,9 +72,10 @@ class BenchNamespace:
 
     def clear_earlier_run(self) -> None:
         """Delete what an earlier run left, and wait until it is gone."""
-        if self.state() is None:
+        phase = self.state()
+        if phase is None:
             return
-        print(f"namespace {self.name} is left from an earlier run: deleting it", flush=True)
+        print(f"namespace {self.name} is left from an earlier run ({phase}): deleting it", flush=True)
         self.cluster.kubectl("delete", "namespace", self.name, "--wait=false", "--ignore-not-found")
         if not self.wait_gone():
             raise SystemExit(f"namespace {self.name} is still there after {self.deletion_seconds:.0f} s")
@@ -95,19 +96,33 @@ class BenchNamespace:
             lambda: self.cluster.get_or_none("serviceaccount", "default", self.name),
         )
 
-    def delete(self) -> None:
-        """Delete it and wait; says so when it may still be there (never raises: called in cleanup)."""
-        print(f"deleting namespace {self.name}", flush=True)
+    def delete(self, also: Sequence[tuple[str, str]] = ()) -> None:
+        """Delete it, and the benchmark's cluster-scoped objects `also` ((kind, name) each), and wait for
+        the namespace; says so when it may still be there (never raises: called in cleanup)."""
+        print(
+            f"deleting namespace {self.name}"
+            + (" and the benchmark's cluster-scoped objects" if also else ""),
+            flush=True,
+        )
         self.cluster.kubectl(
             "delete", "namespace", self.name, "--wait=false", "--ignore-not-found", check=False
         )
+        for kind, name in also:
+            self.cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
         try:
             gone = self.wait_gone()
         except (KubectlError, RuntimeError) as error:
             print(f"  could not check the namespace: {error}", flush=True)
             gone = False
         if not gone:
+            by_hand = "; ".join(
+                [
+                    f"kubectl delete namespace {self.name}",
+                    *(f"kubectl delete {kind} {name}" for kind, name in also),
+                ]
+            )
             print(
-                f"  namespace {self.name} may still be there: kubectl delete namespace {self.name}",
+                f"  namespace {self.name} may still be there: it is deleted at the start of the next run, "
+                f"or by hand: {by_hand}",
                 flush=True,
             )

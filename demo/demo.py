@@ -22,16 +22,13 @@ an error). Every wait is bounded; the whole run stays under 10 minutes once the 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import shutil
 import signal
 import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -49,8 +46,11 @@ from support.objectstore import ObjectStore, start_object_store
 from modelfleet.kubectl_plugin import render
 from modelfleet.kubectl_plugin.kube import Kube, PluginError, Target, connect
 from modelfleet.kubectl_plugin.watch import Snapshot, Watcher
-from support.cluster import find_cluster
+from support.cluster import Cluster, KubectlError, cluster_at
 from support.iris_artifacts import write as write_artifact
+from support.load import Answer, Load
+from support.operator import OperatorProcess
+from support.tools import helm_binary
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "demo" / "manifests"
@@ -107,180 +107,12 @@ def block(text: str, indent: str = "    ") -> None:
     print("\n".join(indent + line if line else "" for line in text.splitlines()), flush=True)
 
 
-# --- the cluster ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    kubectl_path: str
-    kubeconfig: str
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": self.kubeconfig}
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        try:
-            result = subprocess.run(
-                [self.kubectl_path, *args],
-                input=input,
-                capture_output=True,
-                text=True,
-                env=self.env,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DemoFailed(f"kubectl {' '.join(args)} did not finish within {timeout:.0f}s") from None
-        if check and result.returncode != 0:
-            raise DemoFailed(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-
-def find_kubectl() -> str:
-    versions = dict(
-        line.split("=", 1)
-        for line in (REPO / "cluster" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    pinned = CACHE / "bin" / f"kubernetes-{versions['KUBERNETES_VERSION']}" / "kubectl"
-    if pinned.exists():
-        return str(pinned)
-    found = shutil.which("kubectl")
-    if not found:
-        raise DemoFailed("no kubectl: run `make components` (or put kubectl on PATH)")
-    return found
-
-
-def find_helm() -> str | None:
-    versions = (REPO / "cluster" / "versions.env").read_text()
-    helm_version = next(
-        (line.split("=", 1)[1].strip() for line in versions.splitlines() if line.startswith("HELM_VERSION=")),
-        "",
-    )
-    pinned = CACHE / "bin" / f"helm-{helm_version}" / "helm"
-    return str(pinned) if pinned.exists() else shutil.which("helm")
-
-
-# --- the load generator --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One request as the client saw it. Times are time.monotonic()."""
-
-    sent: float
-    time: float
-    code: int  # 0 when the connection failed
-    served_by: str
-    fallback: str
-    detail: str = ""  # what went wrong, for code 0
-
-
-@dataclass
-class Load:
-    """`clients` keep-alive clients sending v2 inference requests to host:80 at `rate` per second in all,
-    for at most `limit` seconds. Every answer is recorded: code, X-Modelfleet-Served-By, fallback.
-    A request belongs to the moment it was sent (a connection that hung since before the router was
-    ready is not an error of the rollout)."""
-
-    host: str
-    rate: float = 40.0
-    clients: int = 2
-    limit: float = 420.0
-    answers: list[Answer] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> None:
-        for index in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(index,), name=f"client-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _client(self, index: int) -> None:
-        period = self.clients / self.rate
-        started = time.monotonic()
-        next_at = started + index * period / self.clients
-        conn: http.client.HTTPConnection | None = None
-        sent = 0
-        while not self._stop.is_set() and time.monotonic() - started < self.limit:
-            next_at += period
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
-                next_at = time.monotonic()
-            sent_at = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(self.host, 80, timeout=10)
-                conn.request(
-                    "POST",
-                    "/v2/models/iris/infer",
-                    body=BODIES[(sent * self.clients + index) % len(BODIES)],
-                    headers={"Content-Type": "application/json"},
-                )
-                sent += 1
-                response = conn.getresponse()
-                response.read()
-                answer = Answer(
-                    sent_at,
-                    time.monotonic(),
-                    response.status,
-                    response.getheader("X-Modelfleet-Served-By", ""),
-                    response.getheader("X-Modelfleet-Fallback", ""),
-                )
-                if response.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as error:
-                answer = Answer(sent_at, time.monotonic(), 0, "", "", f"{type(error).__name__}: {error}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with self._lock:
-                self.answers.append(answer)
-        if conn is not None:
-            conn.close()
-
-    def between(self, start: float, end: float = float("inf")) -> list[Answer]:
-        with self._lock:
-            return [a for a in self.answers if start <= a.sent < end]
-
-    def wait_serving(self, version: str, timeout: float) -> float:
-        """Wait for 10 answers in a row with 200 from `version`; return when the first of them was sent."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                recent = self.answers[-10:]
-            if len(recent) == 10 and all(a.code == 200 and a.served_by == version for a in recent):
-                return recent[0].sent
-            time.sleep(0.2)
-        codes = Counter(a.code for a in self.between(0))
-        raise DemoFailed(
-            f"the router did not answer from {version} within {timeout:.0f}s (codes seen: {dict(codes)})"
-        )
-
-
-def is_error(answer: Answer) -> bool:
-    return not 200 <= answer.code < 300
+# --- what clients saw ---------------------------------------------------------------------------------
 
 
 def client_line(answers: Sequence[Answer]) -> str:
-    ok = sum(1 for a in answers if not is_error(a))
-    served = Counter(a.served_by for a in answers if not is_error(a))
+    ok = sum(1 for a in answers if a.ok)
+    served = Counter(a.served_by for a in answers if a.ok)
     fallbacks = sum(1 for a in answers if a.fallback)
     by = ", ".join(f"{v} {n}" for v, n in sorted(served.items()))
     return f"clients: {ok} ok, {len(answers) - ok} errors, {fallbacks} fallbacks (served by {by or '-'})"
@@ -391,8 +223,14 @@ class Operator:
     def __init__(self, cluster: Cluster, mode: str) -> None:
         self.cluster = cluster
         self.mode = mode
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = CACHE / "demo" / "operator.log"
+        self.process = OperatorProcess(
+            cluster,
+            NAMESPACE,
+            self.log_path,
+            [str(Path(sys.executable).parent / "modelfleet"), "operator", "--namespace", NAMESPACE],
+        )
+        """The operator on this host (--operator host)."""
 
     def start(self) -> None:
         if self.mode == "helm":
@@ -401,7 +239,7 @@ class Operator:
             self._host()
 
     def _helm(self) -> None:
-        helm = find_helm()
+        helm = helm_binary()
         if helm is None:
             raise DemoFailed("no helm binary: run `make components`, or use --operator host")
         existed = (
@@ -447,27 +285,15 @@ class Operator:
 
     def _host(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "modelfleet"), "operator", "--namespace", NAMESPACE],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
+        self.process.start()
         time.sleep(1.0)
-        if self.process.poll() is not None:
+        if not self.process.alive():
             raise DemoFailed(f"the operator exited at once; see {self.log_path}")
-        say(f"operator running on this host (pid {self.process.pid}, log {self.log_path})")
+        assert self.process.process is not None
+        say(f"operator running on this host (pid {self.process.process.pid}, log {self.log_path})")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        self.process.kill(signal.SIGTERM)
 
     def log_tail(self, lines: int = 30) -> str:
         if self.mode == "helm":
@@ -475,9 +301,7 @@ class Operator:
                 "logs", f"deployment/{RELEASE}", "-n", OPERATOR_NAMESPACE, f"--tail={lines}", check=False
             )
             return result.stdout or result.stderr
-        if self.log_path.exists():
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return self.process.tail(lines)
 
 
 # --- the story -----------------------------------------------------------------------------------------
@@ -550,8 +374,7 @@ def monitor_budget() -> tuple[float, str]:
 
 def setup(cluster: Cluster, operator: Operator, deadline: float) -> None:
     chapter("Setting up")
-    version = cluster.json("version")
-    say(f"cluster: Kubernetes {version['serverVersion']['gitVersion']}, kubeconfig {cluster.kubeconfig}")
+    say(f"cluster: Kubernetes {cluster.server_version()}, kubeconfig {cluster.kubeconfig}")
     clean_namespace(cluster)
     cluster.kubectl("create", "namespace", NAMESPACE)
     say(f"namespace {NAMESPACE} created")
@@ -570,23 +393,16 @@ def setup(cluster: Cluster, operator: Operator, deadline: float) -> None:
 
 def start_store(operator: Operator) -> ObjectStore:
     chapter("Starting the object store")
-    found = find_cluster()
-    if found is None:
-        raise DemoFailed("no cluster answers for the object store")
-    store = start_object_store(found, NAMESPACE)
+    store = start_object_store(operator.cluster, NAMESPACE)
     store.create_bucket("models")
     store.make_secret(NAMESPACE, "s3-creds")
     say(f"S3 store (versitygw) at {store.endpoint}, bucket models; Secret s3-creds holds its credentials")
     if operator.mode == "host":
-        apply_manifest(cluster_of(operator), "runtime.yaml")
+        apply_manifest(operator.cluster, "runtime.yaml")
         say("Runtime mlserver-sklearn (the chart would install it as a ClusterRuntime)")
     else:
         say("runtime: ClusterRuntime mlserver-sklearn, installed by the chart")
     return store
-
-
-def cluster_of(operator: Operator) -> Cluster:
-    return operator.cluster
 
 
 def register(cluster: Cluster, story: Story, store: ObjectStore, deadline: float) -> None:
@@ -660,7 +476,7 @@ def serve_v1(cluster: Cluster, story: Story, deadline: float) -> str:
         return status.get("phase") == "Healthy" and status.get("stableVersion") == "iris-v1"
 
     story.wait("iris-v1 to serve (Healthy)", healthy, 180, deadline)
-    service = cluster.json("get", "service", "iris", "-n", NAMESPACE)
+    service = cluster.get("service", "iris", NAMESPACE)
     ip = str(service["spec"]["clusterIP"])
     say(f"endpoint http://iris.{NAMESPACE}.svc:80 = ClusterIP {ip}:80")
     return ip
@@ -765,7 +581,7 @@ def roll_out_v3(cluster: Cluster, story: Story, load: Load, figures: Figures, de
 def summary(load: Load, figures: Figures, kube: Kube) -> None:
     chapter("Summary")
     answers = load.between(figures.serving_since)
-    errors = [a for a in answers if is_error(a)]
+    errors = [a for a in answers if not a.ok]
     codes = Counter(a.code for a in answers)
     served = Counter(a.served_by for a in answers)
     fallbacks = Counter(a.fallback for a in answers if a.fallback)
@@ -805,12 +621,12 @@ def summary(load: Load, figures: Figures, kube: Kube) -> None:
     rows = []
     for name, start, end in phases:
         part = [a for a in answers if start <= a.sent < end]
-        by = Counter(a.served_by for a in part if not is_error(a))
+        by = Counter(a.served_by for a in part if a.ok)
         rows.append(
             [
                 name,
                 str(len(part)),
-                str(sum(1 for a in part if is_error(a))),
+                str(sum(1 for a in part if not a.ok)),
                 str(sum(1 for a in part if a.fallback)),
                 ", ".join(f"{v} {n}" for v, n in sorted(by.items())) or "-",
             ]
@@ -884,23 +700,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rate must be between 1 and 500 requests per second")
 
     kubeconfig = os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG
-    cluster = Cluster(find_kubectl(), kubeconfig)
     mode = args.operator
     if mode == "auto":
-        mode = "helm" if find_helm() and (REPO / "charts" / "modelfleet" / "Chart.yaml").exists() else "host"
-    operator = Operator(cluster, mode)
+        mode = (
+            "helm" if helm_binary() and (REPO / "charts" / "modelfleet" / "Chart.yaml").exists() else "host"
+        )
     deadline = T0 + BUDGET
     figures = Figures()
     load: Load | None = None
     story: Story | None = None
     kube: Kube | None = None
     print(f"{BOLD}modelfleet demo{RESET}: a canary rollout and an automatic rollback, under live traffic")
-    if cluster.kubectl("get", "--raw=/readyz", check=False, timeout=20).returncode != 0:
+    found = cluster_at(kubeconfig)
+    if found is None:
         print(
             f"{RED}demo failed:{RESET} no Kubernetes API server answers with {kubeconfig}:"
             " run `make cluster-up`"
         )
         return 1
+    cluster = found
+    operator = Operator(cluster, mode)
     try:
         setup(cluster, operator, deadline)
         kube = connect(Target(kubeconfig=kubeconfig, namespace=NAMESPACE))
@@ -909,10 +728,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = start_store(operator)
         register(cluster, story, store, deadline)
         ip = serve_v1(cluster, story, deadline)
-        load = Load(ip, rate=args.rate, limit=max(60.0, deadline - time.monotonic()))
+        load = Load(
+            ip,
+            rate=args.rate,
+            limit=max(60.0, deadline - time.monotonic()),
+            clients=2,
+            bodies=BODIES,
+            clock=time.monotonic,
+        )
         load.start()
         story.load = load
-        figures.serving_since = load.wait_serving("iris-v1", timeout=60)
+        try:
+            figures.serving_since = load.wait_serving("iris-v1", timeout=60).sent
+        except TimeoutError as error:
+            raise DemoFailed(str(error)) from None
         say(
             f"load generator: {args.rate:g} requests/s from this host to {ip}:80"
             f" ({load.clients} keep-alive clients)"
@@ -936,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         summary(load, figures, kube)
-    except (DemoFailed, PluginError) as error:
+    except (DemoFailed, PluginError, KubectlError, subprocess.TimeoutExpired) as error:
         if load is not None:
             load.stop()
         if story is not None:

@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "digest_main",
         "print the sha256 digest of a model file or directory",
     ),
+    "profile": (
+        "modelfleet.analysis.profiling",
+        "main",
+        "profile training data (CSV, Parquet, .npy) for the dataDrift metric",
+    ),
 }
 
 

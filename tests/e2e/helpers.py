@@ -1,29 +1,26 @@
-"""Shared e2e helpers: test objects as dicts, a load generator, status readers, result recording.
+"""Shared e2e helpers: test objects as dicts, status readers, result recording, and the `Fleet`.
 
-The load generator is a bounded background thread that sends Open Inference Protocol v2 requests to
-the router's ClusterIP Service from this host and records, for every response, the time, the status
-code and `X-Modelfleet-Served-By`, so tests can assert on exactly what clients saw.
+The load generator is tests/support/load.py's `Load`: bounded background threads that send Open
+Inference Protocol v2 requests to the router's ClusterIP Service from this host and record, for every
+answer, the times, the status code and `X-Modelfleet-Served-By`, so tests can assert on exactly what
+clients saw.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
+from support.load import Answer, Load
 
 API_VERSION = "modelfleet.io/v1alpha1"
 RESULTS_FILE = Path(__file__).parent / ".results.json"
-IRIS_REQUEST = json.dumps(
-    {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [6.1, 2.8, 4.7, 1.2]}]}
-).encode()
 
 
 def model(name: str = "iris") -> dict[str, Any]:
@@ -153,127 +150,9 @@ def canary_weight_in_router(cluster: Cluster, namespace: str, name: str = "iris"
 # --- load --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Response:
-    time: float
-    """When the answer (or the error) came."""
-    code: int
-    served_by: str
-    fallback: str
-    sent: float = 0.0
-    """When the request was sent."""
-
-
-@dataclass
-class Load:
-    """Requests at `rate` per second to http://host:port/v2/models/iris/infer, until stopped or for at most
-    `limit` seconds. `responses` holds every answer; a connection error is recorded as code 0."""
-
-    host: str
-    port: int = 80
-    rate: float = 40.0
-    limit: float = 300.0
-    workers: int = 4
-    """Connections sending at once, each at rate/workers, so one slow answer does not stall the load."""
-    responses: list[Response] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __enter__(self) -> Load:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._run, name=f"load-{i}", daemon=True) for i in range(self.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def set_rate(self, rate: float) -> None:
-        self.rate = rate
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        conn: http.client.HTTPConnection | None = None
-        next_at = time.monotonic()
-        while not self._stop.is_set() and time.monotonic() - started < self.limit:
-            if self.rate <= 0:
-                time.sleep(0.05)
-                next_at = time.monotonic()
-                continue
-            next_at += self.workers / self.rate
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_at = time.monotonic()
-            sent = time.time()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-                conn.request(
-                    "POST",
-                    "/v2/models/iris/infer",
-                    body=IRIS_REQUEST,
-                    headers={"Content-Type": "application/json"},
-                )
-                answer = conn.getresponse()
-                answer.read()
-                self._record(
-                    Response(
-                        time.time(),
-                        answer.status,
-                        answer.getheader("X-Modelfleet-Served-By", ""),
-                        answer.getheader("X-Modelfleet-Fallback", ""),
-                        sent,
-                    )
-                )
-                if answer.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as error:
-                self._record(Response(time.time(), 0, f"error: {type(error).__name__}: {error}", "", sent))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def _record(self, response: Response) -> None:
-        with self._lock:
-            self.responses.append(response)
-
-    # what clients saw
-
-    def codes(self, since: float = 0.0) -> Counter[int]:
-        return Counter(r.code for r in self.responses if r.time >= since)
-
-    def served_by(self, since: float = 0.0) -> Counter[str]:
-        return Counter(r.served_by for r in self.responses if r.time >= since)
-
-    def errors(self, since: float = 0.0) -> list[Response]:
-        return [r for r in self.responses if r.time >= since and not 200 <= r.code < 300]
-
-
 def wait_until_serving(load: Load, version: str, timeout: float = 60) -> float:
     """Wait until the router answers 200 from `version` 10 times in a row (the endpoint is up); when."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        recent = load.responses[-10:]
-        if len(recent) == 10 and all(r.code == 200 and r.served_by == version for r in recent):
-            return recent[0].time
-        time.sleep(0.25)
-    raise TimeoutError(f"router did not answer from {version} within {timeout:.0f}s; saw {load.codes()}")
+    return load.wait_serving(version, timeout).time
 
 
 def record_result(name: str, values: dict[str, Any]) -> None:
@@ -439,7 +318,7 @@ class Fleet:
                     return dict(result)
         raise AssertionError(f"no {verdict} of {metric} on {version} in {self.monitor_status(monitor)}")
 
-    def client_errors(self) -> list[Response]:
+    def client_errors(self) -> list[Answer]:
         """Errors of the requests sent once the router answered steadily (`serving_since`), as the demo
         counts them. A request already on its way before that moment belongs to the warm-up: its error
         is not counted here but recorded in the results file (`warm_up_errors`), so it stays visible."""
@@ -449,7 +328,7 @@ class Fleet:
         if warm_up:
             record_result(
                 "warm_up_errors",
-                {"namespace": self.namespace, "errors": [f"{r.code} {r.served_by}"[:200] for r in warm_up]},
+                {"namespace": self.namespace, "errors": [r.describe()[:200] for r in warm_up]},
             )
         return [r for r in errors if r.sent >= self.serving_since]
 

@@ -139,7 +139,7 @@ def test_artifact_versions_roll_out_and_a_drifting_one_is_rolled_back(
     load.stop()
     assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
     helpers.record_result(
-        "artifact_rollout", {"requests": len(load.responses), "served": dict(load.served_by())}
+        "artifact_rollout", {"requests": len(load.answers), "served": dict(load.served_by())}
     )
 
 

@@ -37,16 +37,20 @@ SLOW_STEPS = [
 
 
 def clients_saw(load: Load, since: float, until: float | None = None) -> dict[str, Any]:
-    """Requests, errors and the longest gap between two good answers (seconds) in [since, until]."""
+    """Requests sent in [since, until]: how many, their errors, and the longest gap between two good
+    answers (seconds). A request sent earlier belongs to an earlier step even when its answer (or its
+    error: a connect to an address that just went away fails after about 3 s) comes later."""
     end = until if until is not None else time.time()
-    window = [r for r in load.responses if since <= r.time <= end]
+    window = [r for r in load.snapshot() if since <= r.sent <= end]
     good = [r.time for r in window if 200 <= r.code < 300]
     gaps = [b - a for a, b in zip([since, *good], [*good, end], strict=True)]
     errors = [r for r in window if not 200 <= r.code < 300]
     return {
         "requests": len(window),
         "errors": len(errors),
-        "errorKinds": sorted({f"{r.code} {r.served_by}"[:120] for r in errors}),
+        "errorKinds": sorted({r.describe()[:120] for r in errors}),
+        # when the first errors were sent and answered, in seconds after `since`
+        "errorTimes": [(round(r.sent - since, 2), round(r.time - since, 2)) for r in errors[:5]],
         "fallbacks": sum(1 for r in window if r.fallback),
         "longestGapSeconds": round(max(gaps, default=0.0), 2),
     }
@@ -131,6 +135,8 @@ OWNED = [
     ("serviceaccount", "iris-router", False),
     ("role.rbac.authorization.k8s.io", "iris-router", False),
     ("rolebinding.rbac.authorization.k8s.io", "iris-router", False),
+    ("networkpolicy.networking.k8s.io", "iris-router", False),
+    # not the admin Secret: Secrets are not watched; a router refusing the token has it applied again
     ("service", "iris-iris-v1", False),
     ("service", "iris", False),
     ("deployment.apps", "iris-iris-v1", True),

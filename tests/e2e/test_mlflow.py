@@ -259,7 +259,7 @@ def test_the_registry_of_record_drives_rollouts_and_hears_back(
     assert store.secret_key not in fleet.operator.log()
     helpers.record_result(
         "mlflow_registry_of_record",
-        {"requests": len(fleet.load.responses), "served": dict(fleet.load.served_by())},
+        {"requests": len(fleet.load.answers), "served": dict(fleet.load.served_by())},
     )
 
 

@@ -26,7 +26,7 @@ def _first_bad_window(fleet: Fleet, version: str, since: float) -> float:
     """When clients first got an answer the canary could not give (a fallback), or the canary first
     took traffic: the start of the first window that could judge it bad."""
     assert fleet.load is not None
-    for r in fleet.load.responses:
+    for r in fleet.load.snapshot():
         if r.time >= since and (r.fallback or r.served_by == version):
             return r.time
     raise AssertionError(f"the canary {version} never took traffic")
@@ -67,7 +67,7 @@ def test_healthy_canary_is_promoted_through_every_step_without_client_errors(fle
     assert final["previousStableVersion"] == "iris-v1"
     assert fleet.cluster.get_or_none("deployment.apps", "iris-iris-v1", fleet.namespace) is not None
     helpers.record_result(
-        "healthy_canary", {"secondsToPromote": round(took, 1), "requests": len(load.responses)}
+        "healthy_canary", {"secondsToPromote": round(took, 1), "requests": len(load.answers)}
     )
 
 
@@ -87,7 +87,18 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
     load.stop()
 
     rollback_seconds = zero - bad
-    assert rollback_seconds <= 2 * 2 + 4, f"rolled back {rollback_seconds:.1f}s after the first bad window"
+    # The rollback comes with the failureLimit-th (2nd) failing window, not later: every further window
+    # of 2 s the canary kept its weight would be one more failing measurement of it. A third is allowed:
+    # a window already under way when the rollback landed still measured the canary. (Its seconds are a
+    # figure in the results file, not asserted here: they depend on the machine's load.)
+    failing = [
+        m["time"]
+        for m in fleet.monitor_status().get("measurements", [])
+        if m.get("version") == "iris-v3" and any(r.get("verdict") == "Fail" for r in m.get("results", []))
+    ]
+    assert 2 <= len(failing) <= 3, (
+        f"failing windows of iris-v3: {failing}; rolled back {rollback_seconds:.1f}s after the first bad one"
+    )
     assert fleet.client_errors() == [], load.codes(since=fleet.serving_since)
     assert load.served_by(since=bad)["iris-v1"] > 0
     entry = final["history"][0]
@@ -100,10 +111,11 @@ def test_error_canary_rolls_back_fast_with_no_client_errors(fleet: Fleet) -> Non
         "error_canary",
         {
             "rollbackSeconds": round(rollback_seconds, 2),
-            "budgetSeconds": "interval 2s x failureLimit 2 + 2s = 6s",
+            "failingWindows": len(failing),
+            "budget": "failureLimit 2: rolled back with the 2nd failing window of 2 s",
             "clientErrors": len(fleet.client_errors()),
-            "requests": len(load.responses),
-            "fallbacks": sum(1 for r in load.responses if r.fallback),
+            "requests": len(load.answers),
+            "fallbacks": sum(1 for r in load.answers if r.fallback),
         },
     )
 

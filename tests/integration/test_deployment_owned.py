@@ -22,6 +22,8 @@ OWNED = [
     ("serviceaccount", "iris-router"),
     ("role", "iris-router"),
     ("rolebinding", "iris-router"),
+    ("networkpolicy", "iris-router"),
+    ("secret", "iris-router-admin"),
 ]
 
 

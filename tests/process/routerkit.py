@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
+from urllib.request import Request as UrlRequest
 from urllib.request import urlopen
 
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)(?: \(admin http://[^:]+:(\d+)\))?")
@@ -107,14 +109,29 @@ def write_config(path: Path, versions: Sequence[tuple[str, Process, int, str]], 
     scratch.replace(path)
 
 
-def get_json(port: int, path: str) -> Any:
-    with urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def get_json(port: int, path: str, token: str | None = None) -> Any:
+    """The JSON answer to GET `path` (with `Authorization: Bearer <token>` when given)."""
+    with urlopen(_get(port, path, token), timeout=5) as response:
         return json.loads(response.read())
 
 
-def get_text(port: int, path: str) -> str:
-    with urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def get_text(port: int, path: str, token: str | None = None) -> str:
+    with urlopen(_get(port, path, token), timeout=5) as response:
         return str(response.read().decode())
+
+
+def get_status(port: int, path: str, token: str | None = None) -> int:
+    """The status of the answer to GET `path`, 4xx and 5xx included."""
+    try:
+        with urlopen(_get(port, path, token), timeout=5) as response:
+            return int(response.status)
+    except HTTPError as error:
+        return int(error.code)
+
+
+def _get(port: int, path: str, token: str | None) -> UrlRequest:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return UrlRequest(f"http://127.0.0.1:{port}{path}", headers=headers)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

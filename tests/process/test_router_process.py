@@ -25,6 +25,7 @@ from routerkit import (
     Reply,
     Tally,
     get_json,
+    get_status,
     get_text,
     load,
     metric,
@@ -33,6 +34,9 @@ from routerkit import (
     wait_until,
     write_config,
 )
+
+ADMIN_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+"""What the operator puts into the Secret <deployment>-router-admin, which the router pod mounts."""
 
 
 @pytest.fixture
@@ -236,14 +240,32 @@ def test_weights_change_under_load_within_a_second_and_no_request_fails(
 
 
 def test_predictions_and_metrics_on_the_admin_port_show_a_drifting_canary(
-    config_file: Path, started_routers: list[Process], stable_server: Process, shifted_server: Process
+    config_file: Path,
+    started_routers: list[Process],
+    stable_server: Process,
+    shifted_server: Process,
+    tmp_path: Path,
 ) -> None:
+    """Given a router with an admin token (as the operator starts it), when a canary drifts, then its
+    predictions are shown only to whoever sends the token, while /metrics and the probes answer anyone."""
+    admin_token = tmp_path / "admin-token"
+    admin_token.write_text(ADMIN_TOKEN)
     write_config(
         config_file, [("iris-v1", stable_server, 50, "stable"), ("iris-v3", shifted_server, 50, "canary")]
     )
-    proxy = start(started_routers, "--config", str(config_file), "--prediction-samples", "100")
+    proxy = start(
+        started_routers,
+        "--config",
+        str(config_file),
+        "--prediction-samples",
+        "100",
+        "--admin-token-file",
+        str(admin_token),
+    )
     asyncio.run(load(proxy.port, requests=400, concurrency=4))
-    samples = get_json(proxy.admin_port, "/predictions")
+    assert get_status(proxy.admin_port, "/predictions") == 401
+    assert get_status(proxy.admin_port, "/predictions", "guess") == 403
+    samples = get_json(proxy.admin_port, "/predictions", ADMIN_TOKEN)
     assert set(samples) == {"iris-v1", "iris-v3"}
     assert len(samples["iris-v1"]) == len(samples["iris-v3"]) == 100
     assert set(samples["iris-v1"]) == {0, 2}  # setosa and virginica
@@ -258,6 +280,9 @@ def test_predictions_and_metrics_on_the_admin_port_show_a_drifting_canary(
         assert metric(text, name, deployment="iris", version="iris-v1") >= 0
         assert f'{name}{{deployment="iris",version="iris-v3"' in text
     assert get_json(proxy.admin_port, "/healthz") == {"status": "ok"}
+    assert get_json(proxy.admin_port, "/readyz")["status"] == "ready"
+    assert metric(text, "modelfleet_router_admin_refused_total", deployment="iris", code="401") == 1
+    assert metric(text, "modelfleet_router_admin_refused_total", deployment="iris", code="403") == 1
 
 
 def test_mirrored_traffic_reaches_the_canary_and_its_answers_are_discarded(
@@ -456,8 +481,18 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
     and a second label are counted, and the inputs were sampled by column."""
     token = tmp_path / "feedback-token"
     token.write_text("s3cret\n")
+    admin_token = tmp_path / "admin-token"
+    admin_token.write_text(ADMIN_TOKEN)
     write_config(config_file, [("iris-v1", stable_server, 100, "stable")], feedback={"tokenFile": str(token)})
-    proxy = start(started_routers, "--config", str(config_file), "--input-reads", "0")
+    proxy = start(
+        started_routers,
+        "--config",
+        str(config_file),
+        "--input-reads",
+        "0",
+        "--admin-token-file",
+        str(admin_token),
+    )
     wait_until(lambda: _ready(proxy), 5)
 
     made = post(proxy.port, INFER_PATH, INFER_BODY)
@@ -495,7 +530,10 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
     malformed = post(proxy.port, FEEDBACK_PATH, b"{oops", bearer)
     assert malformed.status == 400
 
-    shown = get_json(proxy.admin_port, "/feedback")
+    # the joins are the admin port's, behind the admin token: the feedback token does not open them
+    assert get_status(proxy.admin_port, "/feedback") == 401
+    assert get_status(proxy.admin_port, "/feedback", "s3cret") == 403
+    shown = get_json(proxy.admin_port, "/feedback", ADMIN_TOKEN)
     version = shown["versions"]["iris-v1"]
     assert (version["labels"], version["correct"], version["accuracy"]) == (4, 3, 0.75)
     assert (version["numericLabels"], version["meanAbsoluteError"]) == (4, 0.25)
@@ -507,7 +545,7 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
     ]
     assert shown["cursor"] == 4
     assert shown["predictions"]["count"] == 3
-    assert get_json(proxy.admin_port, "/feedback?after=4")["versions"]["iris-v1"]["pairs"] == []
+    assert get_json(proxy.admin_port, "/feedback?after=4", ADMIN_TOKEN)["versions"]["iris-v1"]["pairs"] == []
     text = get_text(proxy.admin_port, "/metrics")
     counted = {
         outcome: metric(text, "modelfleet_router_feedback_total", deployment="iris", outcome=outcome)
@@ -525,8 +563,24 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
     assert metric(text, "modelfleet_feedback_correct_total", version="iris-v1") == 3
     assert metric(text, "modelfleet_feedback_absolute_error_total", version="iris-v1") == 1
 
-    inputs = get_json(proxy.admin_port, "/inputs")["iris-v1"]
+    # /metrics answers anyone, and none of its labels carries what clients sent: no request id, no label,
+    # no feature, only deployments, versions, codes, reasons and outcomes
+    assert set(re.findall(r'(\w+)="', text)) <= {
+        "deployment",
+        "version",
+        "code",
+        "reason",
+        "outcome",
+        "result",
+        "le",
+    }
+    for sent in ("client-7", "oip-9", first, "5.1", "3.5"):
+        assert sent not in text
+
+    assert get_status(proxy.admin_port, "/inputs") == 401
+    inputs = get_json(proxy.admin_port, "/inputs", ADMIN_TOKEN)["iris-v1"]
     assert inputs == {f"f{n}": [SETOSA[n], VIRGINICA[n]] * 3 for n in range(4)}
+    assert get_json(proxy.admin_port, "/config", ADMIN_TOKEN)["feedback"]["tokenFile"] == str(token)
 
     write_config(config_file, [("iris-v1", stable_server, 100, "stable")])  # spec.feedback removed
     wait_until(lambda: get_json(proxy.admin_port, "/readyz")["generation"] == 2, 3)
@@ -538,4 +592,4 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
         404,
         {"error": "feedback is not enabled for this deployment (it has no spec.feedback)"},
     )
-    assert get_json(proxy.admin_port, "/feedback")["enabled"] is False
+    assert get_json(proxy.admin_port, "/feedback", ADMIN_TOKEN)["enabled"] is False

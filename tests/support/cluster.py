@@ -100,6 +100,7 @@ class Cluster:
         *,
         check: bool = True,
         server_side: bool = False,
+        field_manager: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """kubectl apply of YAML text or of manifests given as dicts."""
         if isinstance(manifest, dict):
@@ -111,6 +112,8 @@ class Cluster:
         args = ["apply", "-f", "-"]
         if server_side:
             args += ["--server-side", "--force-conflicts"]
+        if field_manager:
+            args.append(f"--field-manager={field_manager}")
         if namespace:
             args += ["-n", namespace]
         return self.kubectl(*args, input=text, check=check)
@@ -136,6 +139,19 @@ class Cluster:
         """Does the API server answer /readyz within a second?"""
         result = self.kubectl("--request-timeout=1s", "get", "--raw=/readyz", check=False, timeout=10)
         return result.returncode == 0
+
+    def server_version(self) -> str:
+        """The API server's version, e.g. v1.34.4 ("?" when it does not say)."""
+        info = json.loads(self.kubectl("version", "-o", "json").stdout)
+        return str(info.get("serverVersion", {}).get("gitVersion", "?"))
+
+    def api_client(self, connections: int = 32) -> Any:
+        """A Python kubernetes ApiClient for this cluster, with a pool of `connections`."""
+        from kubernetes import config
+
+        api = config.new_client_from_config(config_file=self.kubeconfig)  # type: ignore[no-untyped-call]
+        api.configuration.connection_pool_maxsize = connections
+        return api
 
     def new_namespace(self, prefix: str = "mf-test", labels: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -170,18 +186,27 @@ def api_ready(kubeconfig: str, kubectl_path: str) -> bool:
     return result.returncode == 0
 
 
+def cluster_at(kubeconfig: str) -> Cluster | None:
+    """The cluster of this kubeconfig when its API server answers, else None (no other one is tried)."""
+    kubectl_path = kubectl_binary()
+    if not api_ready(kubeconfig, kubectl_path):
+        return None
+    local = kubeconfig == str(LOCAL_KUBECONFIG) or Path(kubeconfig).resolve() == LOCAL_KUBECONFIG
+    return Cluster(kubeconfig, kubectl_path, local)
+
+
 def find_cluster() -> Cluster | None:
     """KUBECONFIG when it points at a working cluster, else the local cluster when it runs."""
-    kubectl_path = kubectl_binary()
-    candidates: list[tuple[str, bool]] = []
+    candidates: list[str] = []
     env_config = os.environ.get("KUBECONFIG")
     if env_config:
-        candidates.append((env_config, Path(env_config).resolve() == LOCAL_KUBECONFIG))
+        candidates.append(env_config)
     if LOCAL_KUBECONFIG.exists():
-        candidates.append((str(LOCAL_KUBECONFIG), True))
-    for kubeconfig, local in candidates:
-        if api_ready(kubeconfig, kubectl_path):
-            return Cluster(kubeconfig=kubeconfig, kubectl_path=kubectl_path, local=local)
+        candidates.append(str(LOCAL_KUBECONFIG))
+    for kubeconfig in candidates:
+        found = cluster_at(kubeconfig)
+        if found is not None:
+            return found
     return None
 
 

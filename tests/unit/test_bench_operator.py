@@ -1,5 +1,5 @@
-"""The operator scale benchmark's own logic: /proc parsing, the request counter, the objects it creates,
-the summary against the targets and its Markdown."""
+"""The operator scale benchmark's own logic: /proc parsing (tests/support/operator.py), the request counter,
+the objects it creates, the summary against the targets and its Markdown."""
 
 from __future__ import annotations
 
@@ -15,33 +15,27 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds `bench`
 
-from bench.operator_scale import (
+from bench.operator_scale.measure import allocation_summary, counter_total, package_of, settle
+from bench.operator_scale.objects import (
     FLOW_SCHEMA,
     NAMESPACE,
     QUOTA,
     SERVICE_ACCOUNT,
-    allocation_summary,
     bench_objects,
     cluster_scoped,
-    counter_total,
-    cpu_seconds_from_stat,
-    is_reconciled,
-    kb_field,
-    log_counts,
-    markdown,
-    package_of,
-    parse_args,
-    podless_review,
     serving_objects,
-    settle,
     setup_manifests,
-    summarize,
     token_kubeconfig,
-    webhook_manifest,
 )
+from bench.operator_scale.phases import tear_down
+from bench.operator_scale.report import log_counts, markdown, summarize
+from bench.operator_scale.run import parse_args
+from bench.operator_scale.watch import is_reconciled
+from bench.operator_scale.webhook import WEBHOOK, podless_review, webhook_manifest
 
 from modelfleet.analysis import ExpositionError
 from modelfleet.api import Deployment, Model, ModelVersion
+from support.operator import cpu_seconds_from_stat, kb_field
 
 STAT = (
     "4242 (python -m modelfleet (x)) S 1 4242 4242 0 -1 4194560 25000 0 12 0 "
@@ -424,3 +418,32 @@ def test_settling_gives_up_at_the_limit() -> None:
     watch = ChangingWatch(changes=1000, every=0.02)
     waited = settle([watch], minimum=0, quiet=0.5, limit=0.3, poll=0.02)  # type: ignore[list-item]
     assert 0.3 <= waited < 0.45
+
+
+class Recorder:
+    """Stands in for the bench namespace and the webhook at the cleanup: what was done, in order."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.done: list[Any] = []
+        self.fails = fails
+
+    def delete(self, also: list[tuple[str, str]]) -> None:
+        self.done.append(("delete", also))
+        if self.fails:
+            raise KeyboardInterrupt  # Ctrl-C while waiting for the namespace
+
+    def close(self) -> None:
+        self.done.append("webhook closed")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_cleanup_deletes_the_cluster_scoped_objects_with_the_namespace_then_stops_the_webhook(
+    fails: bool,
+) -> None:
+    namespace = Recorder(fails)
+    leftovers = [("FlowSchema", FLOW_SCHEMA), ("MutatingWebhookConfiguration", WEBHOOK)]
+    try:
+        tear_down(namespace, leftovers, namespace)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        assert fails
+    assert namespace.done == [("delete", leftovers), "webhook closed"]

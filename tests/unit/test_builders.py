@@ -1,7 +1,11 @@
-"""Builders of owned objects: names, labels, owner references, restricted pods, router config, RBAC."""
+"""Builders of owned objects: names, labels, owner references, restricted pods, router config, RBAC, the
+router's admin token Secret, its feedback token mount and its NetworkPolicy."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -11,9 +15,12 @@ from modelfleet.api import DeploymentSpec, ModelVersionSpec
 from modelfleet.api.routerconfig import RouterConfig
 from modelfleet.builders import (
     Owner,
+    RouterAccess,
+    build_router_admin_secret,
     build_router_config,
     build_router_configmap,
     build_router_deployment,
+    build_router_network_policy,
     build_router_role,
     build_router_role_binding,
     build_router_service,
@@ -21,7 +28,10 @@ from modelfleet.builders import (
     build_version_deployment,
     build_version_service,
     endpoint,
+    fingerprint,
     owned_selector,
+    peers,
+    router_admin_token,
     version_object_name,
 )
 
@@ -40,6 +50,14 @@ V2 = ModelVersionSpec.model_validate(
     }
 )
 SPEC = DeploymentSpec.model_validate({"model": "iris", "version": "iris-v2", "router": {"replicas": 2}})
+WITH_FEEDBACK = DeploymentSpec.model_validate(
+    {
+        "model": "iris",
+        "version": "iris-v2",
+        "feedback": {"tokenSecret": {"name": "iris-feedback", "key": "label-token"}},
+    }
+)
+KEY = bytes(range(32))
 
 
 def _pods(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +92,8 @@ def test_every_object_is_owned_by_the_deployment_and_labelled() -> None:
         build_router_role(OWNER),
         build_router_role_binding(OWNER),
         build_router_configmap(OWNER, config),
+        build_router_admin_secret(OWNER, router_admin_token(KEY, OWNER)),
+        build_router_network_policy(OWNER, RouterAccess(operator_namespace="modelfleet-system")),
     ]
     for manifest in manifests:
         meta = manifest["metadata"]
@@ -146,7 +166,15 @@ def test_router_deployment_service_and_endpoint() -> None:
     assert pod["serviceAccountName"] == "iris-router"
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/modelfleet:1.0"
-    assert container["args"] == ["router", "--configmap", "ml/iris-router", "--drain-delay", "3s"]
+    assert container["args"] == [
+        "router",
+        "--configmap",
+        "ml/iris-router",
+        "--drain-delay",
+        "3s",
+        "--admin-token-file",
+        "/etc/modelfleet/admin/token",
+    ]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9090}
     service = build_router_service(OWNER)
     assert service["metadata"]["name"] == "iris"
@@ -408,3 +436,201 @@ def test_long_version_names_fit_in_label_values_and_stay_whole_in_the_annotation
     manifest = build_version_deployment(OWNER, version, V1, 1)
     assert len(manifest["metadata"]["labels"]["modelfleet.io/version"]) <= 63
     assert manifest["metadata"]["annotations"]["modelfleet.io/version"] == version
+
+
+# --- the router's tokens and its NetworkPolicy -------------------------------------------------------------
+
+
+def _volumes(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {volume["name"]: volume for volume in _pods(manifest)["volumes"]}
+
+
+def _mounts(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (container,) = _pods(manifest)["containers"]
+    return {mount["name"]: mount for mount in container["volumeMounts"]}
+
+
+def test_without_spec_feedback_nothing_of_feedback_is_mounted_and_the_router_config_has_none() -> None:
+    router = build_router_deployment(OWNER, SPEC)
+    config = build_router_config(
+        OWNER, SPEC, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+    )
+
+    assert set(_volumes(router)) == {"tmp", "admin-token"}
+    assert set(_mounts(router)) == {"tmp", "admin-token"}
+    assert config.feedback is None
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert data["feedback"] is None  # the router's feedback endpoint answers 404
+
+
+def test_with_spec_feedback_the_named_key_alone_is_mounted_read_only_where_the_config_says() -> None:
+    router = build_router_deployment(OWNER, WITH_FEEDBACK)
+    config = build_router_config(
+        OWNER, WITH_FEEDBACK, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+    )
+
+    assert _volumes(router)["feedback-token"] == {
+        "name": "feedback-token",
+        # optional: a missing Secret lets the router start; it answers labels 503 until the Secret exists
+        "secret": {
+            "secretName": "iris-feedback",
+            "items": [{"key": "label-token", "path": "token"}],
+            "optional": True,
+        },
+    }
+    mount = _mounts(router)["feedback-token"]
+    assert mount == {"name": "feedback-token", "mountPath": "/etc/modelfleet/feedback", "readOnly": True}
+    assert "subPath" not in mount  # a subPath mount would never see the Secret change
+    assert config.feedback is not None
+    assert config.feedback.token_file == "/etc/modelfleet/feedback/token"
+    assert (
+        config.feedback.token_file
+        == f"{mount['mountPath']}/{_volumes(router)['feedback-token']['secret']['items'][0]['path']}"
+    )
+    assert (config.feedback.max_predictions, config.feedback.max_pairs) == (10_000, 1000)
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert data["feedback"] == {
+        "tokenFile": "/etc/modelfleet/feedback/token",
+        "maxPredictions": 10000,
+        "maxPairs": 1000,
+    }
+    assert "label-token" not in json.dumps(data)  # the configuration names the file, never the Secret
+    _assert_restricted(_pods(router))
+
+
+def test_the_router_mounts_its_admin_token_secret_read_only_and_names_the_file() -> None:
+    router = build_router_deployment(OWNER, SPEC)
+
+    assert _volumes(router)["admin-token"] == {
+        "name": "admin-token",
+        "secret": {
+            "secretName": "iris-router-admin",
+            "items": [{"key": "token", "path": "token"}],
+            "optional": True,
+        },
+    }
+    assert _mounts(router)["admin-token"] == {
+        "name": "admin-token",
+        "mountPath": "/etc/modelfleet/admin",
+        "readOnly": True,
+    }
+    (container,) = _pods(router)["containers"]
+    assert container["args"][-2:] == ["--admin-token-file", "/etc/modelfleet/admin/token"]
+
+
+def test_the_admin_token_is_the_operator_keys_hmac_of_the_deployment_and_the_same_at_every_build() -> None:
+    token = router_admin_token(KEY, OWNER)
+    expected = hmac.new(
+        KEY, b"modelfleet router admin token\0ml\0iris\x000f1e2d3c", hashlib.sha256
+    ).hexdigest()
+
+    assert token == expected
+    assert len(token) == 64
+    assert router_admin_token(KEY, Owner(name="iris", namespace="ml", uid="0f1e2d3c")) == token
+    others = {
+        router_admin_token(KEY, Owner(name="iris", namespace="ml", uid="another-uid")),  # made again
+        router_admin_token(KEY, Owner(name="iris", namespace="team-b", uid="0f1e2d3c")),
+        router_admin_token(KEY, Owner(name="iris2", namespace="ml", uid="0f1e2d3c")),
+        router_admin_token(bytes(32), OWNER),  # another operator key
+    }
+    assert token not in others
+    assert len(others) == 4
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        router_admin_token(b"short", OWNER)
+
+
+def test_the_admin_secret_holds_the_token_and_is_built_the_same_every_reconcile() -> None:
+    token = router_admin_token(KEY, OWNER)
+    secret = build_router_admin_secret(OWNER, token)
+
+    assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
+    assert secret["metadata"]["name"] == "iris-router-admin"
+    assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    assert set(secret["data"]) == {"token"}
+    assert base64.b64decode(secret["data"]["token"]).decode() == token
+    # a reconcile builds exactly the same manifest: the applier sends it once, the token never rotates
+    again = build_router_admin_secret(OWNER, router_admin_token(KEY, OWNER))
+    assert json.dumps(again, sort_keys=True) == json.dumps(secret, sort_keys=True)
+
+
+def test_the_router_deployment_fingerprints_its_admin_secret_without_restarting_pods_for_a_new_one() -> None:
+    token = router_admin_token(KEY, OWNER)
+    with_token = build_router_deployment(OWNER, SPEC, admin_token=token)
+    rotated = build_router_deployment(OWNER, SPEC, admin_token=router_admin_token(bytes(32), OWNER))
+
+    secret = build_router_admin_secret(OWNER, token)
+    expected = hashlib.sha256(json.dumps(secret, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    shown = with_token["metadata"]["annotations"]["modelfleet.io/admin-secret-sha256"]
+    assert shown == expected[:16] == fingerprint(secret)
+    assert token not in json.dumps(with_token)
+    assert secret["data"]["token"] not in json.dumps(with_token)
+    assert rotated["metadata"]["annotations"] != with_token["metadata"]["annotations"]
+    assert rotated["spec"]["template"] == with_token["spec"]["template"]  # the pods stay as they are
+    assert "annotations" not in build_router_deployment(OWNER, SPEC)["metadata"]
+
+
+def test_the_network_policy_opens_the_traffic_port_to_all_and_the_admin_port_to_operator_and_prometheus() -> (
+    None
+):
+    policy = build_router_network_policy(OWNER, RouterAccess(operator_namespace="modelfleet-system"))
+    router_pods = build_router_deployment(OWNER, SPEC)["spec"]["template"]["metadata"]["labels"]
+
+    assert (policy["apiVersion"], policy["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
+    assert policy["metadata"]["name"] == "iris-router"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= router_pods.items()
+    other_pods = build_version_deployment(OWNER, "iris-v1", V1, 1)["spec"]["template"]["metadata"]["labels"]
+    assert not policy["spec"]["podSelector"]["matchLabels"].items() <= other_pods.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress (to the versions, the API server) is free
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8080}]},
+        {
+            "ports": [{"protocol": "TCP", "port": 9090}],
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "modelfleet-system"}
+                    },
+                    "podSelector": {
+                        "matchLabels": {
+                            "app.kubernetes.io/name": "modelfleet",
+                            "app.kubernetes.io/component": "operator",
+                        }
+                    },
+                },
+                {
+                    "namespaceSelector": {},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                },
+            ],
+        },
+    ]
+
+
+def test_the_network_policy_takes_the_peers_it_is_given() -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"team": "observability"}}, "podSelector": {}}
+    gateway = {"ipBlock": {"cidr": "10.0.0.0/8"}}
+    policy = build_router_network_policy(
+        OWNER, RouterAccess(operator_namespace="ops", admin_from=(scraper,), traffic_from=(gateway,))
+    )
+
+    traffic, admin = policy["spec"]["ingress"]
+    assert traffic == {"ports": [{"protocol": "TCP", "port": 8080}], "from": [gateway]}
+    assert admin["from"][1:] == [scraper]
+    assert admin["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("app=prometheus", "must be a list of NetworkPolicy peers"),
+        ([{}], r"adminFrom\[0\] must be a NetworkPolicy peer"),
+        ([{"podSelector": {}}, {"matchLabels": {"app": "x"}}], r"adminFrom\[1\] has matchLabels"),
+        ([{"podSelector": "app=x"}], r"adminFrom\[0\].podSelector must be an object"),
+    ],
+)
+def test_network_policy_peers_are_checked_before_any_is_applied(value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        peers(value, "adminFrom")
+    assert peers([{"podSelector": {"matchLabels": {"app": "vmagent"}}}], "adminFrom") == (
+        {"podSelector": {"matchLabels": {"app": "vmagent"}}},
+    )

@@ -6,6 +6,7 @@ rendered objects is in tests/integration/test_helm.py and test_pod_security.py.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ EXPECTED_NAMESPACED_RULES = {
     # gets the credentials in its own pod)
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
+    # each Deployment's router admin token, written only: the operator derives it, it never reads Secrets
+    ("", "secrets"): {"create", "patch"},
+    # the routers' NetworkPolicy, watched so that a hand-deleted one is restored
+    ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
 }
 EXPECTED_DISCOVERY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
@@ -128,6 +133,9 @@ def test_default_render_has_the_operator_and_no_optional_monitoring() -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            # the key of the routers' admin tokens, in the release namespace
             "Role",
             "RoleBinding",
             "Service",
@@ -191,24 +199,93 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
     "sets", [("mlflow.readSecrets=true",), ("mlflow.readSecrets=true", "watchNamespaces={ml,team-b}")]
 )
 def test_mlflow_read_secrets_adds_get_on_secrets_and_nothing_else(sets: tuple[str, ...]) -> None:
-    secret_rules = [r for r in all_rules(render(*sets)) if "secrets" in r["resources"]]
+    reads = [
+        r
+        for r in all_rules(render(*sets))
+        if "secrets" in r["resources"] and "get" in r["verbs"] and "resourceNames" not in r
+    ]
     namespaces = 2 if any("watchNamespaces" in s for s in sets) else 1
-    assert len(secret_rules) == namespaces
-    for rule in secret_rules:
+    assert len(reads) == namespaces
+    for rule in reads:
         assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
 
 
 @pytest.mark.parametrize(
     "sets", [(), ("watchNamespaces={ml,team-b}",)], ids=["all-namespaces", "watch-namespaces"]
 )
-def test_rbac_has_no_wildcards_and_no_secrets(sets: tuple[str, ...]) -> None:
+def test_rbac_has_no_wildcards_and_reads_no_secret_but_the_operators_own_key(sets: tuple[str, ...]) -> None:
     rules = all_rules(render(*sets))
     assert rules
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
-        assert "secrets" not in rule["resources"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        if "secrets" in rule["resources"]:
+            reads = {"get", "list", "watch"} & set(rule["verbs"])
+            # the one Secret the operator reads is its own key, by name; the others it only writes
+            assert not reads or (
+                reads == {"get"} and rule["resourceNames"] == ["modelfleet-router-admin-key"]
+            ), rule
+
+
+@pytest.mark.parametrize(
+    "sets", [(), ("watchNamespaces={ml,team-b}",)], ids=["all-namespaces", "watch-namespaces"]
+)
+def test_the_router_admin_key_is_made_and_read_in_the_release_namespace_only(sets: tuple[str, ...]) -> None:
+    docs = render(*sets)
+    role = one(docs, "Role", "mf-modelfleet-router-admin-key")
+    assert role["metadata"]["namespace"] == "modelfleet-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["modelfleet-router-admin-key"],
+            "verbs": ["get"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
+    binding = one(docs, "RoleBinding", "mf-modelfleet-router-admin-key")
+    assert binding["metadata"]["namespace"] == "modelfleet-system"
+    assert binding["roleRef"]["name"] == "mf-modelfleet-router-admin-key"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mf-modelfleet", "namespace": "modelfleet-system"}
+    ]
+    # the operator looks for its key in its own namespace: the pod's, from the downward API
+    env = {e["name"]: e for e in operator_container(docs)["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_the_routers_network_policy_reaches_the_operator_as_its_values() -> None:
+    default = {e["name"]: e.get("value") for e in operator_container(render())["env"]}
+    assert json.loads(default["MODELFLEET_ROUTER_NETWORK_POLICY"]) == {
+        "enabled": True,
+        "adminFrom": [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "trafficFrom": [],
+    }
+    custom = {
+        e["name"]: e.get("value")
+        for e in operator_container(
+            render(
+                "routerNetworkPolicy.adminFrom[0].podSelector.matchLabels.app=vmagent",
+                "routerNetworkPolicy.trafficFrom[0].ipBlock.cidr=10.0.0.0/8",
+            )
+        )["env"]
+    }
+    assert json.loads(custom["MODELFLEET_ROUTER_NETWORK_POLICY"]) == {
+        "enabled": True,
+        "adminFrom": [{"podSelector": {"matchLabels": {"app": "vmagent"}}}],
+        "trafficFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+    }
+    off = {
+        e["name"]: e.get("value")
+        for e in operator_container(render("routerNetworkPolicy.enabled=false"))["env"]
+    }
+    assert json.loads(off["MODELFLEET_ROUTER_NETWORK_POLICY"])["enabled"] is False
 
 
 def test_leader_election_role_is_limited_to_the_one_lease() -> None:
@@ -337,6 +414,11 @@ def test_the_node_cache_and_its_limit_reach_the_operator_only_when_enabled() -> 
         (("metrics.port=70000",), "maximum"),
         (("replicas=2", "leaderElection.enabled=false"), "replicas > 1 needs leaderElection.enabled=true"),
         (("watchNamespaces={ml,ml}",), "watchNamespaces: ml is listed twice"),
+        (
+            ("routerNetworkPolicy.adminFrom[0].matchLabels.app=prometheus",),  # a selector, not a peer
+            "at '/routerNetworkPolicy/adminFrom/0': additional properties 'matchLabels' not allowed",
+        ),
+        (("routerNetworkPolicy.enabled=maybe",), "routerNetworkPolicy/enabled"),
         (
             ("metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false"),
             "metrics.serviceMonitor.enabled needs metrics.service.enabled",

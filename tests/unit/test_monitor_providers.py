@@ -145,3 +145,9 @@ def test_each_metric_type_has_its_provider_and_the_sampled_ones_none_yet(
 
     assert RouterMetrics(no_pods, Http()).handles(metric) is router
     assert Prometheus(Http()).handles(metric) is prometheus
+
+
+def test_a_target_carries_the_deployments_uid_its_routers_admin_token_is_derived_from() -> None:
+    target = Target.of(KEY, "iris", stable="iris-v1", canary="iris-v2", uid="u-1")
+
+    assert target == Target(KEY, "ml", "iris", "iris-v2", reference="iris-v1", uid="u-1")

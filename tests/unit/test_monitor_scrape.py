@@ -1,10 +1,12 @@
 """The router-metrics provider against real HTTP servers on loopback: every pod answers, some do not (a
 partial sample), none does (an Error), none runs yet (nothing to measure); two windows of a Monitor,
-the first one its baseline; and, during a rollout, the stable version's traffic of the same window."""
+the first one its baseline; during a rollout, the stable version's traffic of the same window; and the
+admin token /predictions asks for, sent, or refused (then the Secret is applied again)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +16,7 @@ from modelfleet.analysis import assess
 from modelfleet.api.monitor import Metric, MonitorSpec, Verdict
 from modelfleet.providers import Reading, Target, window
 from modelfleet.providers.http import Http
-from modelfleet.providers.router import NO_ROUTERS, RouterMetrics, scrape_routers
+from modelfleet.providers.router import NO_ROUTERS, RouterMetrics, Scraped, scrape_routers
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 METRICS = (
@@ -24,18 +26,29 @@ METRICS = (
 
 
 @asynccontextmanager
-async def router_admin(metrics: str | Callable[[], str] = METRICS) -> AsyncIterator[int]:
+async def router_admin(
+    metrics: str | Callable[[], str] = METRICS, token: str | None = None, seen: list[bytes] | None = None
+) -> AsyncIterator[int]:
     """A router's admin port on loopback answering /metrics (`metrics`, or what it returns at each
-    scrape) and /predictions; yields the port."""
+    scrape) to anyone and /predictions (with `token`, only to its bearer: 401 without one, 403 with
+    another); yields the port. `seen` collects the requests' heads."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
+        if seen is not None:
+            seen.append(request)
+        status = b"200 OK"
         if not request.startswith(b"GET /metrics"):
             body = b'{"iris-v1": [0, 1]}'
+            sent = re.search(rb"\r\nauthorization: Bearer (\S+)\r\n", request, re.IGNORECASE)
+            if token is not None and sent is None:
+                status, body = b"401 Unauthorized", b'{"error": "no token"}'
+            elif token is not None and sent is not None and sent.group(1) != token.encode():
+                status, body = b"403 Forbidden", b'{"error": "another token"}'
         else:
             body = (metrics if isinstance(metrics, str) else metrics()).encode()
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
         )
         await writer.drain()
         writer.close()
@@ -54,43 +67,46 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def scrape(pods: list[tuple[str, str]], port: int) -> tuple[object, dict[str, list[object]], str, str]:
+async def scrape(pods: list[tuple[str, str]], port: int, token: str | None = None) -> Scraped:
     http = Http()
     try:
-        return await scrape_routers(http, pods, NOW, port=port)
+        return await scrape_routers(http, pods, NOW, port=port, token=token)
     finally:
         await http.close()
 
 
 def test_every_router_pod_answering_gives_a_whole_sample() -> None:
-    async def scenario() -> tuple[object, dict[str, list[object]], str, str]:
+    async def scenario() -> Scraped:
         async with router_admin() as port:
             return await scrape([("router-a", "127.0.0.1")], port)
 
-    result, predictions, error, partial = asyncio.run(scenario())
+    result, predictions, error, partial, refused = asyncio.run(scenario())
 
     assert error == ""
     assert partial == ""
-    assert set(result.pods) == {"router-a"}  # type: ignore[attr-defined]
+    assert result is not None
+    assert set(result.pods) == {"router-a"}
     assert predictions == {"iris-v1": [0, 1]}
+    assert refused == ()
 
 
 def test_a_router_pod_that_does_not_answer_makes_the_sample_partial_not_an_error() -> None:
-    async def scenario() -> tuple[object, dict[str, list[object]], str, str]:
+    async def scenario() -> Scraped:
         async with router_admin() as port:
             # both pods are asked on the same port; the second address has nothing listening there
             return await scrape([("router-a", "127.0.0.1"), ("router-b", "127.0.0.2")], port)
 
-    result, _, error, partial = asyncio.run(scenario())
+    result, _, error, partial, _ = asyncio.run(scenario())
 
     assert error == ""
-    assert set(result.pods) == {"router-a"}  # type: ignore[attr-defined]
+    assert result is not None
+    assert set(result.pods) == {"router-a"}
     assert partial.startswith("1 of 2 router pods answered; scrape of router pod router-b (127.0.0.2:")
 
 
 def test_no_router_pod_answering_is_an_error_naming_each() -> None:
     port = closed_port()
-    result, _, error, partial = asyncio.run(
+    result, _, error, partial, _ = asyncio.run(
         scrape([("router-a", "127.0.0.1"), ("router-b", "127.0.0.1")], port)
     )
 
@@ -101,7 +117,7 @@ def test_no_router_pod_answering_is_an_error_naming_each() -> None:
 
 
 def test_no_router_pod_running_yet_is_neither_a_sample_nor_an_error() -> None:
-    assert asyncio.run(scrape([], closed_port())) == (None, {}, "", "")
+    assert asyncio.run(scrape([], closed_port())) == (None, {}, "", "", ())
 
 
 ERRORS = Metric.model_validate({"name": "errors", "type": "errorRate", "max": 0.05})
@@ -224,3 +240,99 @@ def test_in_steady_state_no_stable_traffic_is_read() -> None:
     assert reading.traffic is not None
     assert reading.traffic.requests == 400
     assert reading.stable_traffic is None
+
+
+# --- the admin token /predictions asks for ----------------------------------------------------------------
+
+ADMIN_TOKEN = "3c0ffee1" * 8
+UID_TARGET = Target(("ml", "iris-quality"), "ml", "iris", "iris-v1", uid="u-1")
+
+
+def test_the_admin_token_is_sent_for_predictions_and_never_for_metrics() -> None:
+    seen: list[bytes] = []
+
+    async def scenario() -> Scraped:
+        async with router_admin(token=ADMIN_TOKEN, seen=seen) as port:
+            return await scrape([("router-a", "127.0.0.1")], port, token=ADMIN_TOKEN)
+
+    result = asyncio.run(scenario())
+
+    assert result.predictions == {"iris-v1": [0, 1]}
+    assert result.refused == ()
+    (metrics,) = [head for head in seen if head.startswith(b"GET /metrics")]
+    (predictions,) = [head for head in seen if head.startswith(b"GET /predictions")]
+    assert b"authorization" not in metrics.lower()  # /metrics is open: the token goes only where needed
+    assert f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode() in predictions
+
+
+def test_a_router_refusing_the_token_still_counts_for_traffic_and_is_named() -> None:
+    async def scenario() -> tuple[Scraped, Scraped]:
+        async with router_admin(token=ADMIN_TOKEN) as port:
+            pods = [("router-a", "127.0.0.1")]
+            return await scrape(pods, port, token="an-old-token"), await scrape(pods, port)
+
+    forbidden, unauthorized = asyncio.run(scenario())
+
+    assert forbidden.scrape is not None  # the traffic metrics are there
+    assert forbidden.predictions == {}
+    assert forbidden.refused == ("router-a: HTTP 403",)
+    assert forbidden.error == forbidden.partial == ""
+    assert unauthorized.refused == ("router-a: HTTP 401",)
+
+
+def test_a_refused_token_asks_for_the_admin_secret_to_be_applied_again() -> None:
+    told: list[tuple[str, str]] = []
+    asked: list[Target] = []
+
+    async def scenario() -> Reading:
+        async with router_admin(token=ADMIN_TOKEN) as port:
+
+            async def pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+                return [("router-a", "127.0.0.1")]
+
+            async def stale(target: Target) -> str | None:
+                asked.append(target)
+                return "a-token-the-router-does-not-hold"
+
+            provider = RouterMetrics(
+                pods, Http(), port=port, admin_token=stale, refused=lambda ns, name: told.append((ns, name))
+            )
+            try:
+                await provider.measure(UID_TARGET, [ERRORS], NOW)
+                return await provider.measure(UID_TARGET, [ERRORS], NOW.replace(second=10))
+            finally:
+                await provider.close()
+
+    reading = asyncio.run(scenario())
+
+    assert asked == [UID_TARGET, UID_TARGET]
+    assert told == [("ml", "iris"), ("ml", "iris")]
+    assert reading.traffic is not None  # judged on the traffic metrics as before
+    assert list(reading.predictions) == []
+
+
+def test_with_the_right_token_the_window_has_the_prediction_samples_and_nothing_is_told() -> None:
+    told: list[tuple[str, str]] = []
+
+    async def scenario() -> Reading:
+        async with router_admin(token=ADMIN_TOKEN) as port:
+
+            async def pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
+                return [("router-a", "127.0.0.1")]
+
+            async def token(target: Target) -> str | None:
+                return ADMIN_TOKEN
+
+            provider = RouterMetrics(
+                pods, Http(), port=port, admin_token=token, refused=lambda ns, name: told.append((ns, name))
+            )
+            try:
+                await provider.measure(UID_TARGET, [ERRORS], NOW)
+                return await provider.measure(UID_TARGET, [ERRORS], NOW.replace(second=10))
+            finally:
+                await provider.close()
+
+    reading = asyncio.run(scenario())
+
+    assert list(reading.predictions) == [0, 1]
+    assert told == []

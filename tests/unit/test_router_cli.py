@@ -37,6 +37,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert args.header_timeout == 10.0
     assert args.config_poll == 0.2
     assert args.prediction_samples == 1000
+    assert args.admin_token_file is None  # the admin port asks no one unless given a token file
     assert (args.input_samples, args.input_reads) == (1000, 20.0)
 
 

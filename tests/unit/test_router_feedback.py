@@ -12,7 +12,8 @@ import pytest
 from modelfleet.api.routerconfig import RouterConfig
 from modelfleet.httpcore import Request, Response
 from modelfleet.router.admin import admin_handler
-from modelfleet.router.feedback import MAX_BODY, Feedback, PredictionStore, TokenFile, score
+from modelfleet.router.auth import TokenFile
+from modelfleet.router.feedback import MAX_BODY, Feedback, PredictionStore, score
 from modelfleet.router.metrics import RouterMetrics
 from modelfleet.router.proxy import Router
 

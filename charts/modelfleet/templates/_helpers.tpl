@@ -40,7 +40,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 What the operator does in each namespace it watches; bound cluster-wide (ClusterRole) when it watches
-all namespaces, else by one Role per watched namespace. No wildcards, no Secrets.
+all namespaces, else by one Role per watched namespace. No wildcards; Secrets are written, never read.
 */}}
 {{- define "modelfleet.namespacedRules" -}}
 # The namespaced kinds: kopf watches them and keeps its bookkeeping in their annotations.
@@ -92,6 +92,16 @@ all namespaces, else by one Role per watched namespace. No wildcards, no Secrets
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+# Each Deployment's Secret <name>-router-admin with its routers' admin token (server-side apply). Written
+# only: the operator derives the token from its own key and never gets, lists or watches these Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, patch]
+# Each Deployment's routers' NetworkPolicy (admin port to the operator and Prometheus), watched so that a
+# hand-deleted one is restored, removed when routerNetworkPolicy.enabled is false.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
 {{- if .Values.mlflow.readSecrets }}
 # mlflow.readSecrets: the MLflow sync reads the Secrets that Models name for the tracking server's
 # credentials and webhook secret (get only: it never lists or watches Secrets).

@@ -6,6 +6,7 @@ No Kubernetes, no HTTP: the controller scrapes and queries, this package compute
 - `traffic`: two scrapes of all router pods -> per-version requests, 5xx, fallbacks, latency buckets.
 - `histogram`: Prometheus' histogram_quantile.
 - `drift`: population stability index of canary vs stable predictions.
+- `datadrift`: training data profiles, and psi / ks / jsd of request inputs against one.
 - `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts (absolute
   bounds, and ratio bounds against the stable version in the same window), and the Monitor's new
   status.
@@ -20,13 +21,17 @@ from modelfleet.analysis.assessment import (
     overall_verdict,
     summarize,
 )
+from modelfleet.analysis.datadrift import DataDrift, Profile, ProfileError, data_drift, load_profile
 from modelfleet.analysis.drift import population_stability_index
 from modelfleet.analysis.exposition import ExpositionError, Sample, parse_exposition
 from modelfleet.analysis.histogram import histogram_quantile
 from modelfleet.analysis.traffic import Scrape, VersionTraffic, counter_increase, window_traffic
 
 __all__ = [
+    "DataDrift",
     "ExpositionError",
+    "Profile",
+    "ProfileError",
     "ProviderError",
     "Sample",
     "SampledValue",
@@ -35,7 +40,9 @@ __all__ = [
     "Window",
     "assess",
     "counter_increase",
+    "data_drift",
     "histogram_quantile",
+    "load_profile",
     "monitor_status",
     "overall_verdict",
     "parse_exposition",

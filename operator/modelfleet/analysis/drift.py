@@ -35,12 +35,17 @@ def _category(value: Prediction) -> Hashable:
     return float(value)  # 1 and 1.0 are the same class; bools are 0.0 / 1.0
 
 
-def _shares(counts: Counter[Hashable], keys: Sequence[Hashable], epsilon: float) -> list[float]:
-    total = sum(counts.values())
-    return [(counts[key] / total + epsilon) / (1.0 + epsilon * len(keys)) for key in keys]
+def smoothed_shares(counts: Sequence[float], epsilon: float) -> list[float]:
+    """Each bin's share of the total, plus `epsilon`, renormalised: no share is 0, so ln(q/p) stays finite
+    when one sample has an empty bin. The one smoothing convention of every PSI in the package."""
+    total = sum(counts)
+    return [(count / total + epsilon) / (1.0 + epsilon * len(counts)) for count in counts]
 
 
-def _quantile_edges(reference: Sequence[float], bins: int) -> list[float]:
+def quantile_edges(reference: Sequence[float], bins: int) -> list[float]:
+    """Inner bin edges at the `bins`-quantiles of `reference` (non-empty), duplicates dropped. A value v
+    falls in bin `bisect_left(edges, v)`: the first and last bins are open-ended, so values outside the
+    reference's range are still counted."""
     ordered = sorted(reference)
     edges: list[float] = []
     for i in range(1, bins):
@@ -78,10 +83,10 @@ def population_stability_index(
             raise ValueError("continuous drift needs numeric predictions") from None
         if any(math.isnan(v) for v in (*reference, *observed)):
             raise ValueError("predictions contain NaN")
-        edges = _quantile_edges(reference, bins)
+        edges = quantile_edges(reference, bins)
         expected = Counter(bisect.bisect_left(edges, v) for v in reference)
         actual = Counter(bisect.bisect_left(edges, v) for v in observed)
         keys = list(range(len(edges) + 1))
-    p = _shares(expected, keys, epsilon)
-    q = _shares(actual, keys, epsilon)
+    p = smoothed_shares([expected[key] for key in keys], epsilon)
+    q = smoothed_shares([actual[key] for key in keys], epsilon)
     return sum((b - a) * math.log(b / a) for a, b in zip(p, q, strict=True))

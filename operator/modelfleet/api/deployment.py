@@ -216,7 +216,9 @@ class Feedback(ApiModel):
 
     token_secret: SecretKeySelector
     """The Secret key holding the token clients send as `Authorization: Bearer <token>`; feedback
-    without it is refused."""
+    without it is refused. That key alone is mounted read-only into the router pods, so a new value
+    takes effect without a restart; while the Secret or key is missing the routers serve as usual and
+    answer feedback 503."""
 
 
 #: Where captured payloads may be written: an S3 prefix or a path on a PersistentVolumeClaim.

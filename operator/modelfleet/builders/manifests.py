@@ -4,13 +4,24 @@ Every object carries an ownerReference to the modelfleet Deployment (deleting it
 standard labels. Every pod passes the Pod Security `restricted` profile: non-root, seccomp
 RuntimeDefault, all capabilities dropped, no privilege escalation, read-only root filesystem with a
 writable emptyDir at /tmp.
+
+Who may read a router's admin paths that show user data: the holder of its admin token, kept in the
+Secret `<deployment>-router-admin` (`build_router_admin_secret`) that the router pods mount read-only.
+The token is derived from a key of the operator's own (`router_admin_token`), so every reconcile, and
+every operator process holding the same key, builds the same Secret: nothing is generated per reconcile,
+and the operator never reads the Secret back. Where the cluster enforces NetworkPolicies,
+`build_router_network_policy` also keeps the admin port to the operator's pods and Prometheus.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
+import hmac
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +30,7 @@ from modelfleet.api.deployment import DeploymentSpec
 from modelfleet.api.modelversion import ModelVersionSpec
 from modelfleet.api.routerconfig import CONFIG_KEY, Role, RouterConfig, Version
 from modelfleet.api.routerconfig import Fallback as RouterFallback
+from modelfleet.api.routerconfig import Feedback as RouterFeedback
 from modelfleet.api.runtime import MODEL_DIR
 from modelfleet.builders.artifacts import MODELS_VOLUME, FetchSettings, fetch_init_container
 from modelfleet.registry.artifacts import Server, image_server
@@ -38,6 +50,24 @@ ROUTER_ADMIN_PORT = 9090
 ROUTER_DRAIN_DELAY = "3s"  # well inside the pod's 15 s grace period, with the 10 s for requests under way
 ENDPOINT_PORT = 80
 _DNS_LABEL_MAX = 63
+ADMIN_TOKEN_KEY = "token"
+"""The key of the Secret `<deployment>-router-admin` that holds the router's admin token."""
+ADMIN_TOKEN_DIR = "/etc/modelfleet/admin"
+ADMIN_TOKEN_FILE = f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"
+"""Where a router pod finds its admin token (`--admin-token-file`)."""
+ADMIN_SECRET_ANNOTATION = "modelfleet.io/admin-secret-sha256"
+"""On the router's apps/v1 Deployment: 16 hex digits of the SHA-256 of the admin Secret's manifest (token
+and all) applied before it, which tells a restarted operator that the Secret is as it should be."""
+FEEDBACK_TOKEN_DIR = "/etc/modelfleet/feedback"
+FEEDBACK_TOKEN_FILE = f"{FEEDBACK_TOKEN_DIR}/token"
+"""Where a router pod finds the key of spec.feedback.tokenSecret (the router configuration's tokenFile)."""
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "modelfleet", "app.kubernetes.io/component": "operator"}
+"""The labels of the operator's pods (the chart's), which the routers' NetworkPolicy lets in."""
+PROMETHEUS_PEER: Mapping[str, Any] = {
+    "namespaceSelector": {},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+"""Prometheus pods in any namespace (prometheus-operator and the kube-prometheus stack label them so)."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +119,13 @@ def version_object_name(deployment: str, version: str) -> str:
 
 
 def router_name(deployment: str) -> str:
-    """Name of the router's Deployment, ConfigMap, ServiceAccount, Role and RoleBinding."""
+    """Name of the router's Deployment, ConfigMap, ServiceAccount, Role, RoleBinding and NetworkPolicy."""
     return _dns_label(f"{deployment}-router")
+
+
+def router_admin_secret_name(deployment: str) -> str:
+    """Name of the Secret that holds the router's admin token, e.g. `iris-router-admin`."""
+    return _dns_label(f"{deployment}-router-admin")
 
 
 def service_name(deployment: str) -> str:
@@ -312,11 +347,14 @@ def build_router_config(
         entries.append(version(fallback, 0, "fallback"))
     # spec.fallback.version is the version with role fallback; the rest of spec.fallback is the router's
     settings = spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
+    # the router reads the token from the Secret key the router pods mount; the document names the file
+    feedback = RouterFeedback(token_file=FEEDBACK_TOKEN_FILE) if spec.feedback is not None else None
     return RouterConfig(
         deployment=owner.name,
         versions=entries,
         mirror_percent=mirror_percent if canary else 0,
         fallback=RouterFallback.model_validate({**settings, "active": fallback_active}),
+        feedback=feedback,
     )
 
 
@@ -368,19 +406,52 @@ def build_router_role_binding(owner: Owner) -> Manifest:
     }
 
 
+def _secret_volume(volume: str, secret: str, key: str) -> Manifest:
+    """One key of a Secret as the file `token`. Optional: a missing Secret (or key) leaves the file out
+    rather than the pod waiting to start, and the router refuses what needs the token (503) meanwhile.
+    The kubelet updates the file when the Secret changes (a whole-volume mount: no subPath)."""
+    return {
+        "name": volume,
+        "secret": {"secretName": secret, "items": [{"key": key, "path": "token"}], "optional": True},
+    }
+
+
 def build_router_deployment(
-    owner: Owner, spec: DeploymentSpec, image: str = DEFAULT_ROUTER_IMAGE
+    owner: Owner, spec: DeploymentSpec, image: str = DEFAULT_ROUTER_IMAGE, admin_token: str = ""
 ) -> Manifest:
-    """The router pods: `modelfleet router --configmap <ns>/<name>-router`."""
+    """The router pods: `modelfleet router --configmap <ns>/<name>-router`, with the admin token of the
+    Secret `<name>-router-admin` and, with spec.feedback, the key of its tokenSecret mounted read-only.
+    `admin_token`, when known, is only fingerprinted, with the rest of its Secret, on the Deployment's
+    metadata (not on its pods: a new token reaches them through the mounted Secret, without a restart)."""
     name = router_name(owner.name)
     object_labels = labels(owner.name, COMPONENT_ROUTER)
+    mounts: list[Manifest] = [
+        _TMP_MOUNT,
+        {"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True},
+    ]
+    volumes: list[Manifest] = [
+        _TMP_VOLUME,
+        _secret_volume("admin-token", router_admin_secret_name(owner.name), ADMIN_TOKEN_KEY),
+    ]
+    if spec.feedback is not None:
+        selector = spec.feedback.token_secret
+        mounts.append({"name": "feedback-token", "mountPath": FEEDBACK_TOKEN_DIR, "readOnly": True})
+        volumes.append(_secret_volume("feedback-token", selector.name, selector.key))
     container: Manifest = {
         "name": "router",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         # after SIGTERM the router serves on for the drain delay, closing each connection it answers,
         # while the endpoint of the terminating pod leaves every node's rules (clients lose nothing)
-        "args": ["router", "--configmap", f"{owner.namespace}/{name}", "--drain-delay", ROUTER_DRAIN_DELAY],
+        "args": [
+            "router",
+            "--configmap",
+            f"{owner.namespace}/{name}",
+            "--drain-delay",
+            ROUTER_DRAIN_DELAY,
+            "--admin-token-file",
+            ADMIN_TOKEN_FILE,
+        ],
         "ports": [
             {"name": "http", "containerPort": ROUTER_TRAFFIC_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
@@ -399,14 +470,19 @@ def build_router_deployment(
             "failureThreshold": 3,
         },
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [_TMP_MOUNT],
+        "volumeMounts": mounts,
     }
     if spec.router.resources is not None:
         container["resources"] = spec.router.resources.to_k8s()
+    metadata = _metadata(owner, name, object_labels)
+    if admin_token:
+        metadata["annotations"] = {
+            ADMIN_SECRET_ANNOTATION: fingerprint(build_router_admin_secret(owner, admin_token))
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, name, object_labels),
+        "metadata": metadata,
         "spec": {
             "replicas": spec.router.replicas,
             "revisionHistoryLimit": 2,
@@ -427,7 +503,7 @@ def build_router_deployment(
                     "securityContext": POD_SECURITY_CONTEXT,
                     "terminationGracePeriodSeconds": 15,
                     "containers": [container],
-                    "volumes": [_TMP_VOLUME],
+                    "volumes": volumes,
                 },
             },
         },
@@ -448,3 +524,105 @@ def build_router_service(owner: Owner) -> Manifest:
             ],
         },
     }
+
+
+# --- who may reach a router: its admin token, its NetworkPolicy -------------------------------------------
+
+
+def router_admin_token(key: bytes, owner: Owner) -> str:
+    """The admin token of a Deployment's routers: HMAC-SHA256 of its namespace, name and uid under the
+    operator's key, as 64 hex digits. The same key gives the same token at every reconcile and in every
+    operator process; a Deployment made again under the same name (a new uid) gets another one."""
+    if len(key) < 32:
+        raise ValueError("the router admin key must be at least 32 bytes")
+    message = "\0".join(("modelfleet router admin token", owner.namespace, owner.name, owner.uid))
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def fingerprint(manifest: Manifest) -> str:
+    """What may be shown of a manifest that holds a secret (an annotation): 16 hex digits of the SHA-256 of
+    its JSON, which tells one manifest from another and gives nothing of the secret away."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
+        :16
+    ]
+
+
+def build_router_admin_secret(owner: Owner, token: str) -> Manifest:
+    """The Secret `<name>-router-admin` holding the routers' admin token (key `token`), which the router
+    pods mount and the admin paths /predictions, /inputs, /feedback and /config ask for."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            owner, router_admin_secret_name(owner.name), labels(owner.name, COMPONENT_ROUTER)
+        ),
+        "type": "Opaque",
+        "data": {ADMIN_TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+@dataclass(frozen=True)
+class RouterAccess:
+    """Who may reach the router pods where the cluster enforces NetworkPolicies (the chart's
+    routerNetworkPolicy values). Peers are core NetworkPolicyPeer objects (podSelector,
+    namespaceSelector, ipBlock)."""
+
+    operator_namespace: str = "default"
+    """The namespace of the operator's pods, whose scrapes reach the admin port."""
+    admin_from: tuple[Mapping[str, Any], ...] = (PROMETHEUS_PEER,)
+    """Who else may reach the admin port (9090): /metrics for Prometheus; the paths that show user data
+    ask for the admin token whoever comes."""
+    traffic_from: tuple[Mapping[str, Any], ...] = ()
+    """Who may reach the traffic port (8080); empty: anyone, as without a NetworkPolicy."""
+    network_policy: bool = True
+    """Whether each Deployment's routers get a NetworkPolicy at all."""
+
+
+def build_router_network_policy(owner: Owner, access: RouterAccess) -> Manifest:
+    """The routers' NetworkPolicy: the traffic port from anyone (or `access.traffic_from`), the admin port
+    only from the operator's pods and `access.admin_from`. Enforced only by a network plugin that
+    implements NetworkPolicies; elsewhere the admin token is what protects the admin paths."""
+    operator: Manifest = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": access.operator_namespace}},
+        "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+    }
+    traffic: Manifest = {"ports": [{"protocol": "TCP", "port": ROUTER_TRAFFIC_PORT}]}
+    if access.traffic_from:
+        traffic["from"] = [copy.deepcopy(dict(peer)) for peer in access.traffic_from]
+    admin: Manifest = {
+        "ports": [{"protocol": "TCP", "port": ROUTER_ADMIN_PORT}],
+        "from": [operator, *(copy.deepcopy(dict(peer)) for peer in access.admin_from)],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, router_name(owner.name), labels(owner.name, COMPONENT_ROUTER)),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(owner.name, COMPONENT_ROUTER)},
+            "policyTypes": ["Ingress"],
+            "ingress": [traffic, admin],
+        },
+    }
+
+
+def peers(value: object, what: str) -> tuple[Mapping[str, Any], ...]:
+    """`value` as a list of NetworkPolicyPeer objects, or a ValueError naming `what` and the fault."""
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise ValueError(f"{what} must be a list of NetworkPolicy peers")
+    out: list[Mapping[str, Any]] = []
+    for index, peer in enumerate(value):
+        if not isinstance(peer, Mapping) or not peer:
+            raise ValueError(
+                f"{what}[{index}] must be a NetworkPolicy peer (podSelector, namespaceSelector, ipBlock)"
+            )
+        unknown = sorted(set(peer) - {"podSelector", "namespaceSelector", "ipBlock"})
+        if unknown:
+            raise ValueError(
+                f"{what}[{index}] has {', '.join(unknown)}: "
+                "a peer has podSelector, namespaceSelector or ipBlock"
+            )
+        for name, selector in peer.items():
+            if not isinstance(selector, Mapping):
+                raise ValueError(f"{what}[{index}].{name} must be an object")
+        out.append(peer)
+    return tuple(out)

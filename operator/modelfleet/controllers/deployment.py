@@ -15,6 +15,13 @@ change somebody else made to an owned object, and when the decision asks to come
 a pause ending, a deadline, a warm version expiring). Nothing that matters lives in memory: the status
 is the state machine.
 
+Each Deployment's routers also get the Secret `<name>-router-admin` with their admin token (derived from
+the operator's key, `modelfleet.controllers.adminkey`: the same at every reconcile, never read back) and a
+NetworkPolicy keeping their admin port to the operator and Prometheus. Neither is needed for a rollout: an
+API server that refuses them (RBAC not updated) is logged once and the reconcile goes on. Secrets are not
+watched (that would mean reading every Secret of the namespace), so a hand-deleted admin Secret is
+applied again when a router refuses the token (`restore_admin_secret`), or by the next operator process.
+
 `DeploymentController` is constructed with its router image, its clock and its loops; what it keeps in
 memory (`Applier`: what was applied; which objects each Deployment depends on) is a cache that one
 reconcile rebuilds. The operator builds it at start-up (`modelfleet.controllers.main`) and the kopf
@@ -46,10 +53,14 @@ from modelfleet.api import (
 from modelfleet.builders import (
     COMPONENT_MODEL,
     DEFAULT_ROUTER_IMAGE,
+    PROMETHEUS_PEER,
     Owner,
+    RouterAccess,
+    build_router_admin_secret,
     build_router_config,
     build_router_configmap,
     build_router_deployment,
+    build_router_network_policy,
     build_router_role,
     build_router_role_binding,
     build_router_service,
@@ -57,9 +68,13 @@ from modelfleet.builders import (
     build_version_deployment,
     build_version_service,
     endpoint,
+    peers,
+    router_admin_secret_name,
+    router_admin_token,
+    router_name,
 )
 from modelfleet.builders.artifacts import FetchSettings
-from modelfleet.controllers import events, kube
+from modelfleet.controllers import events, kube, leader
 from modelfleet.controllers.cache import Cache, Packed
 from modelfleet.controllers.loops import Gone, Key, Loops
 from modelfleet.registry import servability
@@ -139,6 +154,44 @@ def default_router_image() -> str:
     return os.environ.get(ROUTER_IMAGE_VARIABLE, "").strip() or DEFAULT_ROUTER_IMAGE
 
 
+NETWORK_POLICY_VARIABLE = "MODELFLEET_ROUTER_NETWORK_POLICY"
+
+
+def router_access_from_environment() -> RouterAccess:
+    """Who may reach the router pods, from the operator's environment (the chart sets it): the
+    operator's namespace (POD_NAMESPACE, else its service account's, else `default`) and
+    MODELFLEET_ROUTER_NETWORK_POLICY, the JSON of the chart's routerNetworkPolicy value, e.g.
+    `{"enabled": true, "adminFrom": [<NetworkPolicyPeer>...], "trafficFrom": []}` (unset: enabled, the
+    admin port open to Prometheus pods, the traffic port to anyone). A malformed value stops the
+    operator at start with the reason, rather than every reconcile."""
+    namespace = leader.default_namespace()
+    text = os.environ.get(NETWORK_POLICY_VARIABLE, "").strip()
+    if not text:
+        return RouterAccess(operator_namespace=namespace)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{NETWORK_POLICY_VARIABLE} is not JSON: {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{NETWORK_POLICY_VARIABLE} must be a JSON object with enabled, adminFrom, trafficFrom"
+        )
+    unknown = sorted(set(value) - {"enabled", "adminFrom", "trafficFrom"})
+    if unknown:
+        raise ValueError(
+            f"{NETWORK_POLICY_VARIABLE} has {', '.join(unknown)}: it takes enabled, adminFrom, trafficFrom"
+        )
+    enabled = value.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ValueError(f"{NETWORK_POLICY_VARIABLE}: enabled must be true or false")
+    return RouterAccess(
+        operator_namespace=namespace,
+        admin_from=peers(value.get("adminFrom", [dict(PROMETHEUS_PEER)]), "adminFrom"),
+        traffic_from=peers(value.get("trafficFrom", []), "trafficFrom"),
+        network_policy=enabled,
+    )
+
+
 # --- applying owned objects ------------------------------------------------------------------------
 
 ObjectKey = tuple[str, str, str]
@@ -207,6 +260,28 @@ class Applier:
         # apply: it must not stand for the live object at a later apply
         self.live.pop(key, None)
         self._remember_address(key, manifest, applied or {})
+
+    def apply_unwatched(self, manifest: kube.Obj, witness: kube.Obj) -> None:
+        """Apply an object of a kind the operator does not watch (a Secret: watching Secrets means reading
+        every Secret of the namespace), only when its manifest changed since its last apply.
+
+        After a restart nothing is known of it. It is then taken as applied when the live `witness` (a
+        watched object that the same reconcile applies after it, and whose manifest tells its content
+        apart, e.g. by a fingerprint) already holds the witness's manifest: the operator that applied the
+        witness had applied this object first. So a restart sends neither again. A deletion of the object
+        itself is not seen; `forget` it when somebody notices (a router refusing the admin token)."""
+        key = _manifest_key(manifest)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).digest()[:16]
+        known = self.applied.get(key)
+        if known is not None and known[0] == digest:
+            return
+        if known is None:
+            packed = self.live.get(_manifest_key(witness))
+            if packed is not None and live_matches(witness, packed.unpack()):
+                self.applied[key] = (digest, "")
+                return
+        self.send(manifest)
+        self.applied[key] = (digest, "")
 
     def _at_address(self, key: ObjectKey, manifest: kube.Obj, address: str) -> kube.Obj | None:
         """The Service created again at its old address; None when that address is not to be had.
@@ -327,12 +402,21 @@ class DeploymentController:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         loops: LoopsLike | None = None,
         fetch: FetchSettings | None = None,
+        admin_key: Callable[[], bytes | None] | None = None,
+        access: RouterAccess | None = None,
     ) -> None:
         self.cache = cache
         """Where every read comes from: the watch caches; the API server sees only writes."""
         self.router_image = router_image or default_router_image()
         self.fetch = fetch or fetch_settings_from_environment(self.router_image)
         """How artifact versions get their artifact (the fetch init container)."""
+        self.admin_key = admin_key or (lambda: None)
+        """The operator's key for the routers' admin tokens (`adminkey.AdminKey`); None while it cannot be
+        had: then no admin Secret is applied and the routers refuse their admin paths to everyone."""
+        self.access = access or router_access_from_environment()
+        """Who may reach the router pods: their NetworkPolicy."""
+        self.refused_writes: set[tuple[str, str, str]] = set()
+        """(namespace, Deployment, kind) of the optional owned objects the API server refused, logged once."""
         self.clock = clock
         self.loops: LoopsLike = loops or Loops("deployment", self.reconcile, resync=RESYNC_SECONDS)
         self.applier = Applier()
@@ -442,14 +526,23 @@ class DeploymentController:
         decision = decide(spec, status, observation, self.clock())
 
         # apply: 1. the owned objects: router, versions in play, the traffic split; the rest removed
+        key = self.admin_key()
+        admin_token = router_admin_token(key, owner) if key is not None else ""
+        router = build_router_deployment(owner, spec, self.router_image, admin_token)
         for manifest in (
             build_router_service_account(owner),
             build_router_role(owner),
             build_router_role_binding(owner),
             build_router_service(owner),
-            build_router_deployment(owner, spec, self.router_image),
         ):
             self.applier.apply(manifest)
+        if admin_token:  # before the router pods that mount it
+            self._apply_optional(
+                owner,
+                lambda: self.applier.apply_unwatched(build_router_admin_secret(owner, admin_token), router),
+            )
+        self.applier.apply(router)
+        self._router_network_policy(owner)
         ensured = {action.version: action.replicas for action in decision.of_type(EnsureVersion)}
         for version, replicas in ensured.items():
             server = servers.get(version)
@@ -528,6 +621,41 @@ class DeploymentController:
             return None
         return decision.requeue_after.total_seconds()
 
+    def _apply_optional(self, owner: Owner, apply: Callable[[], None], kind: str = "Secret") -> None:
+        """Apply an owned object the rollout does not need (the admin Secret, the NetworkPolicy): a refusal
+        (RBAC not updated with the chart, a policy the API server rejects) is logged once per Deployment,
+        and the reconcile goes on."""
+        try:
+            apply()
+        except (kube.ApiError, kube.Conflict, kube.NotFound) as error:
+            seen = (owner.namespace, owner.name, kind)
+            if seen not in self.refused_writes:
+                self.refused_writes.add(seen)
+                log.warning("%s/%s: router %s not applied: %s", owner.namespace, owner.name, kind, error)
+            return
+        self.refused_writes.discard((owner.namespace, owner.name, kind))
+
+    def _router_network_policy(self, owner: Owner) -> None:
+        """Apply the routers' NetworkPolicy, or, when the operator is told to make none, remove the one an
+        earlier run made (seen on the watch)."""
+        if self.access.network_policy:
+            policy = build_router_network_policy(owner, self.access)
+            self._apply_optional(owner, lambda: self.applier.apply(policy), "NetworkPolicy")
+            return
+        key = (owner.namespace, "networking.k8s.io/v1/NetworkPolicy", router_name(owner.name))
+        if key in self.applier.live or key in self.applier.applied:
+            kube.delete("networking.k8s.io/v1", "NetworkPolicy", owner.namespace, router_name(owner.name))
+            self.applier.forget(
+                owner.namespace, "networking.k8s.io/v1", "NetworkPolicy", router_name(owner.name)
+            )
+
+    def restore_admin_secret(self, namespace: str, name: str) -> None:
+        """A router of this Deployment refused the admin token (its Secret deleted or edited by hand, which
+        the operator does not watch): apply the Secret again at the next reconcile, now."""
+        self.applier.forget(namespace, "v1", "Secret", router_admin_secret_name(name))
+        if (namespace, name) in self.loops:
+            self.loops.wake(namespace, name)
+
     def _remove_out_of_play(
         self, namespace: str, name: str, owned: list[kube.Obj], running: set[str], addressed: frozenset[str]
     ) -> None:
@@ -561,6 +689,9 @@ class DeploymentController:
             self.interest.pop(key, None)
             self.written.pop(key, None)
             metrics.forget_deployment(namespace, name)
+            # garbage collection removes the admin Secret; no watch event says so (Secrets are not watched)
+            self.applier.forget(namespace, "v1", "Secret", router_admin_secret_name(name))
+            self.refused_writes -= {(namespace, name, kind) for kind in ("Secret", "NetworkPolicy")}
             return
         signature = deployment_signature(body)
         if self.seen.get(key) == signature and key in self.loops:
@@ -658,6 +789,7 @@ for _group, _version, _plural, _kind in (
     ("", "v1", "serviceaccounts", "ServiceAccount"),
     ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
 ):
     kopf.on.event(_group, _version, _plural, labels=_MANAGED)(
         _owned_object_event(f"{_group}/{_version}" if _group else _version, _kind)

@@ -34,6 +34,7 @@ PLURALS = {
     "ServiceAccount": "serviceaccounts",
     "Role": "roles",
     "RoleBinding": "rolebindings",
+    "NetworkPolicy": "networkpolicies",
     "Pod": "pods",
     "Secret": "secrets",
     "Event": "events",

@@ -80,6 +80,7 @@ OWNED_KINDS: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
     ("v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
     ("v1", "pods"),
 )
 """The kinds modelfleet does not define and watches only for its own objects."""
@@ -100,6 +101,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     # reads come from kopf's indexes (the watch caches), which kopf passes to every handler by name.
     # (A kopf run of some handler modules alone, the registry's say, builds none.)
     if set(HANDLER_MODULES) <= set(sys.modules):
+        from modelfleet.controllers import leader
+        from modelfleet.controllers.adminkey import AdminKey
         from modelfleet.controllers.cache import Cache
         from modelfleet.controllers.deployment import DeploymentController
         from modelfleet.controllers.mlflow import MlflowSync
@@ -107,9 +110,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
         from modelfleet.controllers.registry import RegistryController
 
         cache = Cache(kwargs)
-        memo.deployments = DeploymentController(cache)
+        # the key of the routers' admin tokens: the Deployment controller writes them, the router
+        # provider sends them; read once (made by the first operator), never a user's Secret
+        admin_key = AdminKey.from_environment(leader.default_namespace())
+        memo.deployments = DeploymentController(cache, admin_key=admin_key)
         memo.fetch = memo.deployments.fetch  # the registry's artifact checks fetch as the pods do
-        memo.monitors = MonitorController.default(cache, wake_deployment=memo.deployments.wake)
+        memo.monitors = MonitorController.default(
+            cache,
+            wake_deployment=memo.deployments.wake,
+            admin_key=admin_key,
+            admin_refused=memo.deployments.restore_admin_secret,
+        )
         memo.registry = RegistryController()
         memo.mlflow = MlflowSync(publish=memo.registry.publish_source, model_version=cache.model_version)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.modelfleet.io")

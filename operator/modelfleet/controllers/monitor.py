@@ -30,6 +30,7 @@ from modelfleet import metrics
 from modelfleet.analysis import assess, monitor_status, overall_verdict, summarize
 from modelfleet.api import Deployment, InvalidResourceError, Monitor
 from modelfleet.api.monitor import MonitorStatus, Verdict
+from modelfleet.builders import Owner, router_admin_token
 from modelfleet.controllers import kube
 from modelfleet.controllers.cache import Cache
 from modelfleet.controllers.loops import Gone, Key, Loops
@@ -77,14 +78,31 @@ class MonitorController:
         """What of each Monitor last woke its loop (uid, generation): its own status writes do not."""
 
     @classmethod
-    def default(cls, cache: Cache, wake_deployment: Callable[[str, str], None]) -> MonitorController:
-        """The router-metrics and Prometheus providers, sharing one HTTP client."""
+    def default(
+        cls,
+        cache: Cache,
+        wake_deployment: Callable[[str, str], None],
+        admin_key: Callable[[], bytes | None] | None = None,
+        admin_refused: Callable[[str, str], None] | None = None,
+    ) -> MonitorController:
+        """The router-metrics and Prometheus providers, sharing one HTTP client. With `admin_key` (the
+        operator's `AdminKey`) the router scrapes send each Deployment's admin token, derived, never read
+        from its Secret; `admin_refused` hears of routers that refused it."""
 
         async def router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
             return running_pods(cache.router_pods(namespace, deployment))
 
+        async def admin_token(target: Target) -> str | None:
+            if admin_key is None or not target.uid:
+                return None
+            key = await kube.run(admin_key)  # read once per process, then kept
+            if key is None:
+                return None
+            return router_admin_token(key, Owner(target.deployment, target.namespace, target.uid))
+
         http = Http()
-        return cls(cache, [RouterMetrics(router_pods, http), Prometheus(http)], wake_deployment)
+        routers = RouterMetrics(router_pods, http, admin_token=admin_token, refused=admin_refused)
+        return cls(cache, [routers, Prometheus(http)], wake_deployment)
 
     async def stop(self) -> None:
         await self.loops.stop_all()
@@ -136,7 +154,9 @@ class MonitorController:
         except InvalidResourceError as error:
             return await idle(str(error), "DeploymentInvalid")
         served = deployment.status
-        target = Target.of(key, spec.deployment, served.stable_version, served.canary_version)
+        target = Target.of(
+            key, spec.deployment, served.stable_version, served.canary_version, deployment.metadata.uid
+        )
         if target is None:
             return await idle(f"Deployment {spec.deployment} serves no version yet", "NothingToMeasure")
         version = target.version

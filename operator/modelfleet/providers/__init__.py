@@ -7,8 +7,9 @@ into one Window, which the pure `assess` judges. Providers talk to the outside w
 Prometheus, and the ones to come: gateway metrics, ground truth); the pure layer never imports them.
 
 - `router.RouterMetrics`: errorRate, latency, fallbackRate, predictionDrift, from the router pods'
-  /metrics and /predictions, as counter deltas between two scrapes; during a rollout also the stable
-  version's traffic in the same window, which ratio bounds (minRatioToStable, maxRatioToStable) need.
+  /metrics and /predictions (the latter with the Deployment's router admin token), as counter deltas
+  between two scrapes; during a rollout also the stable version's traffic in the same window, which
+  ratio bounds (minRatioToStable, maxRatioToStable) need.
 - `prometheus.Prometheus`: `type: prometheus`, a PromQL query against a real Prometheus.
 
 No provider measures the sampled metrics (dataDrift, accuracy, meanAbsoluteError) yet: they are judged
@@ -46,15 +47,17 @@ class Target:
     """The version under judgement: the canary during a rollout, else the stable version."""
     reference: str | None = None
     """The version to compare it with (the stable version during a rollout), else None."""
+    uid: str = ""
+    """The Deployment's uid: with its namespace and name, what its routers' admin token is derived from."""
 
     @classmethod
-    def of(cls, monitor: Key, deployment: str, stable: str, canary: str) -> Target | None:
+    def of(cls, monitor: Key, deployment: str, stable: str, canary: str, uid: str = "") -> Target | None:
         """What a Monitor of `deployment` measures now: the canary during a rollout, compared with the
         stable version; else the stable version alone. None while no version serves."""
         version = canary or stable
         if not version:
             return None
-        return cls(monitor, monitor[0], deployment, version, stable if canary and stable else None)
+        return cls(monitor, monitor[0], deployment, version, stable if canary and stable else None, uid)
 
 
 @dataclass(frozen=True)

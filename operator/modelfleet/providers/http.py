@@ -9,6 +9,14 @@ import aiohttp
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
+class HttpStatusError(RuntimeError):
+    """An answer other than 200; `status` is its HTTP status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 class Http:
     """A lazily opened aiohttp session; `close` releases it (it opens again on the next call)."""
 
@@ -24,11 +32,14 @@ class Http:
             )
         return self._session
 
-    async def get_bytes(self, url: str, seconds: float) -> bytes:
-        """The body of a 200 answer; RuntimeError for another status or an answer over 8 MiB."""
-        async with self.session().get(url, timeout=aiohttp.ClientTimeout(total=seconds)) as response:
+    async def get_bytes(self, url: str, seconds: float, headers: dict[str, str] | None = None) -> bytes:
+        """The body of a 200 answer; HttpStatusError (a RuntimeError) for another status, RuntimeError for
+        an answer over 8 MiB."""
+        async with self.session().get(
+            url, timeout=aiohttp.ClientTimeout(total=seconds), headers=headers
+        ) as response:
             if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}")
+                raise HttpStatusError(response.status)
             # read(n) returns what has arrived, up to n bytes: read to the end, chunk by chunk
             chunks: list[bytes] = []
             size = 0

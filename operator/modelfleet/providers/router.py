@@ -8,30 +8,59 @@ compared with the previous scrape of the same Monitor, kept here; losing it (an 
 one window, taken as the new baseline. Pods that do not answer leave the window partial, judged on the
 pods that did; no pod answering is an Error; no router pod running yet is nothing to measure
 (Inconclusive), never an Error.
+
+/metrics is open; /predictions (and /inputs, /feedback) ask for the Deployment's router admin token,
+which `admin_token` gives (derived from the operator's key, never read from the Secret). A router that
+refuses it (401, 403, or 503 while it cannot read its token file: the Secret deleted or edited by hand)
+gives no prediction samples; `refused` is told, so that the Secret is applied again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
 from modelfleet.analysis import ExpositionError, Scrape, VersionTraffic, parse_exposition, window_traffic
 from modelfleet.analysis.assessment import TRAFFIC_METRICS
 from modelfleet.api.monitor import Metric
-from modelfleet.builders import ROUTER_ADMIN_PORT
+from modelfleet.builders import ROUTER_ADMIN_PORT, router_admin_secret_name
 from modelfleet.providers import Key, Reading, Target
-from modelfleet.providers.http import Http
+from modelfleet.providers.http import Http, HttpStatusError
+
+log = logging.getLogger("modelfleet.providers.router")
 
 SCRAPE_TIMEOUT = 2.0
 NO_ROUTERS = "no router pod is running yet: nothing to measure"
+REFUSALS = frozenset({401, 403, 503})
+"""Answers of a router that did not take the admin token: none, another one, or none it can read."""
 
 Pods = Callable[[str, str], Awaitable[list[tuple[str, str]]]]
 """(namespace, deployment) -> (name, IP) of its running router pods."""
+AdminToken = Callable[[Target], Awaitable[str | None]]
+"""The admin token of the target Deployment's routers, or None while it is not known."""
+Refused = Callable[[str, str], None]
+"""(namespace, deployment): one of its routers refused the admin token."""
+
+
+class Scraped(NamedTuple):
+    """What one scrape of a Deployment's router pods gave."""
+
+    scrape: Scrape | None
+    """The /metrics of the pods that answered; None when none did (or none runs)."""
+    predictions: dict[str, list[Any]]
+    """Prediction samples by version, from every pod that showed them."""
+    error: str
+    """Why no pod answered, when none did."""
+    partial: str
+    """Which pods did not answer, when some did."""
+    refused: tuple[str, ...] = ()
+    """`pod: HTTP <status>` of the pods that refused the admin token for /predictions."""
 
 
 def running_pods(pods: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -49,34 +78,48 @@ def running_pods(pods: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 
 async def scrape_routers(
-    http: Http, pods: list[tuple[str, str]], now: datetime, port: int = ROUTER_ADMIN_PORT
-) -> tuple[Scrape | None, dict[str, list[Any]], str, str]:
-    """Every router pod's /metrics and /predictions: (scrape, predictions by version, error text, partial
-    text). The scrape holds the pods that answered; `partial` names those that did not. Only when no pod
-    answered is there no scrape, and the error says why. No pod to scrape gives neither: no scrape, no
-    error (nothing runs yet)."""
+    http: Http,
+    pods: list[tuple[str, str]],
+    now: datetime,
+    port: int = ROUTER_ADMIN_PORT,
+    token: str | None = None,
+) -> Scraped:
+    """Every router pod's /metrics and /predictions (the latter with `Authorization: Bearer <token>`
+    when a token is given). The scrape holds the pods that answered /metrics; `partial` names those that
+    did not. Only when no pod answered is there no scrape, and the error says why. No pod to scrape
+    gives neither: no scrape, no error (nothing runs yet). A pod that refuses the token for
+    /predictions still counts for the traffic metrics, and is named in `refused`."""
     if not pods:
-        return None, {}, "", ""
+        return Scraped(None, {}, "", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
 
-    async def one(pod: str, ip: str) -> tuple[str, str, Any]:
+    async def one(pod: str, ip: str) -> tuple[str, str, Any, int]:
         host = f"[{ip}]" if ":" in ip else ip
         text = (await http.get_bytes(f"http://{host}:{port}/metrics", SCRAPE_TIMEOUT)).decode()
+        refused = 0
         try:
-            predictions = (await http.get_bytes(f"http://{host}:{port}/predictions", SCRAPE_TIMEOUT)).decode()
-        except (aiohttp.ClientError, TimeoutError, RuntimeError):
+            answer = await http.get_bytes(f"http://{host}:{port}/predictions", SCRAPE_TIMEOUT, headers)
+            predictions = answer.decode()
+        except HttpStatusError as error:
             predictions = "{}"  # drift only: its metric says so when samples are missing
-        return pod, text, predictions
+            refused = error.status if error.status in REFUSALS else 0
+        except (aiohttp.ClientError, TimeoutError, RuntimeError):
+            predictions = "{}"
+        return pod, text, predictions, refused
 
     results = await asyncio.gather(*(one(pod, ip) for pod, ip in pods), return_exceptions=True)
     samples = {}
     predictions: dict[str, list[Any]] = {}
     failures: list[str] = []
+    refusals: list[str] = []
     for (pod, ip), result in zip(pods, results, strict=True):
         if isinstance(result, BaseException):
             why = str(result) or type(result).__name__
             failures.append(f"scrape of router pod {pod} ({ip}:{port}) failed: {why}")
             continue
-        _, text, prediction_text = result
+        _, text, prediction_text, refused = result
+        if refused:
+            refusals.append(f"{pod}: HTTP {refused}")
         try:
             samples[pod] = parse_exposition(text)
         except ExpositionError as error:
@@ -91,20 +134,31 @@ async def scrape_routers(
                 if isinstance(values, list):
                     predictions.setdefault(str(version), []).extend(values)
     if not samples:
-        return None, {}, "; ".join(failures)[:512], ""
+        return Scraped(None, {}, "; ".join(failures)[:512], "", tuple(refusals))
     partial = ""
     if failures:
         partial = f"{len(samples)} of {len(pods)} router pods answered; " + "; ".join(failures)
-    return Scrape(now, samples), predictions, "", partial[:1024]
+    return Scraped(Scrape(now, samples), predictions, "", partial[:1024], tuple(refusals))
 
 
 class RouterMetrics:
     """The provider of the router-based metric types."""
 
-    def __init__(self, pods: Pods, http: Http, port: int = ROUTER_ADMIN_PORT) -> None:
+    def __init__(
+        self,
+        pods: Pods,
+        http: Http,
+        port: int = ROUTER_ADMIN_PORT,
+        admin_token: AdminToken | None = None,
+        refused: Refused | None = None,
+    ) -> None:
         self.pods = pods
         self.http = http
         self.port = port
+        self.admin_token = admin_token
+        """Gives the routers' admin token for /predictions; None: none is sent (a router without one)."""
+        self.refused = refused
+        """Told when a router refused the admin token it was sent."""
         self._previous: dict[Key, Scrape] = {}
         """The last scrape of each Monitor's router pods: the start of its next window."""
 
@@ -113,7 +167,21 @@ class RouterMetrics:
 
     async def measure(self, target: Target, metrics: Sequence[Metric], now: datetime) -> Reading:
         pods = await self.pods(target.namespace, target.deployment)
-        scrape, predictions, error, partial = await scrape_routers(self.http, pods, now, self.port)
+        token = await self.admin_token(target) if self.admin_token is not None and pods else None
+        scrape, predictions, error, partial, refusals = await scrape_routers(
+            self.http, pods, now, self.port, token
+        )
+        if refusals and token:
+            log.warning(
+                "%s/%s: router pods refused the admin token for /predictions (%s): the Secret %s is applied "
+                "again; no prediction samples from them meanwhile",
+                target.namespace,
+                target.deployment,
+                ", ".join(refusals),
+                router_admin_secret_name(target.deployment),
+            )
+            if self.refused is not None:
+                self.refused(target.namespace, target.deployment)
         pending = NO_ROUTERS if not pods else ""
         traffic: VersionTraffic | None = None
         stable: VersionTraffic | None = None

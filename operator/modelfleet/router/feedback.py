@@ -21,15 +21,13 @@ outcome is counted in `modelfleet_router_feedback_total{outcome}`; each is answe
 whatever the body holds.
 
 The token is read from `tokenFile` (the Deployment's `spec.feedback.tokenSecret`, mounted), at most once a
-second, so a rotated Secret takes effect without a restart; it is compared in constant time.
+second, so a rotated Secret takes effect without a restart; it is compared in constant time
+(`modelfleet.router.auth`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -38,11 +36,10 @@ from typing import Any
 
 from modelfleet.api.routerconfig import RouterConfig
 from modelfleet.httpcore import Request, Response
+from modelfleet.router.auth import TokenFile, check
 from modelfleet.router.metrics import CounterChild, RouterMetrics
 from modelfleet.router.predictions import MAX_VALUES_PER_RESPONSE, Scalar, extract
 from modelfleet.router.requestid import REQUEST_ID_HEADER, sane
-
-log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 """Answers longer than this are not remembered (a label for them is unknown)."""
@@ -50,7 +47,6 @@ MAX_BYTES = 16 * 1024 * 1024
 """The bodies one router remembers, in all."""
 MAX_FEEDBACK_BODY = 64 * 1024
 MAX_LABEL_TEXT = 1024
-TOKEN_REREAD = 1.0
 
 OUTCOMES = (
     "joined",
@@ -223,48 +219,6 @@ class VersionFeedback:
         }
 
 
-class TokenFile:
-    """The bearer token in a file, re-read at most every `reread` seconds; None while it cannot be read or
-    is empty (then no label is accepted)."""
-
-    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic, reread: float = TOKEN_REREAD):
-        self.path = path
-        self.reread = reread
-        self._clock = clock
-        self._read_at: float | None = None
-        self._digest: bytes | None = None
-        self._problem = ""
-
-    def digest(self) -> bytes | None:
-        """The SHA-256 of the token (what is compared), or None."""
-        now = self._clock()
-        if self._read_at is None or now - self._read_at >= self.reread:
-            self._read_at = now
-            self._digest = self._read()
-        return self._digest
-
-    def _read(self) -> bytes | None:
-        try:
-            with open(self.path, "rb") as file:
-                token = file.read(64 * 1024).strip()
-        except OSError as error:
-            return self._unusable(f"cannot be read: {error.strerror or error}")
-        if not token:
-            return self._unusable("is empty")
-        if self._problem:
-            log.info("feedback token file %s can be read again", self.path)
-            self._problem = ""
-        return hashlib.sha256(token).digest()
-
-    def _unusable(self, problem: str) -> bytes | None:
-        if problem != self._problem:
-            log.error(
-                "feedback token file %s %s: no label is accepted until it can be read", self.path, problem
-            )
-            self._problem = problem
-        return None
-
-
 class _Refusal(Exception):
     def __init__(self, outcome: str, status: int, message: str, headers: bytes = b"") -> None:
         super().__init__(message)
@@ -391,25 +345,22 @@ class Feedback:
         )
 
     def _authorize(self, request: Request, token: TokenFile) -> None:
-        value = request.header(b"authorization")
-        scheme, _, credentials = (value or b"").strip().partition(b" ")
-        credentials = credentials.strip()
-        if value is None or scheme.lower() != b"bearer" or not credentials:
+        verdict = check(request, token)
+        if verdict == "unauthorized":
             raise _Refusal(
                 "unauthorized",
                 401,
                 "feedback needs Authorization: Bearer <token> (the deployment's spec.feedback.tokenSecret)",
                 _CHALLENGE,
             )
-        expected = token.digest()
-        if expected is None:
+        if verdict == "unavailable":
             raise _Refusal(
                 "unavailable",
                 503,
                 "the router cannot read its feedback token; try again later",
                 b"retry-after: 1\r\n",
             )
-        if not hmac.compare_digest(hashlib.sha256(credentials).digest(), expected):
+        if verdict == "forbidden":
             raise _Refusal("forbidden", 403, "the bearer token is not this deployment's feedback token")
 
     # -- for the operator -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from modelfleet.api.routerconfig import parse_duration
 from modelfleet.clihelp import DefaultsHelpFormatter
 from modelfleet.httpcore import HTTPServer, Limits
 from modelfleet.router.admin import admin_handler
+from modelfleet.router.auth import TokenFile
 from modelfleet.router.configsource import ConfigMapSource, FileSource, KubeAPI
 from modelfleet.router.metrics import RouterMetrics
 from modelfleet.router.proxy import SERVED_BY_ROUTER, Router
@@ -139,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="requests per second and version read for input samples (0: all)",
     )
+    parser.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="bearer token that the admin paths /predictions, /inputs, /feedback and /config ask for, "
+        "re-read at most once a second (the operator mounts the Secret <deployment>-router-admin); "
+        "without it they answer anyone",
+    )
     parser.add_argument("--config-poll", type=duration, default="200ms", help="how often --config is checked")
     kube = parser.add_argument_group("kubernetes (with --configmap)")
     kube.add_argument(
@@ -208,8 +216,17 @@ async def serve(args: argparse.Namespace, limits: Limits) -> int:
 
     traffic = HTTPServer(router.handle, limits, "router", extra_headers=SERVED_BY_ROUTER, on_reject=rejected)
     stopping = asyncio.Event()
+    admin_token: TokenFile | None = None
+    if args.admin_token_file:
+        admin_token = TokenFile(args.admin_token_file, what="admin token")
+        admin_token.digest()  # says at once in the log when it cannot be read
+    else:
+        log.warning(
+            "no --admin-token-file: the admin port shows /predictions, /inputs, /feedback and /config "
+            "to anyone who reaches it"
+        )
     admin = HTTPServer(
-        admin_handler(router, lambda: not stopping.is_set()), Limits(max_concurrency=64), "admin"
+        admin_handler(router, lambda: not stopping.is_set(), admin_token), Limits(max_concurrency=64), "admin"
     )
 
     background: list[asyncio.Task[None]] = []

@@ -270,6 +270,12 @@ class RouterMetrics:
             "mismatch, unauthorized, forbidden, disabled, unavailable).",
             ("deployment", "outcome"),
         )
+        self.admin_refused = Counter(
+            "modelfleet_router_admin_refused_total",
+            "Requests for the admin paths that show user data (/predictions, /inputs, /feedback, /config) "
+            "refused: 401 without a bearer token, 403 with another, 503 while the token file cannot be read.",
+            ("deployment", "code"),
+        )
         self.labels = Counter(
             "modelfleet_feedback_labels_total",
             "Served predictions joined with their true label (each value of a batch counts).",
@@ -309,6 +315,7 @@ class RouterMetrics:
             self.rejected,
             self.config_loads,
             self.feedback,
+            self.admin_refused,
             self.labels,
             self.correct,
             self.numeric_labels,
