@@ -238,7 +238,7 @@ class SampledMetrics:
             state.started = True
             return {}, {}, True
         measured = [target.version] + ([target.reference] if theirs and target.reference else [])
-        state.versions = {v: state.versions.get(v) or LabelHistory() for v in measured}
+        state.versions = {v: state.versions[v] if v in state.versions else LabelHistory() for v in measured}
         for version in measured:
             state.versions[version].add(start, total(added, version))
         note = ""
