@@ -342,13 +342,17 @@ def test_model_is_served_through_the_installed_operator(cluster: Cluster, releas
     assert "forbidden" not in log.lower(), "the operator was refused an API call: RBAC misses a verb"
 
 
-def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None) -> bool:
+def can_i(
+    cluster: Cluster, account: str, verb: str, resource: str, namespace: str | None, name: str = ""
+) -> bool:
     """The API server's own authorizer answers (SubjectAccessReview through kubectl auth can-i).
-    `resource` may name a subresource, `pods/exec` (kubectl would read `TYPE/NAME` as an object)."""
+    `resource` may name a subresource, `pods/exec` (kubectl would read `TYPE/NAME` as an object);
+    `name` asks about one object of that resource."""
     where = ["-n", namespace] if namespace else ["--all-namespaces"]
     kind, _, subresource = resource.partition("/")
     sub = [f"--subresource={subresource}"] if subresource else []
-    result = cluster.kubectl("auth", "can-i", verb, kind, *sub, f"--as={account}", *where, check=False)
+    target = f"{kind}/{name}" if name else kind
+    result = cluster.kubectl("auth", "can-i", verb, target, *sub, f"--as={account}", *where, check=False)
     answer = result.stdout.strip()
     assert answer in ("yes", "no"), f"kubectl auth can-i answered {answer!r}: {result.stderr}"
     return answer == "yes"
@@ -358,8 +362,9 @@ def test_the_installed_operator_reads_no_secret_and_may_only_make_and_remove_pod
     cluster: Cluster, release: Release
 ) -> None:
     """Least privilege, as the API server enforces it: an artifact check that needs credentials runs as a
-    pod in the version's namespace with the Secret mounted, so the operator never reads a Secret, nor
-    changes or execs into a pod it did not make."""
+    pod in the version's namespace with the Secret mounted, so the operator never reads a Secret but its
+    own router admin key (by name), nor changes or execs into a pod it did not make. It may create the
+    routers' admin Secrets, whose tokens it derives from that key, never reading them back."""
     release.install()
     ns = release.namespace
     deployment = cluster.get("deployment", release.fullname, ns)
@@ -375,7 +380,8 @@ def test_the_installed_operator_reads_no_secret_and_may_only_make_and_remove_pod
         ("create", "pods/exec", ns),
         ("get", "pods/log", ns),  # a check reports through its termination message, not its log
         ("create", "pods", "default"),  # a namespace it does not watch
-        ("create", "secrets", ns),
+        ("create", "secrets", "default"),
+        ("get", "secrets", ns, "iris-credentials"),  # a Secret of a user, by name
     ]
     allowed = [
         ("create", "pods", ns),
@@ -383,6 +389,8 @@ def test_the_installed_operator_reads_no_secret_and_may_only_make_and_remove_pod
         ("list", "pods", ns),
         ("patch", "modelversions.modelfleet.io/status", ns),
         ("patch", "deployments.apps", ns),
+        ("create", "secrets", ns),  # the routers' admin Secrets
+        ("get", "secrets", ns, "modelfleet-router-admin-key"),  # its own key, in its own namespace
     ]
     granted = [case for case in denied if can_i(cluster, account, *case)]
     assert granted == [], f"the operator's account may {granted}"
