@@ -221,7 +221,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     (
         "Monitor",
         {"deployment": "d", "metrics": [{"name": "e", "type": "errorRate"}]},
-        "a metric needs min or max",
+        "a metric needs min, max, minRatioToStable or maxRatioToStable",
     ),
     (
         "Monitor",

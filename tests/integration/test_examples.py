@@ -23,8 +23,8 @@ def documents(path: Path) -> list[dict[str, Any]]:
 def test_every_kind_and_metric_type_has_an_example() -> None:
     docs = [d for path in EXAMPLES for d in documents(path)]
     assert {d["kind"] for d in docs} == set(MODELS)
-    (monitor,) = [d for d in docs if d["kind"] == "Monitor"]
-    assert {m["type"] for m in monitor["spec"]["metrics"]} == {t.value for t in MetricType}
+    monitors = [d for d in docs if d["kind"] == "Monitor"]
+    assert {m["type"] for d in monitors for m in d["spec"]["metrics"]} == {t.value for t in MetricType}
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["spec"]["strategy"]["canary"]["steps"]
     assert deployment["spec"]["fallback"]["response"]
