@@ -41,7 +41,6 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -59,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.append(str(ROOT / "tests"))  # tests/support: the store, the operator process, the cluster
 
-from bench.runs import BenchNamespace, interrupt, single_run  # noqa: E402
+from bench.runs import BenchNamespace, interrupt, machine, single_run  # noqa: E402
 from modelfleet.fetch.digest import digest_path  # noqa: E402
 from modelfleet.fetch.main import parse_size  # noqa: E402
 from modelfleet.fetch.report import Report, parse_report  # noqa: E402
@@ -707,14 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "benchmark": "artifacts",
         "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "kubernetes": cluster.server_version(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine(load_before, kubernetes=cluster.server_version()),
         "settings": {
             "sizes": args.sizes,
             "big": args.big,

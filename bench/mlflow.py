@@ -41,7 +41,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -56,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.append(str(ROOT / "tests"))  # tests/support: the store, MLflow, the operator, the load
 
-from bench.runs import BenchNamespace, interrupt, single_run  # noqa: E402
+from bench.runs import BenchNamespace, interrupt, machine, single_run  # noqa: E402
 from modelfleet.analysis.exposition import parse_exposition  # noqa: E402
 from support.cluster import Cluster, find_cluster  # noqa: E402
 from support.iris_artifacts import train  # noqa: E402
@@ -584,15 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "benchmark": "mlflow",
         "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "kubernetes": cluster.server_version(),
-            "mlflow": mlflow.__version__,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine(load_before, kubernetes=cluster.server_version(), mlflow=mlflow.__version__),
         "settings": {
             "versions": args.versions,
             "rounds": args.rounds,

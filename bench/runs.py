@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import platform
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,19 @@ def single_run(name: str) -> Iterator[None]:
         except BlockingIOError:
             raise SystemExit(f"another {name} benchmark is running on this machine") from None
         yield
+
+
+def machine(load_before: tuple[float, float, float], **more: object) -> dict[str, object]:
+    """The report's `machine`: this host, what `more` adds (the cluster's version, say), and the load
+    average before the run (`load_before`, taken at its start) and now."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **more,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
 
 
 def interrupt(signum: int, frame: FrameType | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import tempfile
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from bench.operator_scale.phases import (
 from bench.operator_scale.report import log_counts, markdown, summarize
 from bench.operator_scale.watch import StatusWatch
 from bench.operator_scale.webhook import PodlessWebhook
-from bench.runs import BenchNamespace, interrupt, single_run
+from bench.runs import BenchNamespace, interrupt, machine, single_run
 from support.operator import OperatorProcess
 
 RESULTS = ROOT / "bench" / "results"
@@ -194,14 +193,7 @@ def run(
     return {
         "benchmark": "operator",
         "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "kubernetes": cluster.server_version(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine(load_before, kubernetes=cluster.server_version()),
         "settings": {
             "count": args.count,
             "serving": args.serving,

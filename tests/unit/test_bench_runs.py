@@ -4,6 +4,7 @@ against a scripted kubectl (the benchmark's plumbing: what it asks and what it s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds `bench`
 
-from bench.runs import BENCH_LABEL, BenchNamespace, interrupt, single_run
+from bench.runs import BENCH_LABEL, BenchNamespace, interrupt, machine, single_run
 
 from support.cluster import Cluster, KubectlError
 
@@ -210,3 +211,12 @@ def test_one_run_of_a_benchmark_at_a_time(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_sigterm_ends_a_run_as_ctrl_c_does() -> None:
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         interrupt(15, None)
+
+
+def test_the_machine_block_names_the_host_what_is_added_and_the_load_before_and_after() -> None:
+    block = machine((1.0, 2.0, 3.0), kubernetes="v1.34.4")
+    assert block["kubernetes"] == "v1.34.4"
+    assert block["load_average_before"] == (1.0, 2.0, 3.0)
+    assert len(block["load_average_after"]) == 3  # type: ignore[arg-type]
+    assert block["cpus"] == os.cpu_count()
+    assert list(block)[:3] == ["cpus", "python", "platform"]
