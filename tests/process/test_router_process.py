@@ -124,6 +124,71 @@ def test_a_failing_stable_is_covered_by_the_warm_previous_version(
     assert metric(text, "modelfleet_circuit_open", version="iris-v2") == 1
 
 
+def test_the_fallback_version_covers_a_failing_stable_and_takes_all_its_traffic_while_active(
+    config_file: Path,
+    started_routers: list[Process],
+    stable_server: Process,
+    failing_server: Process,
+    shifted_server: Process,
+) -> None:
+    """Given a stable version that answers every request with 500 and a fallback version, when 300
+    requests go through, then the fallback version answers them all. Given then a stable version that
+    answers but drifts, with the fallback active, when 300 more go through, then the fallback version
+    still answers them all (degraded), stable gets a copy of each whose answers only the metrics and the
+    prediction sample see; released, stable answers again."""
+    write_config(
+        config_file,
+        [("iris-v2", failing_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+    )
+    proxy = start(started_routers, "--config", str(config_file), "--prediction-samples", "100")
+    tally = asyncio.run(load(proxy.port, requests=300, concurrency=8))
+
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 300}
+    assert dict(tally.served_by) == {"iris-rules": 300}
+    assert set(tally.fallbacks) == {"retry_on_fallback", "circuit_open"}
+    text = get_text(proxy.admin_port, "/metrics")
+    retried = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="retry_on_fallback")
+    assert retried == tally.fallbacks["retry_on_fallback"] >= 20  # until stable's circuit opens
+    assert metric(text, "modelfleet_requests_total", version="iris-v2", code="500") == retried
+    assert metric(text, "modelfleet_requests_total", version="iris-rules", code="200") == 300
+
+    write_config(
+        config_file,
+        [("iris-v3", shifted_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+        fallback={"active": True},
+    )
+    wait_until(lambda: get_json(proxy.admin_port, "/config")["fallback"]["active"] is True, 2)
+    tally = asyncio.run(load(proxy.port, requests=300, concurrency=8))
+
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 300}
+    assert dict(tally.served_by) == {"iris-rules": 300}
+    assert dict(tally.fallbacks) == {"degraded": 300}
+
+    def copies() -> float:
+        text = get_text(proxy.admin_port, "/metrics")
+        return metric(text, "modelfleet_requests_total", version="iris-v3", code="200")
+
+    wait_until(lambda: copies() == 300, 5)
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_mirrored_requests_total", version="iris-v3") == 300
+    assert metric(text, "modelfleet_fallbacks_total", version="iris-v3", reason="degraded") == 300
+    assert metric(text, "modelfleet_requests_total", version="iris-rules", code="200") == 600
+    samples = get_json(proxy.admin_port, "/predictions")
+    assert set(samples["iris-rules"]) == {0, 2}  # what clients got: setosa and virginica
+    assert set(samples["iris-v3"]) == {1, 0}  # what stable answered the copies: shifted, seen by no client
+
+    write_config(
+        config_file,
+        [("iris-v3", shifted_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+    )
+    wait_until(lambda: get_json(proxy.admin_port, "/config")["fallback"]["active"] is False, 2)
+    tally = asyncio.run(load(proxy.port, requests=50, concurrency=4))
+    assert dict(tally.served_by) == {"iris-v3": 50}
+    assert tally.fallbacks == {}
+
+
 def test_weights_change_under_load_within_a_second_and_no_request_fails(
     config_file: Path, started_routers: list[Process], stable_server: Process, shifted_server: Process
 ) -> None:

@@ -223,18 +223,141 @@ def test_router_config_splits_by_weight_and_carries_the_fallback() -> None:
     assert RouterConfig.model_validate(json.loads(data)) == config
 
 
-def test_a_fallback_version_is_left_out_of_the_router_config_until_the_router_serves_it() -> None:
-    spec = DeploymentSpec.model_validate(
-        {"model": "iris", "version": "iris-v2", "fallback": {"version": "iris-heuristic", "timeout": "1s"}}
-    )
+HEURISTIC = ModelVersionSpec.model_validate(
+    {"model": "iris", "version": "0", "image": "localhost/iris-rules:1", "protocol": "v1"}
+)
+FALLBACK_SPEC = DeploymentSpec.model_validate(
+    {
+        "model": "iris",
+        "version": "iris-v2",
+        "fallback": {"version": "iris-rules", "timeout": "1s", "response": {"body": "{}"}},
+    }
+)
 
+
+def test_the_fallback_version_is_the_router_configs_last_version_at_weight_zero() -> None:
+    """Given spec.fallback.version, when the router config is built for a split with a warm previous
+    version, then the fallback version follows it with role fallback and weight 0, the rest of
+    spec.fallback is the router's fallback, and the fallback is not active."""
     config = build_router_config(
-        OWNER, spec, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v1": V1, "iris-v2": V2, "iris-v0": V1, "iris-rules": HEURISTIC},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        previous="iris-v0",
+        fallback="iris-rules",
     )
 
-    assert [v.name for v in config.versions] == ["iris-v1"]
-    assert "version" not in config.fallback.to_k8s()
+    assert [(v.name, v.weight, v.role, v.protocol) for v in config.versions] == [
+        ("iris-v2", 100, "stable", "v2"),
+        ("iris-v0", 0, "previous", "v2"),
+        ("iris-rules", 0, "fallback", "v1"),
+    ]
+    assert config.versions[2].url == "http://iris-iris-rules.ml.svc:8080"
     assert config.fallback.timeout == 1.0
+    assert config.fallback.active is False
+    assert config.fallback.response is not None
+    assert config.fallback.response.body == "{}"
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert "version" not in data["fallback"]
+    assert RouterConfig.model_validate(data) == config
+
+
+def test_an_active_fallback_keeps_the_split_and_says_so() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v1": V1, "iris-v2": V2, "iris-rules": HEURISTIC},
+        stable="iris-v1",
+        canary="iris-v2",
+        canary_weight=20,
+        mirror_percent=0,
+        fallback="iris-rules",
+        fallback_active=True,
+    )
+
+    assert [(v.name, v.weight, v.role) for v in config.versions] == [
+        ("iris-v1", 80, "stable"),
+        ("iris-v2", 20, "canary"),
+        ("iris-rules", 0, "fallback"),
+    ]
+    assert config.fallback.active is True
+
+
+def test_an_active_fallback_without_a_fallback_version_is_answered_by_the_response() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v2": V2},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        fallback_active=True,
+    )
+    assert [v.role for v in config.versions] == ["stable"]
+    assert (config.fallback.active, config.fallback_version) == (True, None)
+
+
+def test_a_fallback_version_that_is_also_previous_is_listed_once_as_the_fallback() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v2": V2, "iris-rules": HEURISTIC},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        previous="iris-rules",
+        fallback="iris-rules",
+    )
+    assert [(v.name, v.role) for v in config.versions] == [("iris-v2", "stable"), ("iris-rules", "fallback")]
+
+
+def test_a_fallback_version_that_serves_as_stable_or_canary_keeps_that_role_only() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-rules": HEURISTIC, "iris-v2": V2},
+        stable="iris-rules",
+        canary="iris-v2",
+        canary_weight=10,
+        mirror_percent=0,
+        fallback="iris-rules",
+    )
+    assert [(v.name, v.role) for v in config.versions] == [("iris-rules", "stable"), ("iris-v2", "canary")]
+    assert config.fallback_version is None
+
+
+def test_a_fallback_version_without_its_spec_is_refused() -> None:
+    with pytest.raises(ValueError, match="no ModelVersion spec for the fallback version iris-rules"):
+        build_router_config(
+            OWNER,
+            FALLBACK_SPEC,
+            {"iris-v2": V2},
+            stable="iris-v2",
+            canary="",
+            canary_weight=0,
+            mirror_percent=0,
+            fallback="iris-rules",
+        )
+
+
+def test_an_active_fallback_with_nothing_to_fall_back_to_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"fallback\.active needs a version with role fallback"):
+        build_router_config(
+            OWNER,
+            SPEC,
+            {"iris-v2": V2},
+            stable="iris-v2",
+            canary="",
+            canary_weight=0,
+            mirror_percent=0,
+            fallback_active=True,
+        )
 
 
 def test_router_config_without_canary_sends_everything_to_stable_and_mirrors_nothing() -> None:

@@ -112,6 +112,36 @@ def test_without_a_previous_version_the_property_is_none() -> None:
     assert RouterConfig.model_validate(document()).previous is None
 
 
+def test_a_fallback_version_is_read_with_weight_0_and_the_fallback_is_inactive_by_default() -> None:
+    """Given the document the operator writes for a Deployment with spec.fallback.version, when it is read,
+    then the fallback version has its own role, weight 0, and the fallback is not active."""
+    fallback = {"name": "iris-rules", "url": "http://iris-rules.ml.svc:8080", "weight": 0, "role": "fallback"}
+    config = RouterConfig.model_validate_json(
+        json.dumps(document(versions=[*document()["versions"], fallback]))
+    )
+    assert config.fallback_version is not None
+    assert (config.fallback_version.name, config.fallback_version.weight) == ("iris-rules", 0)
+    assert config.fallback.active is False
+    assert config.previous is None
+    assert [v.name for v in config.canaries] == ["iris-v2"]
+    assert RouterConfig.model_validate(document()).fallback_version is None
+    assert json.loads(config.to_json())["fallback"]["active"] is False
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"versions": [*document()["versions"], {"name": "r", "url": "http://r:1", "role": "fallback"}]},
+        {"fallback": {"response": {"body": "{}"}}},
+    ],
+)
+def test_an_active_fallback_needs_a_fallback_version_or_a_response(extra: dict[str, Any]) -> None:
+    fallback = {**extra.get("fallback", {}), "active": True}
+    config = RouterConfig.model_validate(document(**{**extra, "fallback": fallback}))
+    assert config.fallback.active is True
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
 def test_feedback_is_off_by_default_and_names_a_token_file_with_bounds_defaulted() -> None:
     assert RouterConfig.model_validate(document()).feedback is None
     config = RouterConfig.model_validate(document(feedback={"tokenFile": "/etc/modelfleet/feedback/token"}))
@@ -175,7 +205,7 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ),
         (
             {"versions": [{"name": "a", "url": "http://a:1", "role": "primary", "weight": 1}]},
-            "'stable', 'canary' or 'previous'",
+            "'stable', 'canary', 'previous' or 'fallback'",
         ),
         (
             {
@@ -196,6 +226,30 @@ def test_circuit_breaker_can_be_switched_off() -> None:
             },
             "version b has role previous and weight 10: the previous version takes no live traffic, "
             "its weight must be 0",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 100},
+                    {"name": "b", "url": "http://b:1", "role": "fallback", "weight": 0},
+                    {"name": "c", "url": "http://c:1", "role": "fallback", "weight": 0},
+                ]
+            },
+            "at most one version may have role fallback, found 2: b, c",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 90},
+                    {"name": "b", "url": "http://b:1", "role": "fallback", "weight": 10},
+                ]
+            },
+            "version b has role fallback and weight 10: the fallback version takes traffic only in the "
+            "chain or while fallback.active, its weight must be 0",
+        ),
+        (
+            {"fallback": {"active": True}},
+            "fallback.active needs a version with role fallback or a fallback.response",
         ),
         ({"mirrorPercent": 150}, "less than or equal to 100"),
         ({"fallback": {"timeout": "soon"}}, "invalid duration 'soon'"),

@@ -399,7 +399,8 @@ class DeploymentPhase(StrEnum):
     ROLLED_BACK = "RolledBack"
     """The last rollout failed; the stable version serves all traffic."""
     DEGRADED = "Degraded"
-    """The serving version fails its monitor (steady state, onDegraded: Alert) or is not ready."""
+    """The serving version fails its monitor (steady state, onDegraded: Alert, or Fallback: then
+    status.fallback says what serves instead) or is not ready."""
     FAILED = "Failed"
     """Nothing can serve: e.g. the version does not exist or is rejected, or the alias followed points
     at no version, and there is no stable one."""
@@ -409,7 +410,10 @@ class AnalysisStatus(StatusModel):
     """The monitor's verdicts on the version under analysis, counted across measurements."""
 
     failures: Annotated[int, Field(ge=0)] = 0
-    """Consecutive failing measurements."""
+    """Consecutive failing measurements (only a Pass resets it)."""
+    passes: Annotated[int, Field(ge=0)] = 0
+    """Consecutive passing measurements (only a Fail resets it): an engaged fallback is released after
+    failureLimit of them."""
     inconclusive: Annotated[int, Field(ge=0)] = 0
     """Consecutive inconclusive measurements."""
     errors: Annotated[int, Field(ge=0)] = 0
@@ -446,6 +450,22 @@ class HistoryEntry(StatusModel):
     """When the rollout started."""
     finished_at: Time | None = None
     """When it ended."""
+
+
+class FallbackStatus(StatusModel):
+    """Whether the router sends all live traffic to the fallback because the stable version fails its
+    Monitor (onDegraded: Fallback)."""
+
+    active: bool = False
+    """True while the fallback serves the traffic that would go to the stable version."""
+    version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The fallback version answering (spec.fallback.version); empty when fallback.response answers, or
+    while inactive."""
+    since: Time | None = None
+    """When the fallback was engaged; empty while inactive."""
+    reason: Text = ""
+    """Why it was engaged, e.g. `iris-v2 fails monitor iris-quality: errors 0.31 > 0.05`, or, once
+    released, why it was released."""
 
 
 class DeploymentStatus(StatusModel):
@@ -485,6 +505,8 @@ class DeploymentStatus(StatusModel):
     """When the rollout under way started."""
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     """The monitor's verdicts on the version under analysis."""
+    fallback: FallbackStatus = Field(default_factory=FallbackStatus)
+    """Whether the fallback serves all traffic instead of the stable version (onDegraded: Fallback)."""
     endpoint: Annotated[str, StringConstraints(max_length=512)] = ""
     """Where clients send inference requests, e.g. http://iris.ml.svc:80."""
     message: Text = ""

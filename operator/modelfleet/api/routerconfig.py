@@ -5,22 +5,27 @@ The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
     {"deployment": "iris",
      "versions": [{"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 90, "role": "stable"},
                   {"name": "iris-v3", "url": "http://iris-v3.ml.svc:8080", "weight": 10, "role": "canary"},
-                  {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 0, "role": "previous"}],
+                  {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 0, "role": "previous"},
+                  {"name": "iris-h", "url": "http://iris-h.ml.svc:8080", "weight": 0, "role": "fallback"}],
      "mirrorPercent": 0,
      "fallback": {"timeout": "2s", "retryOnStable": true,
                   "circuitBreaker": {"errorRate": 0.5, "minRequests": 20, "window": "10s", "openFor": "30s"},
-                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}},
+                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"},
+                  "active": false},
      "feedback": {"tokenFile": "/etc/modelfleet/feedback/token", "maxPredictions": 10000, "maxPairs": 1000}}
 
 Exactly one version is `stable`. At most one is `previous`: the stable version before the last promotion,
-kept while it is still warm; it takes no live traffic (its weight is 0) and is the fallback chain's last
-version, after stable. `fallback` has the fields of a Deployment's `spec.fallback` except `version` (not
-served by the router yet). `feedback`, present when the Deployment has `spec.feedback`, turns on the
-ground-truth endpoint; it names the file that holds the token (the Secret mounted into the router pod),
-never the token: this document is a ConfigMap, and the router's admin port shows it at /config. This
-module depends on pydantic and the shared types of `modelfleet.api.common`, so that the router, the
-operator and tests can all read and write the same
-document.
+kept while it is still warm; it takes no live traffic (its weight is 0) and covers stable in the fallback
+chain. At most one is `fallback`: the Deployment's `spec.fallback.version`, kept warm; its weight is 0 too,
+and it is the chain's last version, after stable and previous, before `fallback.response`. `fallback` has
+the fields of a Deployment's `spec.fallback` except `version` (that is the `fallback` version), and
+`active`: while the stable version fails its Monitor with `onDegraded: Fallback` the operator sets it, and
+every request that would go to stable goes to the fallback version instead (or, without one, is answered
+by `fallback.response`), stable still next in the chain. `feedback`, present when the Deployment has
+`spec.feedback`, turns on the ground-truth endpoint; it names the file that holds the token (the Secret
+mounted into the router pod), never the token: this document is a ConfigMap, and the router's admin port
+shows it at /config. This module depends on pydantic and the shared types of `modelfleet.api.common`, so
+that the router, the operator and tests can all read and write the same document.
 """
 
 from __future__ import annotations
@@ -81,6 +86,11 @@ class Fallback(ApiModel):
     retry_on_stable: bool = True
     circuit_breaker: CircuitBreaker | None = Field(default_factory=CircuitBreaker)
     response: StaticResponse | None = None
+    active: bool = Field(
+        default=False,
+        description="the stable version fails its Monitor (onDegraded: Fallback): what would go to stable "
+        "goes to the fallback version, or is answered by the response without one",
+    )
 
 
 class Feedback(ApiModel):
@@ -109,7 +119,7 @@ class Feedback(ApiModel):
         return value
 
 
-Role = Literal["stable", "canary", "previous"]
+Role = Literal["stable", "canary", "previous", "fallback"]
 Protocol = Literal["v2", "v1", "http"]
 
 
@@ -182,6 +192,20 @@ class RouterConfig(ApiModel):
                 f"version {previous[0].name} has role previous and weight {previous[0].weight}: "
                 "the previous version takes no live traffic, its weight must be 0"
             )
+        fallback = [version for version in self.versions if version.role == "fallback"]
+        if len(fallback) > 1:
+            raise ValueError(
+                f"at most one version may have role fallback, found {len(fallback)}: "
+                + ", ".join(version.name for version in fallback)
+            )
+        if fallback and fallback[0].weight != 0:
+            raise ValueError(
+                f"version {fallback[0].name} has role fallback and weight {fallback[0].weight}: "
+                "the fallback version takes traffic only in the chain or while fallback.active, its weight "
+                "must be 0"
+            )
+        if self.fallback.active and not fallback and self.fallback.response is None:
+            raise ValueError("fallback.active needs a version with role fallback or a fallback.response")
         if sum(version.weight for version in self.versions) == 0:
             raise ValueError("at least one version needs a weight above 0")
         return self
@@ -198,6 +222,11 @@ class RouterConfig(ApiModel):
     def previous(self) -> Version | None:
         """The previous stable version, kept warm as the last fallback after stable; None without one."""
         return next((version for version in self.versions if version.role == "previous"), None)
+
+    @property
+    def fallback_version(self) -> Version | None:
+        """The Deployment's fallback version, kept warm as the chain's last version; None without one."""
+        return next((version for version in self.versions if version.role == "fallback"), None)
 
     def to_json(self) -> str:
         """The camelCase JSON the router reads (the ConfigMap's `config.json`)."""

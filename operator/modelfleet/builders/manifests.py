@@ -307,15 +307,21 @@ def build_router_config(
     canary_weight: int,
     mirror_percent: int,
     previous: str = "",
+    fallback: str = "",
+    fallback_active: bool = False,
 ) -> RouterConfig:
     """The router's configuration for a traffic split. `versions` must hold stable (and canary, and
-    previous: the warm former stable version, which takes no traffic but answers when stable fails)."""
+    previous: the warm former stable version, which takes no traffic but answers when stable fails, and
+    fallback: spec.fallback.version, kept warm, the chain's last version). `fallback_active` sends what
+    would go to stable to the fallback version (or, without one, to spec.fallback.response)."""
     if stable not in versions:
         raise ValueError(f"no ModelVersion spec for the stable version {stable}")
     if canary and canary not in versions:
         raise ValueError(f"no ModelVersion spec for the canary version {canary}")
     if previous and previous not in versions:
         raise ValueError(f"no ModelVersion spec for the previous version {previous}")
+    if fallback and fallback not in versions:
+        raise ValueError(f"no ModelVersion spec for the fallback version {fallback}")
     if not 0 <= canary_weight <= 100:
         raise ValueError(f"canary weight {canary_weight} is not within 0..100")
 
@@ -334,19 +340,20 @@ def build_router_config(
     entries = [version(stable, 100 - canary_weight if canary else 100, "stable")]
     if canary:
         entries.append(version(canary, canary_weight, "canary"))
-    if previous and previous not in {stable, canary}:
+    fallback = "" if fallback in {stable, canary} else fallback
+    if previous and previous not in {stable, canary, fallback}:
         entries.append(version(previous, 0, "previous"))
-    # fallback.version is not the router's yet: it needs the version's pods and its place in the chain
-    fallback = RouterFallback.model_validate(
-        spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
-    )
+    if fallback:
+        entries.append(version(fallback, 0, "fallback"))
+    # spec.fallback.version is the version with role fallback; the rest of spec.fallback is the router's
+    settings = spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
     # the router reads the token from the Secret key the router pods mount; the document names the file
     feedback = RouterFeedback(token_file=FEEDBACK_TOKEN_FILE) if spec.feedback is not None else None
     return RouterConfig(
         deployment=owner.name,
         versions=entries,
         mirror_percent=mirror_percent if canary else 0,
-        fallback=fallback,
+        fallback=RouterFallback.model_validate({**settings, "active": fallback_active}),
         feedback=feedback,
     )
 

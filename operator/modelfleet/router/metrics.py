@@ -240,13 +240,15 @@ class RouterMetrics:
         )
         self.fallbacks = Counter(
             "modelfleet_fallbacks_total",
-            "Requests a version could not answer, by what answered instead "
-            "(retry_on_stable, retry_on_previous, circuit_open, static_response).",
+            "Requests a version could not answer, by what answered instead (retry_on_stable, "
+            "retry_on_previous, retry_on_fallback, circuit_open, static_response), or sent to the fallback "
+            "while it is active (degraded).",
             (*labels, "reason"),
         )
         self.mirrored = Counter(
             "modelfleet_mirrored_requests_total",
-            "Copies of stable traffic sent to a version, responses discarded.",
+            "Copies of live requests sent to a version (of stable's to the canary; while the fallback is "
+            "active, to stable), responses discarded.",
             labels,
         )
         self.circuit_open = Gauge(
