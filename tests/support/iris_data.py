@@ -35,6 +35,10 @@ FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 ROWS_PER_BODY = 75
 NORMAL_PSI = 0.07
 """The largest psi of any feature of one unshifted body against the profile (tests/unit checks it)."""
+SAMPLED_PSI = 0.1
+"""The largest psi of any feature of what a router may sample of the unshifted bodies: its newest values
+cut the oldest body anywhere, and a window of 100 values is one and a third bodies (tests/unit checks it
+on random cuts)."""
 
 
 @functools.cache

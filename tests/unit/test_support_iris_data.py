@@ -7,6 +7,7 @@ profile is served to the operator's reader, its digest checked."""
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 
 import numpy as np
@@ -18,7 +19,16 @@ from modelfleet.fetch.errors import FetchError
 from modelfleet.modelserver.model import Predictor, train
 from modelfleet.providers.reference import read_reference
 from support import iris_data
-from support.iris_data import FEATURES, NORMAL_PSI, bodies, profile_bytes, profile_digest, rows_of, samples_of
+from support.iris_data import (
+    FEATURES,
+    NORMAL_PSI,
+    SAMPLED_PSI,
+    bodies,
+    profile_bytes,
+    profile_digest,
+    rows_of,
+    samples_of,
+)
 from support.load import Answer
 from support.net import FileServer
 
@@ -62,6 +72,14 @@ def test_unshifted_bodies_pass_alone_and_mixed_a_shift_fails_only_its_feature() 
     found = data_drift(load_profile(profile_bytes()), window, method="psi", limit=0.2, min_samples=50)
     assert found.verdict is Verdict.PASS
     assert (found.value or 0.0) < NORMAL_PSI, found.summary
+    # and any cut of any sequence of them, as a router's newest values are
+    rng = random.Random(13)
+    for _ in range(40):
+        sequence = samples_of(*[rng.choice(normal) for _ in range(15)])
+        size = rng.choice([100, 150, 300, 700, 1000])
+        cut = {name: values[-size:] for name, values in sequence.items()}
+        found = data_drift(load_profile(profile_bytes()), cut, method="psi", limit=0.2, min_samples=50)
+        assert (found.value or 0.0) < SAMPLED_PSI, (size, found.summary)
     shifted = bodies(petal_length=3.0)
     assert shifted != normal
     drift = drift_of(*shifted)
