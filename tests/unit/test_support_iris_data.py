@@ -1,8 +1,9 @@
 """The iris traffic of the production-monitoring e2e tests, checked without a cluster: the bodies hold the
-training rows with named features, their truth is the data set's, the unshifted bodies pass the dataDrift
-metric against the profile whatever mixture of them a router samples, a shift fails exactly the feature
-moved, the model server's classifier is right on them (and wrong with MODELFLEET_FAULT_SHIFT), and the
-profile is served to the operator's reader, its digest checked."""
+training rows with named features, the model server takes them and the router samples those features,
+their truth is the data set's, the unshifted bodies pass the dataDrift metric against the profile whatever
+mixture of them a router samples, a shift fails exactly the feature moved, the model server's classifier
+is right on them (and wrong with MODELFLEET_FAULT_SHIFT), and the profile is served to the operator's
+reader, its digest checked."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 from modelfleet.analysis.datadrift import data_drift, load_profile
 from modelfleet.api.monitor import Verdict
 from modelfleet.fetch.errors import FetchError
+from modelfleet.modelserver.app import parse_v2
 from modelfleet.modelserver.model import Predictor, train
 from modelfleet.providers.reference import read_reference
+from modelfleet.router.inputs import extract_inputs
 from support import iris_data
 from support.iris_data import (
     FEATURES,
@@ -58,6 +61,15 @@ def test_the_bodies_hold_every_training_row_once_with_named_features_and_their_t
     assert got == Counter(zip(data, labels, strict=True))
     assert bodies() is sent  # the same objects: answers are told apart by the body they answered
     assert iris_data.truth(answer_to(b'{"inputs": []}')) is None
+
+
+def test_the_model_server_takes_the_bodies_and_the_router_samples_their_named_features() -> None:
+    for body in (*bodies(), *bodies(petal_length=3.0)):
+        rows, _, _ = parse_v2(body, len(FEATURES))
+        assert rows.shape == (75, 4)
+        sampled = extract_inputs(body, "v2")  # what the router keeps for /inputs
+        assert {name: len(values) for name, values in sampled.items()} == dict.fromkeys(FEATURES, 75)
+        assert sampled == samples_of(body)
 
 
 def test_unshifted_bodies_pass_alone_and_mixed_a_shift_fails_only_its_feature() -> None:
