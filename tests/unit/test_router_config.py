@@ -156,6 +156,58 @@ def test_feedback_is_off_by_default_and_names_a_token_file_with_bounds_defaulted
     assert RouterConfig.model_validate_json(config.to_json()) == config
 
 
+def test_capture_is_off_by_default_and_has_bounded_batches_and_buffer_by_default() -> None:
+    assert RouterConfig.model_validate(document()).capture is None
+    config = RouterConfig.model_validate(
+        document(capture={"percent": 5, "uri": "s3://captures/iris/", "redact": ["email"]})
+    )
+    capture = config.capture
+    assert capture is not None
+    assert (capture.percent, capture.uri, capture.redact, capture.compression) == (
+        5,
+        "s3://captures/iris/",
+        ["email"],
+        "gzip",
+    )
+    assert (capture.batch_records, capture.batch_bytes, capture.flush_interval) == (1000, 8 << 20, 10.0)
+    assert (capture.buffer_records, capture.buffer_bytes, capture.max_record_bytes) == (
+        10_000,
+        32 << 20,
+        1 << 20,
+    )
+    data = json.loads(config.to_json())
+    assert data["capture"] == {
+        "percent": 5.0,
+        "uri": "s3://captures/iris/",
+        "redact": ["email"],
+        "compression": "gzip",
+        "batchRecords": 1000,
+        "batchBytes": 8388608,
+        "flushInterval": "10s",
+        "bufferRecords": 10000,
+        "bufferBytes": 33554432,
+        "maxRecordBytes": 1048576,
+    }
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
+def test_capture_writes_to_a_directory_with_its_own_bounds() -> None:
+    config = RouterConfig.model_validate(
+        document(
+            capture={
+                "percent": 100,
+                "uri": "file:///mnt/capture/iris",
+                "compression": "none",
+                "batchRecords": 10,
+                "flushInterval": "200ms",
+                "bufferRecords": 10,
+            }
+        )
+    )
+    assert config.capture is not None
+    assert (config.capture.uri, config.capture.flush_interval) == ("file:///mnt/capture/iris", 0.2)
+
+
 def test_circuit_breaker_can_be_switched_off() -> None:
     config = RouterConfig.model_validate(document(fallback={"circuitBreaker": None}))
     assert config.fallback.circuit_breaker is None
@@ -260,6 +312,36 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ({"feedback": {}}, "tokenFile\n  Field required"),
         ({"feedback": {"tokenFile": "/t", "maxPredictions": 0}}, "greater than or equal to 1"),
         ({"feedback": {"tokenFile": "/t", "token": "s3cret"}}, "Extra inputs are not permitted"),
+        ({"capture": {"percent": 0, "uri": "s3://captures/"}}, "greater than 0"),
+        ({"capture": {"percent": 101, "uri": "s3://captures/"}}, "less than or equal to 100"),
+        ({"capture": {"percent": 5}}, "uri\n  Field required"),
+        (
+            {"capture": {"percent": 5, "uri": "pvc://claim/path"}},
+            "uri 'pvc://claim/path' must be s3://BUCKET/PREFIX or file:///DIR",
+        ),
+        ({"capture": {"percent": 5, "uri": "s3://A_B/x"}}, "uri 's3://A_B/x' is not s3://BUCKET/PREFIX"),
+        (
+            {"capture": {"percent": 5, "uri": "file:///mnt/capture/../etc"}},
+            "must be an absolute directory without '..'",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "redact": [""]}},
+            "redact names must be 1 to 256",
+        ),
+        ({"capture": {"percent": 5, "uri": "s3://captures/", "compression": "zstd"}}, "'gzip' or 'none'"),
+        ({"capture": {"percent": 5, "uri": "s3://captures/", "flushInterval": "0s"}}, "greater than 0"),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "batchRecords": 100, "bufferRecords": 10}},
+            "capture.batchRecords 100 is more than bufferRecords 10",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "bufferBytes": 4096, "maxRecordBytes": 8192}},
+            "capture.maxRecordBytes 8192 is more than bufferBytes 4096",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "credentials": {"secretName": "x"}}},
+            "Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_configurations_are_refused_with_the_reason(change: dict[str, Any], message: str) -> None:
