@@ -1380,3 +1380,137 @@ def test_binary_requests_pass_through_untouched_on_every_path(
                 assert samples["iris-v2"] == [2, 2, 2]  # the mirrored copy's binary answer is sampled too
 
     run(scenario)
+
+
+# -- payload capture -------------------------------------------------------------------------------------
+
+
+def with_capture(cfg: RouterConfig, directory: Path, percent: float = 100, **extra: Any) -> RouterConfig:
+    """`cfg` capturing `percent` of the answers into `directory` as plain JSON Lines, written on close."""
+    capture = {"percent": percent, "uri": f"file://{directory}", "compression": "none", "flushInterval": "1h"}
+    return RouterConfig.model_validate({**cfg.model_dump(by_alias=True), "capture": {**capture, **extra}})
+
+
+def captured(directory: Path) -> list[dict[str, Any]]:
+    """Every line written under `directory`, in the order of the objects' sequence numbers."""
+    files = sorted(directory.rglob("*.jsonl"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
+def test_capture_takes_what_versions_answered_clients_after_fallback_or_pinned_not_copies_or_router_errors(
+    tmp_path: Path,
+) -> None:
+    """Given a failing canary at weight 50 that also gets a copy of every stable request, when 20 requests
+    go through, one is pinned to the canary and one to an unknown version, then the capture holds the 20
+    answers stable gave (after retries too) and the canary's own 500 to the pinned request, each with its
+    request id, and nothing of the copies or of the router's 400."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=0), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = with_capture(config(stable, canary, canary_weight=50, mirror=100, retryOnStable=True), tmp_path)
+        async with running(cfg, stable, canary) as h:
+            ids = []
+            for index in range(20):
+                response = await h.client.send(body=json.dumps({"id": f"r{index}", "inputs": []}).encode())
+                assert response.status == 200
+                ids.append(header(response, "x-modelfleet-request-id"))
+            pinned = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "p-1"})
+            assert pinned.status == 500
+            unknown = await h.client.send(headers={"X-Modelfleet-Version": "iris-v9"})
+            assert unknown.status == 400
+            assert h.count("mirrored", version="iris-v2") > 0
+            assert h.count("capture_records", version="iris-v1") == 20
+            assert h.count("capture_records", version="iris-v2") == 1
+        # the router closed: the writer wrote what it held
+
+        lines = captured(tmp_path)
+        assert [(line["requestId"], line["version"], line["status"]) for line in lines] == [
+            *((request_id, "iris-v1", 200) for request_id in ids),
+            ("p-1", "iris-v2", 500),
+        ]
+        assert lines[0]["request"] == {"id": "r0", "inputs": []}
+        assert lines[0]["response"]["outputs"] == [{"name": "label", "data": [0, 0]}]
+        assert lines[-1]["response"] == {"error": "iris-v2 is broken"}
+        assert {line["path"] for line in lines} == {"/v2/models/iris/infer"}
+
+    run(scenario)
+
+
+def test_a_versions_failure_passed_on_is_captured_the_static_response_is_not(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1", mode="error")
+        await started(stable)
+        async with running(with_capture(config(stable), tmp_path), stable) as h:
+            for _ in range(3):
+                assert (await h.client.send()).status == 500  # stable's own answer, passed on
+            h.router.apply(with_capture(config(stable, response={"body": "{}"}), tmp_path))
+            for _ in range(2):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-served-by") == "fallback-static"
+        assert [(line["version"], line["status"]) for line in captured(tmp_path)] == [("iris-v1", 500)] * 3
+
+    run(scenario)
+
+
+def test_the_share_captured_is_drawn_from_the_routers_draw(tmp_path: Path) -> None:
+    """Given percent 50 and draws that alternate below and above one half for capture, then every other
+    answer is captured; each request also takes its draw for the split first."""
+    draws = iter([0.0, 0.4, 0.0, 0.6] * 5)
+
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        cfg = with_capture(config(stable), tmp_path, percent=50)
+        async with running(cfg, stable, random_draw=lambda: next(draws)) as h:
+            for index in range(10):
+                await h.client.send(headers={"X-Request-Id": f"q{index}"})
+        assert [line["requestId"] for line in captured(tmp_path)] == ["q0", "q2", "q4", "q6", "q8"]
+
+    run(scenario)
+
+
+def test_a_new_percent_or_redact_list_keeps_the_writer_and_removing_capture_flushes_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(with_capture(config(stable), tmp_path), stable) as h:
+            writer = h.router.capture
+            await h.client.send(body=b'{"email": "a@x", "v": 1}')
+            h.router.apply(with_capture(config(stable), tmp_path, redact=["email"]))
+            assert h.router.capture is writer
+            await h.client.send(body=b'{"email": "b@y", "v": 2}')
+            h.router.apply(config(stable))  # spec.capture removed
+            assert h.router.capture is None
+            await h.client.send(body=b'{"email": "c@z", "v": 3}')
+            assert writer is not None
+            for _ in range(200):  # the retired writer writes what it holds on its own
+                if not writer.held_records:
+                    break
+                await asyncio.sleep(0.01)
+        assert [line["request"] for line in captured(tmp_path)] == [{"email": "a@x", "v": 1}, {"v": 2}]
+
+    run(scenario)
+
+
+def test_a_capture_directory_that_cannot_be_written_costs_clients_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        (tmp_path / "blocker").write_text("a file where the capture directory should be")
+        cfg = with_capture(config(stable), tmp_path / "blocker", batchRecords=5, bufferRecords=10)
+        async with running(cfg, stable) as h:
+            for _ in range(40):
+                assert (await h.client.send()).status == 200
+            for _ in range(200):
+                if h.count("capture_batches", outcome="failed") >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert h.count("capture_batches", outcome="failed") >= 1
+            assert h.count("capture_batches", outcome="written") == 0
+            dropped = sum(h.count("capture_dropped", reason=r) for r in ("store_error", "buffer_full"))
+            assert dropped + h.router.capture.held_records == 40  # type: ignore[union-attr]
+
+    run(scenario)

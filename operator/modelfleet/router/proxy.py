@@ -26,6 +26,10 @@ the version it moved on to (`retry_on_stable`, `retry_on_previous`, `retry_on_fa
 when the version it moved on from was skipped by its open circuit; a version an open circuit skipped with
 nothing after it to take the request counts only its 503 attempt.
 
+With `capture` configured, every answer a version gave that reaches the client (see `_deliver`) is captured
+with probability `capture.percent` / 100, drawn like the split: one append to a bounded buffer, written by
+another thread (`capture`). Mirrored copies, the static response and the router's own errors are not.
+
 Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
 router made itself), `X-Modelfleet-Request-Id` (the client's own id or one the router made, see
 `requestid`) and, after a fallback, `X-Modelfleet-Fallback: <reason>` (the last step).
@@ -37,6 +41,7 @@ request costs no task, no future and no extra turn of the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -46,6 +51,7 @@ from collections.abc import Callable
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
 from modelfleet.httpcore import Request, Response
 from modelfleet.oip import HEADER_LENGTH
+from modelfleet.router.capture import Capture, open_sink, pod_name
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.feedback import Feedback
 from modelfleet.router.inputs import InputSample
@@ -250,6 +256,7 @@ class Router:
         max_mirrors: int = 256,
         random_draw: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        capture_pod: str | None = None,
     ) -> None:
         self.metrics = metrics or RouterMetrics()
         self.prediction_samples = prediction_samples
@@ -265,6 +272,8 @@ class Router:
         self._generation = 0
         self.ids = RequestIds()
         self.feedback = Feedback(self.metrics, self.ids.tag.decode(), clock)
+        self.capture: Capture | None = None
+        self.capture_pod = capture_pod or pod_name()
         self._not_ready = Response.error(
             503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
         )
@@ -297,7 +306,30 @@ class Router:
         self._generation += 1
         self._backends = backends
         self.feedback.configure(config)
+        self._configure_capture(config)
         self.route = Route(config, backends, self._generation)
+
+    def _configure_capture(self, config: RouterConfig) -> None:
+        """Start, retune, replace or stop payload capture. A new percent or redact list keeps the buffer;
+        a new destination or bounds start a new writer, the old one writing what it holds and ending."""
+        settings = config.capture
+        current = self.capture
+        if (
+            current is not None
+            and settings is not None
+            and current.deployment == config.deployment
+            and current.settings.model_dump(exclude={"percent", "redact"})
+            == settings.model_dump(exclude={"percent", "redact"})
+        ):
+            current.retune(settings)
+            return
+        if current is not None:
+            current.stop()
+        self.capture = (
+            None
+            if settings is None
+            else Capture(config.deployment, settings, self.metrics, open_sink(settings.uri), self.capture_pod)
+        )
 
     def apply_json(self, text: str | bytes) -> str | None:
         """Parse and apply a `config.json`; returns None, or why it was refused (the old config stays)."""
@@ -328,6 +360,13 @@ class Router:
         for backend in self._backends.values():
             opened = backend.breaker is not None and backend.breaker.is_open(now)
             self.metrics.circuit_open.labels(backend.deployment, backend.name).set(1.0 if opened else 0.0)
+        records, held = self.metrics.capture_buffered_records, self.metrics.capture_buffered_bytes
+        for child in (*records.children.values(), *held.children.values()):
+            child.set(0.0)
+        capture = self.capture
+        if capture is not None:
+            records.labels(capture.deployment).set(float(capture.held_records))
+            held.labels(capture.deployment).set(float(capture.held_bytes))
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -375,9 +414,14 @@ class Router:
         self.mirrors_in_flight += 1
         _Exchange(self, route, request, fields).mirror(target)
 
-    async def close(self) -> None:
+    async def close(self, capture_timeout: float = 3.0) -> None:
+        """Close the upstream connections, then give the capture writer up to `capture_timeout` seconds
+        to write what it holds (off the event loop)."""
         for backend in self._backends.values():
             backend.close()
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, capture.close, capture_timeout)
 
 
 class _Exchange:
@@ -486,16 +530,26 @@ class _Exchange:
             self._deliver(backend, result, b"")
             return
         if not self._walk(route.retry_chain, 0, backend, failed=True):
-            self._respond(self.router._last_resort(route, backend, _failure_reply(backend, result, route)))
+            self._give_up(backend, result)
 
     def _chain_answer(self, result: Result) -> None:
         """The answer of the version at `position` in `chain`: on failure, on to the next one."""
-        backend, route = self.backend, self.route
+        backend = self.backend
         if type(result) is UpstreamResponse and result.status < 500:
             self._deliver(backend, result, self.note)
             return
         if not self._walk(self.chain, self.position + 1, backend, failed=True):
-            self._respond(self.router._last_resort(route, backend, _failure_reply(backend, result, route)))
+            self._give_up(backend, result)
+
+    def _give_up(self, backend: Backend, result: Result) -> None:
+        """Nothing after `backend` took the request: the static response if there is one, else the last
+        failure: the version's own 5xx answer (delivered as it is, like any answer of a version), or the
+        router's JSON 502 or 504."""
+        route = self.route
+        if route.static is None and type(result) is UpstreamResponse:
+            self._deliver(backend, result, b"")
+            return
+        self._respond(self.router._last_resort(route, backend, _failure_reply(backend, result, route)))
 
     def _walk(self, chain: tuple[Backend, ...], start: int, moved_from: Backend, *, failed: bool) -> bool:
         """Send the request on to the first version of `chain[start:]` whose circuit lets it through.
@@ -530,8 +584,23 @@ class _Exchange:
     # Answering the client ---------------------------------------------------------------------------------
 
     def _deliver(self, backend: Backend, upstream: UpstreamResponse, note: bytes) -> None:
-        """Answer the client with what a version answered; remember a 2xx answer for labels to join."""
-        feedback = self.router.feedback
+        """Answer the client with what a version answered; remember a 2xx answer for labels to join; capture
+        the share of answers `capture` asks for, whatever their status."""
+        router = self.router
+        capture = router.capture
+        if capture is not None and router._draw() < capture.share:
+            request = self.request
+            capture.offer(
+                self.request_id,
+                backend.name,
+                request.path,
+                request.body,
+                request.header(HEADER_LENGTH),
+                upstream.status,
+                upstream.body,
+                upstream.header(HEADER_LENGTH),
+            )
+        feedback = router.feedback
         if feedback.store is not None and 200 <= upstream.status < 300:
             feedback.remember(
                 self.request_id,
