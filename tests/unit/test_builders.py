@@ -1,5 +1,6 @@
 """Builders of owned objects: names, labels, owner references, restricted pods, router config, RBAC, the
-router's admin token Secret, its feedback token mount and its NetworkPolicy."""
+router's admin token Secret, its feedback token mount, its capture credentials and claim, and its
+NetworkPolicy."""
 
 from __future__ import annotations
 
@@ -634,3 +635,115 @@ def test_network_policy_peers_are_checked_before_any_is_applied(value: Any, mess
     assert peers([{"podSelector": {"matchLabels": {"app": "vmagent"}}}], "adminFrom") == (
         {"podSelector": {"matchLabels": {"app": "vmagent"}}},
     )
+
+
+# --- payload capture ---------------------------------------------------------------------------------------
+
+
+def _with_capture(destination: dict[str, Any], **capture: Any) -> DeploymentSpec:
+    return DeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "version": "iris-v2",
+            "capture": {"percent": 5, "destination": destination, "redact": ["email", "ssn"], **capture},
+        }
+    )
+
+
+def _config_of(spec: DeploymentSpec) -> RouterConfig:
+    return build_router_config(
+        OWNER, spec, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+    )
+
+
+def test_without_spec_capture_the_router_has_no_capture_env_volume_or_configuration() -> None:
+    router = build_router_deployment(OWNER, SPEC)
+    (container,) = _pods(router)["containers"]
+    assert "env" not in container
+    assert set(_volumes(router)) == {"tmp", "admin-token"}
+    assert "fsGroup" not in _pods(router)["securityContext"]
+    assert _config_of(SPEC).capture is None
+    assert (
+        json.loads(build_router_configmap(OWNER, _config_of(SPEC))["data"]["config.json"])["capture"] is None
+    )
+
+
+def test_s3_capture_gives_the_router_each_credential_key_as_optional_environment_and_names_no_secret() -> (
+    None
+):
+    """Given spec.capture to s3://captures/iris/ with the Secret capture-store, then the router container
+    gets the five keys of that Secret as environment, each optional (a missing Secret or key lets the
+    router start; its batches are then refused and counted), and the router configuration carries the
+    destination, the share and the names to redact, with the default bounds, but not the Secret."""
+    spec = _with_capture({"uri": "s3://captures/iris/", "credentials": {"secretName": "capture-store"}})
+    router = build_router_deployment(OWNER, spec)
+    (container,) = _pods(router)["containers"]
+
+    assert container["env"] == [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "capture-store", "key": key, "optional": True}}}
+        for key in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+        )
+    ]
+    assert "envFrom" not in container  # the other keys of the Secret stay out of the router
+    assert set(_volumes(router)) == {"tmp", "admin-token"}
+    _assert_restricted(_pods(router))
+
+    config = _config_of(spec)
+    assert config.capture is not None
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert data["capture"] == {
+        "percent": 5.0,
+        "uri": "s3://captures/iris/",
+        "redact": ["email", "ssn"],
+        "compression": "gzip",
+        "batchRecords": 1000,
+        "batchBytes": 8388608,
+        "flushInterval": "10s",
+        "bufferRecords": 10000,
+        "bufferBytes": 33554432,
+        "maxRecordBytes": 1048576,
+    }
+    assert "capture-store" not in json.dumps(data)
+
+
+def test_s3_capture_without_credentials_adds_no_environment() -> None:
+    router = build_router_deployment(OWNER, _with_capture({"uri": "s3://public-captures"}))
+    (container,) = _pods(router)["containers"]
+    assert "env" not in container
+
+
+@pytest.mark.parametrize(
+    ("uri", "directory"),
+    [
+        ("pvc://capture-claim/iris/prod", "file:///mnt/capture/iris/prod"),
+        ("pvc://capture-claim/iris/", "file:///mnt/capture/iris"),
+        ("pvc://capture-claim", "file:///mnt/capture"),
+    ],
+)
+def test_pvc_capture_mounts_the_claim_read_write_and_the_configuration_points_under_it(
+    uri: str, directory: str
+) -> None:
+    spec = _with_capture({"uri": uri, "credentials": {"secretName": "ignored-for-a-claim"}})
+    router = build_router_deployment(OWNER, spec)
+    pod = _pods(router)
+    (container,) = pod["containers"]
+
+    assert _volumes(router)["capture"] == {
+        "name": "capture",
+        "persistentVolumeClaim": {"claimName": "capture-claim"},
+    }
+    assert _mounts(router)["capture"] == {"name": "capture", "mountPath": "/mnt/capture"}  # read-write
+    assert "env" not in container
+    # files on the claim belong to the router's group, so the non-root router can write there
+    assert pod["securityContext"]["fsGroup"] == 65532
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    _assert_restricted(pod)
+    config = _config_of(spec)
+    assert config.capture is not None
+    assert config.capture.uri == directory
+    assert config.capture.uri.startswith(f"file://{_mounts(router)['capture']['mountPath']}")
