@@ -501,3 +501,17 @@ def test_records_keep_the_redact_names_they_were_captured_with() -> None:
     subject.write_ready(force=True)
 
     assert [line["request"] for line in sink.lines()] == [{"v": 1}, {"email": "b@y", "v": 2}]
+
+
+def test_nan_and_infinities_are_written_as_null_so_every_line_is_strict_json() -> None:
+    body, length = oip.encode(
+        {}, [oip.Tensor("input-0", "FP64", [3], data=[1.0, float("nan"), float("inf")])], [True]
+    )
+    assert length is not None
+    request = body.replace(b'"outputs"', b'"inputs"', 1)
+    line = encode_record(
+        "iris", (WHEN, b"n", "v", b"/", request, str(length - 1).encode(), 200, b"{}", None, NAMES)
+    )
+    assert b"NaN" not in line
+    assert b"Infinity" not in line
+    assert json.loads(line)["request"]["inputs"][0]["data"] == [1.0, None, None]

@@ -35,9 +35,9 @@ One line per record:
 `path` is the request's path without its query string (which could carry what redaction cannot see); no
 header is captured. A JSON body is written as JSON (re-encoded), a body with Open Inference Protocol
 binary tensor data (`Inference-Header-Content-Length`) as its JSON header with the binary tensors' values
-written as JSON `data`. Any other body is written base64 (`requestBase64`, `responseBase64`) when nothing
-is to be redacted; with `redact` set it is left out (`"requestOmitted": true`), because its fields cannot be
-found.
+written as JSON `data`; NaN and infinities are written as null, so that every line is strict JSON. Any
+other body is written base64 (`requestBase64`, `responseBase64`) when nothing is to be redacted; with
+`redact` set it is left out (`"requestOmitted": true`), because its fields cannot be found.
 
 Redaction (`redact`: field names), applied by the writer with the names the configuration had when the
 record was captured:
@@ -56,6 +56,7 @@ import contextlib
 import gzip
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -232,7 +233,21 @@ def encode_record(deployment: str, record: Record) -> bytes:
     }
     line.update(_body_fields("request", request, request_length, "inputs", names))
     line.update(_body_fields("response", answer, answer_length, "outputs", names))
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    try:
+        text = json.dumps(line, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or an infinity (binary tensor data, or a lenient JSON body): null, as MLServer
+        text = json.dumps(_finite(line), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode() + b"\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def object_key(deployment: str, pod: str, first: float, seq: int, compression: str) -> str:
@@ -383,7 +398,9 @@ class Capture:
     """One deployment's capture: the bounded buffer the request path appends to and the writer thread.
 
     `offer` runs on the event loop; everything else of the writer on its thread. The two share the buffer
-    and its held counts under one lock; each metric child is written by one thread only."""
+    and its held counts under one lock; each metric child is written by one thread only (while a
+    writer retired by a new configuration finishes beside its successor, both count on the same children
+    for that moment)."""
 
     def __init__(
         self,
