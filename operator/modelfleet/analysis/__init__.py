@@ -12,6 +12,8 @@ No Kubernetes, no HTTP: the controller scrapes and queries, this package compute
 - `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts (absolute
   bounds, and ratio bounds against the stable version in the same window), and the Monitor's new
   status.
+- `experiment`: which of 2..10 variants is best on one objective (a rate or a mean), decided at every
+  interval without inflating false positives; a stopped variant's weight shared out.
 """
 
 from modelfleet.analysis.assessment import (
