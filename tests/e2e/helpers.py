@@ -68,10 +68,11 @@ def deployment(
     circuit_breaker: bool = False,
     fallback_version: str | None = None,
     feedback_secret: str | None = None,
+    capture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`fallback_version`: spec.fallback.version (kept warm, the last of the fallback chain, and what
     serves stable's traffic under `onDegraded: Fallback`); `feedback_secret`: spec.feedback, the token
-    under the key `token` of that Secret."""
+    under the key `token` of that Secret; `capture`: spec.capture as it is."""
     canary: dict[str, Any] = {
         "steps": steps
         or [
@@ -104,6 +105,8 @@ def deployment(
     }
     if feedback_secret:
         spec["feedback"] = {"tokenSecret": {"name": feedback_secret, "key": "token"}}
+    if capture:
+        spec["capture"] = capture
     return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": {"name": name}, "spec": spec}
 
 
