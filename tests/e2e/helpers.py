@@ -12,12 +12,13 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
-from support.load import Answer, Load
+from support.load import IRIS_REQUEST, Answer, Load
 
 API_VERSION = "modelfleet.io/v1alpha1"
 RESULTS_FILE = Path(__file__).parent / ".results.json"
@@ -33,8 +34,15 @@ def model(name: str = "iris") -> dict[str, Any]:
 
 
 def model_version(
-    name: str, image_tag: str = "1", *, env: dict[str, str] | None = None, model_name: str = "iris"
+    name: str,
+    image_tag: str = "1",
+    *,
+    env: dict[str, str] | None = None,
+    model_name: str = "iris",
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """An image version (iris-server:1, 2 and 3 are one image; the versions differ by configuration).
+    `reference`: its spec.reference (uri, digest), the training-data profile of its dataDrift metric."""
     spec: dict[str, Any] = {
         "model": model_name,
         "version": name.rsplit("-", 1)[-1],
@@ -43,6 +51,8 @@ def model_version(
     spec["env"] = [{"name": "MODELFLEET_MODEL_VERSION", "value": spec["version"]}] + [
         {"name": k, "value": v} for k, v in (env or {}).items()
     ]
+    if reference is not None:
+        spec["reference"] = reference
     return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": {"name": name}, "spec": spec}
 
 
@@ -56,7 +66,13 @@ def deployment(
     rollback_window: str = "10m",
     progress_deadline: str = "3m",
     circuit_breaker: bool = False,
+    fallback_version: str | None = None,
+    feedback_secret: str | None = None,
+    capture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`fallback_version`: spec.fallback.version (kept warm, the last of the fallback chain, and what
+    serves stable's traffic under `onDegraded: Fallback`); `feedback_secret`: spec.feedback, the token
+    under the key `token` of that Secret; `capture`: spec.capture as it is."""
     canary: dict[str, Any] = {
         "steps": steps
         or [
@@ -77,19 +93,21 @@ def deployment(
             "window": "10s",
             "openFor": "1s",
         }
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": "iris",
-            "version": version,
-            "replicas": 1,
-            "progressDeadline": progress_deadline,
-            "strategy": {"type": strategy, "canary": canary, "rollbackWindow": rollback_window},
-            "fallback": fallback,
-        },
+    if fallback_version:
+        fallback["version"] = fallback_version
+    spec: dict[str, Any] = {
+        "model": "iris",
+        "version": version,
+        "replicas": 1,
+        "progressDeadline": progress_deadline,
+        "strategy": {"type": strategy, "canary": canary, "rollbackWindow": rollback_window},
+        "fallback": fallback,
     }
+    if feedback_secret:
+        spec["feedback"] = {"tokenSecret": {"name": feedback_secret, "key": "token"}}
+    if capture:
+        spec["capture"] = capture
+    return {"apiVersion": API_VERSION, "kind": "Deployment", "metadata": {"name": name}, "spec": spec}
 
 
 def monitor(
@@ -117,6 +135,10 @@ def monitor(
             "metrics": metrics or [{"name": "errors", "type": "errorRate", "max": 0.05}],
         },
     }
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
 
 
 # --- reading status ----------------------------------------------------------------------------------
@@ -291,8 +313,15 @@ class Fleet:
             raise AssertionError(f"{error}; status now: {self.status()}") from None
         return out
 
-    def serve_v1(self, *objects: dict[str, Any], rate: float = 40.0, **options: Any) -> Load:
-        """Apply the objects and a Deployment of iris-v1; wait until it serves; start the load."""
+    def serve_v1(
+        self,
+        *objects: dict[str, Any],
+        rate: float = 40.0,
+        bodies: Sequence[bytes] = (IRIS_REQUEST,),
+        **options: Any,
+    ) -> Load:
+        """Apply the objects and a Deployment of iris-v1 (`options`: `deployment`'s); wait until it
+        serves; start the load, sending `bodies` in turn."""
         self.apply(model(), *objects)
         self.apply(deployment(version="iris-v1", **options))
         self.watch = StatusWatch(self.cluster, self.namespace, "iris", self.timeline)
@@ -300,7 +329,7 @@ class Fleet:
             "iris-v1 Healthy", lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "iris-v1"
         )
         ip = service_ip(self.cluster, self.namespace, "iris")
-        self.load = Load(ip, rate=rate)
+        self.load = Load(ip, rate=rate, bodies=bodies)
         self.load.start()
         self.serving_since = wait_until_serving(self.load, "iris-v1")
         return self.load
@@ -317,6 +346,25 @@ class Fleet:
                 if result["name"] == metric and result["verdict"] == verdict:
                     return dict(result)
         raise AssertionError(f"no {verdict} of {metric} on {version} in {self.monitor_status(monitor)}")
+
+    def wait_measured(
+        self, version: str, metric: str, verdict: str, timeout: float = 90, monitor: str = "iris-quality"
+    ) -> dict[str, Any]:
+        """Wait until the Monitor has measured `metric` on `version` with this verdict; that result."""
+
+        def check() -> dict[str, Any] | None:
+            try:
+                return self.measured(version, metric, verdict, monitor)
+            except AssertionError:
+                return None
+
+        try:
+            out: dict[str, Any] = self.cluster.wait_for(
+                f"{metric} {verdict} on {version}", check, timeout=timeout, interval=0.5
+            )
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; monitor status now: {self.monitor_status(monitor)}") from None
+        return out
 
     def client_errors(self) -> list[Answer]:
         """Errors of the requests sent once the router answered steadily (`serving_since`), as the demo

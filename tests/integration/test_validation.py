@@ -324,6 +324,12 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.capture.destination.uri", "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"],
     ),
     (
+        "deployment-capture-off-its-claim",
+        "Deployment",
+        with_(DEPLOYMENT, capture={"percent": 5, "destination": {"uri": "pvc://captures/../../etc"}}),
+        ["spec.capture.destination.uri", "uri must not have a '..' segment"],
+    ),
+    (
         "deployment-capture-nothing",
         "Deployment",
         with_(DEPLOYMENT, capture={"percent": 0, "destination": {"uri": "s3://captures/iris/"}}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
 import json
 import math
@@ -122,6 +123,71 @@ def test_a_failing_stable_is_covered_by_the_warm_previous_version(
     assert metric(text, "modelfleet_requests_total", version="iris-v1", code="200") == 400
     assert metric(text, "modelfleet_fallbacks_total", version="iris-v1") == 0
     assert metric(text, "modelfleet_circuit_open", version="iris-v2") == 1
+
+
+def test_the_fallback_version_covers_a_failing_stable_and_takes_all_its_traffic_while_active(
+    config_file: Path,
+    started_routers: list[Process],
+    stable_server: Process,
+    failing_server: Process,
+    shifted_server: Process,
+) -> None:
+    """Given a stable version that answers every request with 500 and a fallback version, when 300
+    requests go through, then the fallback version answers them all. Given then a stable version that
+    answers but drifts, with the fallback active, when 300 more go through, then the fallback version
+    still answers them all (degraded), stable gets a copy of each whose answers only the metrics and the
+    prediction sample see; released, stable answers again."""
+    write_config(
+        config_file,
+        [("iris-v2", failing_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+    )
+    proxy = start(started_routers, "--config", str(config_file), "--prediction-samples", "100")
+    tally = asyncio.run(load(proxy.port, requests=300, concurrency=8))
+
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 300}
+    assert dict(tally.served_by) == {"iris-rules": 300}
+    assert set(tally.fallbacks) == {"retry_on_fallback", "circuit_open"}
+    text = get_text(proxy.admin_port, "/metrics")
+    retried = metric(text, "modelfleet_fallbacks_total", version="iris-v2", reason="retry_on_fallback")
+    assert retried == tally.fallbacks["retry_on_fallback"] >= 20  # until stable's circuit opens
+    assert metric(text, "modelfleet_requests_total", version="iris-v2", code="500") == retried
+    assert metric(text, "modelfleet_requests_total", version="iris-rules", code="200") == 300
+
+    write_config(
+        config_file,
+        [("iris-v3", shifted_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+        fallback={"active": True},
+    )
+    wait_until(lambda: get_json(proxy.admin_port, "/config")["fallback"]["active"] is True, 2)
+    tally = asyncio.run(load(proxy.port, requests=300, concurrency=8))
+
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 300}
+    assert dict(tally.served_by) == {"iris-rules": 300}
+    assert dict(tally.fallbacks) == {"degraded": 300}
+
+    def copies() -> float:
+        text = get_text(proxy.admin_port, "/metrics")
+        return metric(text, "modelfleet_requests_total", version="iris-v3", code="200")
+
+    wait_until(lambda: copies() == 300, 5)
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_mirrored_requests_total", version="iris-v3") == 300
+    assert metric(text, "modelfleet_fallbacks_total", version="iris-v3", reason="degraded") == 300
+    assert metric(text, "modelfleet_requests_total", version="iris-rules", code="200") == 600
+    samples = get_json(proxy.admin_port, "/predictions")
+    assert set(samples["iris-rules"]) == {0, 2}  # what clients got: setosa and virginica
+    assert set(samples["iris-v3"]) == {1, 0}  # what stable answered the copies: shifted, seen by no client
+
+    write_config(
+        config_file,
+        [("iris-v3", shifted_server, 100, "stable"), ("iris-rules", stable_server, 0, "fallback")],
+    )
+    wait_until(lambda: get_json(proxy.admin_port, "/config")["fallback"]["active"] is False, 2)
+    tally = asyncio.run(load(proxy.port, requests=50, concurrency=4))
+    assert dict(tally.served_by) == {"iris-v3": 50}
+    assert tally.fallbacks == {}
 
 
 def test_weights_change_under_load_within_a_second_and_no_request_fails(
@@ -528,3 +594,245 @@ def test_labels_join_the_predictions_a_real_router_served_and_its_inputs_are_sam
         {"error": "feedback is not enabled for this deployment (it has no spec.feedback)"},
     )
     assert get_json(proxy.admin_port, "/feedback", ADMIN_TOKEN)["enabled"] is False
+
+
+# -- payload capture -------------------------------------------------------------------------------------
+
+CAPTURED_BODY = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [2, 4],
+                "datatype": "FP64",
+                "data": [SETOSA, VIRGINICA],
+                "parameters": {"names": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
+            },
+            {
+                "name": "email",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": ["ann@example.com", "bob@example.com"],
+            },
+        ]
+    }
+).encode()
+"""An iris request with its feature names and a field no capture may keep (the model reads input-0 only)."""
+REDACT = ["petal_width", "email", "model_version"]
+
+
+def capture_lines(directory: Path) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(directory.rglob("*.jsonl.gz")):
+        lines += [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    return lines
+
+
+def assert_redacted(line: dict[str, Any]) -> None:
+    """One captured pair of CAPTURED_BODY and its answer, as redaction leaves it."""
+    features, email = line["request"]["inputs"]
+    assert features["shape"] == [2, 3]
+    assert features["data"] == [*SETOSA[:3], *VIRGINICA[:3]]
+    assert features["parameters"]["names"] == ["sepal_length", "sepal_width", "petal_length"]
+    assert email == {"name": "email", "shape": [2], "datatype": "BYTES", "redacted": True}
+    assert "model_version" not in line["response"]
+    assert line["response"]["outputs"][0]["data"] == [0, 2]
+    assert "example.com" not in json.dumps(line)
+
+
+def test_capture_writes_redacted_requests_and_answers_to_a_directory_in_batches_and_on_sigterm(
+    config_file: Path, started_routers: list[Process], stable_server: Process, tmp_path: Path
+) -> None:
+    """Given a router capturing every answer into a directory (as a mounted claim) with petal_width, email
+    and model_version redacted, when 30 requests go through and later 5 more right before SIGTERM, then
+    every request and answer is in the gzip JSON Lines files under <deployment>/<YYYY>/<MM>/<DD>/<HH>/ with
+    the redacted fields absent, and the metrics count them."""
+    directory = tmp_path / "captures"
+    write_config(
+        config_file,
+        [("iris-v1", stable_server, 100, "stable")],
+        capture={"percent": 100, "uri": f"file://{directory}", "redact": REDACT, "flushInterval": "200ms"},
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+    wait_until(lambda: _ready(proxy), 5)
+
+    tally = asyncio.run(load(proxy.port, requests=30, concurrency=4, body=CAPTURED_BODY))
+    assert dict(tally.statuses) == {200: 30}
+    named = post(proxy.port, INFER_PATH, CAPTURED_BODY, {"X-Request-Id": "client-42"})
+    assert named.status == 200
+    wait_until(lambda: len(capture_lines(directory)) == 31, 10)
+
+    lines = capture_lines(directory)
+    for line in lines:
+        assert_redacted(line)
+        assert (line["deployment"], line["version"], line["status"]) == ("iris", "iris-v1", 200)
+        assert line["path"] == INFER_PATH
+    assert "client-42" in {line["requestId"] for line in lines}
+    for path in directory.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(directory).as_posix()
+            assert re.fullmatch(
+                r"iris/\d{4}/\d{2}/\d{2}/\d{2}/[A-Za-z0-9._-]+-\d{13}-\d+\.jsonl\.gz", relative
+            )
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_capture_records_total", deployment="iris", version="iris-v1") == 31
+    assert metric(text, "modelfleet_capture_written_records_total", deployment="iris") == 31
+    assert metric(text, "modelfleet_capture_batches_total", outcome="written") >= 1
+    assert metric(text, "modelfleet_capture_dropped_total") == 0
+
+    # the last ones are still in the buffer when SIGTERM comes: written on the way out
+    write_config(
+        config_file,
+        [("iris-v1", stable_server, 100, "stable")],
+        capture={"percent": 100, "uri": f"file://{directory}", "redact": REDACT, "flushInterval": "1h"},
+    )
+    wait_until(lambda: get_json(proxy.admin_port, "/readyz")["generation"] == 2, 3)
+    for index in range(5):
+        assert post(proxy.port, INFER_PATH, CAPTURED_BODY, {"X-Request-Id": f"last-{index}"}).status == 200
+    assert proxy.stop() == 0
+    lines = capture_lines(directory)
+    assert len(lines) == 36
+    assert [line["requestId"] for line in lines if line["requestId"].startswith("last-")] == [
+        f"last-{index}" for index in range(5)
+    ]
+    for line in lines:
+        assert_redacted(line)
+
+
+def test_capture_into_a_directory_that_cannot_be_written_leaves_requests_unaffected(
+    config_file: Path, started_routers: list[Process], stable_server: Process, tmp_path: Path
+) -> None:
+    """Given a capture destination that cannot be written (a file where the directory should be), when 400
+    requests go through, then every one is answered 200, the batches are dropped and counted, and the
+    failure is logged once, without the payload."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    write_config(
+        config_file,
+        [("iris-v1", stable_server, 100, "stable")],
+        capture={
+            "percent": 100,
+            "uri": f"file://{blocker}/captures",
+            "redact": REDACT,
+            "flushInterval": "100ms",
+            "batchRecords": 50,
+            "bufferRecords": 100,
+        },
+    )
+    proxy = start(started_routers, "--config", str(config_file))
+    wait_until(lambda: _ready(proxy), 5)
+
+    tally = asyncio.run(load(proxy.port, requests=400, concurrency=8, body=CAPTURED_BODY))
+    assert tally.failures == []
+    assert dict(tally.statuses) == {200: 400}
+    wait_until(
+        lambda: (
+            metric(
+                get_text(proxy.admin_port, "/metrics"), "modelfleet_capture_batches_total", outcome="failed"
+            )
+            >= 1
+        ),
+        5,
+    )
+    text = get_text(proxy.admin_port, "/metrics")
+    assert metric(text, "modelfleet_capture_batches_total", outcome="written") == 0
+    dropped = metric(text, "modelfleet_capture_dropped_total", reason="store_error") + metric(
+        text, "modelfleet_capture_dropped_total", reason="buffer_full"
+    )
+    assert dropped + metric(text, "modelfleet_capture_buffered_records") == 400
+    failures = [line for line in proxy.lines if "capture: a batch of" in line]
+    assert len(failures) == 1  # at most one a minute
+    assert "Not a directory; dropped" in failures[0]
+    assert "example.com" not in proxy.log
+
+
+def test_capture_writes_objects_to_a_real_s3_store_and_drops_batches_while_it_is_down(
+    config_file: Path, started_routers: list[Process], stable_server: Process, tmp_path: Path
+) -> None:
+    """Given versitygw on loopback (posix backend) and a router capturing into s3://BUCKET/captures/ with
+    the store's credentials in its environment, when 20 requests go through, then gzip JSON Lines objects
+    land under captures/iris/<YYYY>/<MM>/<DD>/<HH>/<pod>-<ms>-<seq>.jsonl.gz with the redacted fields
+    absent; when the store goes away, 50 more requests are all answered and the batches dropped and
+    counted, the log naming neither the payload nor the secret key."""
+    from fetchkit import S3Store
+
+    store = S3Store(tmp_path / "s3")
+    try:
+        bucket = store.bucket()
+        write_config(
+            config_file,
+            [("iris-v1", stable_server, 100, "stable")],
+            capture={
+                "percent": 100,
+                "uri": f"s3://{bucket}/captures/",
+                "redact": REDACT,
+                "flushInterval": "200ms",
+            },
+        )
+        proxy = Process(
+            [
+                "router",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--config",
+                str(config_file),
+            ],
+            {**store.env(AWS_REGION="us-east-1"), "HOSTNAME": "iris-router-6f7c9-x2kq"},
+        )
+        started_routers.append(proxy)
+        wait_until(lambda: _ready(proxy), 5)
+
+        tally = asyncio.run(load(proxy.port, requests=20, concurrency=4, body=CAPTURED_BODY))
+        assert dict(tally.statuses) == {200: 20}
+
+        def objects() -> list[str]:
+            listed = store.client.list_objects_v2(Bucket=bucket, Prefix="captures/")
+            return sorted(item["Key"] for item in listed.get("Contents", []))
+
+        def lines() -> list[dict[str, Any]]:
+            out = []
+            for key in objects():
+                data = store.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                out += [json.loads(line) for line in gzip.decompress(data).splitlines()]
+            return out
+
+        wait_until(lambda: len(lines()) == 20, 15)
+        for key in objects():
+            assert re.fullmatch(
+                r"captures/iris/\d{4}/\d{2}/\d{2}/\d{2}/iris-router-6f7c9-x2kq-\d{13}-\d+\.jsonl\.gz", key
+            )
+        for line in lines():
+            assert_redacted(line)
+        text = get_text(proxy.admin_port, "/metrics")
+        assert metric(text, "modelfleet_capture_written_records_total", deployment="iris") == 20
+        assert store.requests(bucket)["s3_PutObject"] >= 1
+
+        store.stop()
+        tally = asyncio.run(load(proxy.port, requests=50, concurrency=4, body=CAPTURED_BODY))
+        assert tally.failures == []
+        assert dict(tally.statuses) == {200: 50}
+        wait_until(
+            lambda: (
+                metric(
+                    get_text(proxy.admin_port, "/metrics"),
+                    "modelfleet_capture_dropped_total",
+                    reason="store_error",
+                )
+                == 50
+            ),
+            20,
+        )
+        text = get_text(proxy.admin_port, "/metrics")
+        assert metric(text, "modelfleet_capture_batches_total", outcome="failed") >= 1
+        failures = [line for line in proxy.lines if "capture: a batch of" in line]
+        assert len(failures) == 1
+        assert f"s3://{bucket}/captures/iris/" in failures[0]
+        assert f"cannot reach {store.endpoint}" in failures[0]
+        assert store.secret_key not in proxy.log
+        assert "example.com" not in proxy.log
+    finally:
+        store.stop()

@@ -3,8 +3,10 @@
 Used by the e2e tests (tests/e2e/helpers.py) and the demo: `clients` keep-alive connections send at
 `rate` requests per second in all (each at rate/clients, so that one slow answer does not stall the
 load), until stopped or for at most `limit` seconds. Every answer is recorded with its code,
-X-Modelfleet-Served-By and X-Modelfleet-Fallback, when it was sent and when it came; a connection that
-fails is recorded as code 0 with what went wrong.
+X-Modelfleet-Served-By, X-Modelfleet-Fallback and X-Modelfleet-Request-Id (the id a label names, see
+support/feedback.py), the body it answered, when it was sent and when it came; a connection that fails is
+recorded as code 0 with what went wrong. `set_bodies` changes what the clients send while they run (the
+inputs shift, and come back).
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Answer:
     fallback: str = ""
     detail: str = ""
     """What went wrong, for code 0."""
+    request_id: str = ""
+    """X-Modelfleet-Request-Id: the id the router gave the request, which a label names."""
+    body: bytes = field(default=b"", repr=False)
+    """The request body sent (one of the Load's bodies, the same object: nothing is copied)."""
 
     @property
     def ok(self) -> bool:
@@ -64,6 +70,8 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bodies_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while the bodies change, and while a client takes its body and its sending time."""
 
     def __enter__(self) -> Load:
         self.start()
@@ -88,6 +96,16 @@ class Load:
     def set_rate(self, rate: float) -> None:
         self.rate = rate
 
+    def set_bodies(self, bodies: Sequence[bytes]) -> float:
+        """Send `bodies` from now on, in turn, instead of the current ones; when (the Load's clock). The
+        requests sent (`Answer.sent`) before that time carry the old bodies, those sent at it or later
+        the new ones; a request already on its way keeps the body it was sent with."""
+        if not bodies:
+            raise ValueError("a Load needs at least one body to send")
+        with self._bodies_lock:
+            self.bodies = tuple(bodies)
+            return self.clock()
+
     def _client(self, index: int) -> None:
         started = time.monotonic()
         # the clients take turns: client i sends i/clients of a period after client 0
@@ -106,16 +124,13 @@ class Load:
                     break
             else:
                 next_at = time.monotonic()
-            sent_at = self.clock()
+            with self._bodies_lock:  # a body and a time on the same side of a set_bodies
+                body = self.bodies[(sent * self.clients + index) % len(self.bodies)]
+                sent_at = self.clock()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                conn.request(
-                    "POST",
-                    self.path,
-                    body=self.bodies[(sent * self.clients + index) % len(self.bodies)],
-                    headers={"Content-Type": "application/json"},
-                )
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
                 sent += 1
                 response = conn.getresponse()
                 response.read()
@@ -125,12 +140,16 @@ class Load:
                     response.status,
                     response.getheader("X-Modelfleet-Served-By", ""),
                     response.getheader("X-Modelfleet-Fallback", ""),
+                    request_id=response.getheader("X-Modelfleet-Request-Id", ""),
+                    body=body,
                 )
                 if response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as error:
-                answer = Answer(sent_at, self.clock(), 0, detail=f"{type(error).__name__}: {error}")
+                answer = Answer(
+                    sent_at, self.clock(), 0, detail=f"{type(error).__name__}: {error}", body=body
+                )
                 if conn is not None:
                     conn.close()
                 conn = None

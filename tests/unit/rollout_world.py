@@ -96,6 +96,8 @@ class World:
         self.ready_replicas: dict[str, int] = {}
         self.annotations: set[str] = set()
         self.servability = SERVABLE
+        self.fallback = SERVABLE
+        """Of spec.fallback.version."""
         self.monitor_name = monitor
         self.failure_limit = failure_limit
         self.error_limit = error_limit
@@ -121,6 +123,7 @@ class World:
         observation = Observation(
             generation=self.generation,
             servability=self.servability,
+            fallback=self.fallback,
             target=target,
             ready_replicas=dict(self.ready_replicas),
             annotations=frozenset(self.annotations),

@@ -348,6 +348,42 @@ def test_a_sampled_value_that_is_nan_is_inconclusive() -> None:
     assert only(assess(monitor(ACCURACY), window, NOW)).message == "no value (80 samples)"
 
 
+def test_what_the_provider_says_of_a_sampled_value_is_in_the_message_whatever_the_verdict() -> None:
+    drifted = "petal_width psi 0.41 > 0.2 (n=250); petal_length psi 0.33 > 0.2 (n=250)"
+    window = Window(
+        "iris-v2",
+        sampled={
+            "input-drift": SampledValue(0.41, samples=250, detail=drifted),
+            "accuracy": SampledValue(0.95, samples=62, detail="over the last 1m40s"),
+            "mae": SampledValue(0.2, samples=4, detail="over the last 10s"),
+        },
+    )
+
+    measurement = assess(monitor(INPUT_DRIFT, ACCURACY, MAE), window, NOW)
+
+    assert [(r.verdict, r.message) for r in measurement.results] == [
+        (Verdict.FAIL, f"input-drift 0.41 > 0.2: {drifted}"),
+        (Verdict.PASS, "62 samples; over the last 1m40s"),
+        (Verdict.INCONCLUSIVE, "4 samples < minSamples 10; over the last 10s"),
+    ]
+    assert summarize(measurement) == f"input-drift 0.41 > 0.2: {drifted}"
+
+
+def test_too_few_samples_is_said_before_there_being_no_value() -> None:
+    window = Window("iris-v2", sampled={"accuracy": SampledValue(math.nan, samples=0, detail="no labels")})
+
+    assert only(assess(monitor(ACCURACY), window, NOW)).message == "0 samples < minSamples 50; no labels"
+
+
+def test_a_long_detail_is_cut_to_what_a_status_message_holds() -> None:
+    window = Window("iris-v2", sampled={"input-drift": SampledValue(0.5, samples=400, detail="x" * 2000)})
+
+    result = only(assess(monitor(INPUT_DRIFT), window, NOW))
+
+    assert result.verdict == Verdict.FAIL
+    assert len(result.message) == 1024
+
+
 def test_sampled_metrics_need_no_router_traffic_and_leave_the_window_whole() -> None:
     why = "1 of 2 router pods answered"
     window = Window(

@@ -106,6 +106,21 @@ def test_a_canary_less_accurate_than_allowed_relative_to_stable_fails() -> None:
     assert (result.value, result.stable_value) == (0.85, 0.94)
 
 
+def test_a_canary_drifting_further_than_stable_fails_naming_its_features() -> None:
+    metric = {"name": "input-drift", "type": "dataDrift", "maxRatioToStable": 2.0}
+    window = Window(
+        CANARY,
+        stable_version=STABLE,
+        sampled={"input-drift": SampledValue(0.3, samples=400, detail="petal_width psi 0.3 (n=400)")},
+        stable_sampled={"input-drift": SampledValue(0.1, samples=900, detail="petal_width psi 0.1 (n=900)")},
+    )
+
+    result = judge(metric, window)
+
+    assert result.verdict == Verdict.FAIL
+    assert result.message == "input-drift 0.3 is 3x stable's 0.1 > 2x: petal_width psi 0.3 (n=400)"
+
+
 def test_a_canary_more_accurate_than_stable_passes_a_min_ratio() -> None:
     window = Window(
         CANARY,

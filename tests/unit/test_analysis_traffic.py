@@ -191,6 +191,26 @@ def test_fallback_share_sums_reasons_over_requests() -> None:
     assert traffic.fallback_rate == pytest.approx(0.1)
 
 
+def test_requests_sent_to_an_active_fallback_are_no_fallbacks_of_the_version() -> None:
+    """Given stable covered by an active fallback (every live request counted `degraded` against it, 50
+    copies measured on it) and 5 copies that fell back, then its fallback rate is 5/50, not 55/50."""
+    before = Scrape(T0, {"r": router_metrics({("v1", "200"): 0})})
+    after = Scrape(
+        T1,
+        {
+            "r": router_metrics(
+                {("v1", "200"): 45, ("v1", "500"): 5},
+                fallbacks={("v1", "degraded"): 50, ("v1", "retry_on_fallback"): 5},
+            )
+        },
+    )
+
+    traffic = window_traffic(before, after, "iris")["v1"]
+
+    assert traffic.fallbacks == {"degraded": 50.0, "retry_on_fallback": 5.0}
+    assert traffic.fallback_rate == pytest.approx(0.1)
+
+
 def test_no_requests_gives_no_rates() -> None:
     before = Scrape(T0, {"r": router_metrics({("v2", "200"): 5})})
     after = Scrape(T1, {"r": router_metrics({("v2", "200"): 5})})

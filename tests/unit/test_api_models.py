@@ -420,6 +420,10 @@ CAPTURE_TO = {"uri": "s3://captures/iris/"}
             r"spec\.capture\.destination\.uri: uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH",
         ),
         (
+            {"capture": {"percent": 5, "destination": {"uri": "pvc://captures/iris/../../etc"}}},
+            r"spec\.capture\.destination\.uri: uri must not have a '\.\.' segment",
+        ),
+        (
             {"capture": {"percent": 5, "destination": CAPTURE_TO, "redact": ["email", "email"]}},
             r"spec\.capture: redact names must be unique: email repeated",
         ),

@@ -1,5 +1,6 @@
 """Builders of owned objects: names, labels, owner references, restricted pods, router config, RBAC, the
-router's admin token Secret, its feedback token mount and its NetworkPolicy."""
+router's admin token Secret, its feedback token mount, its capture credentials and claim, and its
+NetworkPolicy."""
 
 from __future__ import annotations
 
@@ -223,18 +224,141 @@ def test_router_config_splits_by_weight_and_carries_the_fallback() -> None:
     assert RouterConfig.model_validate(json.loads(data)) == config
 
 
-def test_a_fallback_version_is_left_out_of_the_router_config_until_the_router_serves_it() -> None:
-    spec = DeploymentSpec.model_validate(
-        {"model": "iris", "version": "iris-v2", "fallback": {"version": "iris-heuristic", "timeout": "1s"}}
-    )
+HEURISTIC = ModelVersionSpec.model_validate(
+    {"model": "iris", "version": "0", "image": "localhost/iris-rules:1", "protocol": "v1"}
+)
+FALLBACK_SPEC = DeploymentSpec.model_validate(
+    {
+        "model": "iris",
+        "version": "iris-v2",
+        "fallback": {"version": "iris-rules", "timeout": "1s", "response": {"body": "{}"}},
+    }
+)
 
+
+def test_the_fallback_version_is_the_router_configs_last_version_at_weight_zero() -> None:
+    """Given spec.fallback.version, when the router config is built for a split with a warm previous
+    version, then the fallback version follows it with role fallback and weight 0, the rest of
+    spec.fallback is the router's fallback, and the fallback is not active."""
     config = build_router_config(
-        OWNER, spec, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v1": V1, "iris-v2": V2, "iris-v0": V1, "iris-rules": HEURISTIC},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        previous="iris-v0",
+        fallback="iris-rules",
     )
 
-    assert [v.name for v in config.versions] == ["iris-v1"]
-    assert "version" not in config.fallback.to_k8s()
+    assert [(v.name, v.weight, v.role, v.protocol) for v in config.versions] == [
+        ("iris-v2", 100, "stable", "v2"),
+        ("iris-v0", 0, "previous", "v2"),
+        ("iris-rules", 0, "fallback", "v1"),
+    ]
+    assert config.versions[2].url == "http://iris-iris-rules.ml.svc:8080"
     assert config.fallback.timeout == 1.0
+    assert config.fallback.active is False
+    assert config.fallback.response is not None
+    assert config.fallback.response.body == "{}"
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert "version" not in data["fallback"]
+    assert RouterConfig.model_validate(data) == config
+
+
+def test_an_active_fallback_keeps_the_split_and_says_so() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v1": V1, "iris-v2": V2, "iris-rules": HEURISTIC},
+        stable="iris-v1",
+        canary="iris-v2",
+        canary_weight=20,
+        mirror_percent=0,
+        fallback="iris-rules",
+        fallback_active=True,
+    )
+
+    assert [(v.name, v.weight, v.role) for v in config.versions] == [
+        ("iris-v1", 80, "stable"),
+        ("iris-v2", 20, "canary"),
+        ("iris-rules", 0, "fallback"),
+    ]
+    assert config.fallback.active is True
+
+
+def test_an_active_fallback_without_a_fallback_version_is_answered_by_the_response() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v2": V2},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        fallback_active=True,
+    )
+    assert [v.role for v in config.versions] == ["stable"]
+    assert (config.fallback.active, config.fallback_version) == (True, None)
+
+
+def test_a_fallback_version_that_is_also_previous_is_listed_once_as_the_fallback() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-v2": V2, "iris-rules": HEURISTIC},
+        stable="iris-v2",
+        canary="",
+        canary_weight=0,
+        mirror_percent=0,
+        previous="iris-rules",
+        fallback="iris-rules",
+    )
+    assert [(v.name, v.role) for v in config.versions] == [("iris-v2", "stable"), ("iris-rules", "fallback")]
+
+
+def test_a_fallback_version_that_serves_as_stable_or_canary_keeps_that_role_only() -> None:
+    config = build_router_config(
+        OWNER,
+        FALLBACK_SPEC,
+        {"iris-rules": HEURISTIC, "iris-v2": V2},
+        stable="iris-rules",
+        canary="iris-v2",
+        canary_weight=10,
+        mirror_percent=0,
+        fallback="iris-rules",
+    )
+    assert [(v.name, v.role) for v in config.versions] == [("iris-rules", "stable"), ("iris-v2", "canary")]
+    assert config.fallback_version is None
+
+
+def test_a_fallback_version_without_its_spec_is_refused() -> None:
+    with pytest.raises(ValueError, match="no ModelVersion spec for the fallback version iris-rules"):
+        build_router_config(
+            OWNER,
+            FALLBACK_SPEC,
+            {"iris-v2": V2},
+            stable="iris-v2",
+            canary="",
+            canary_weight=0,
+            mirror_percent=0,
+            fallback="iris-rules",
+        )
+
+
+def test_an_active_fallback_with_nothing_to_fall_back_to_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"fallback\.active needs a version with role fallback"):
+        build_router_config(
+            OWNER,
+            SPEC,
+            {"iris-v2": V2},
+            stable="iris-v2",
+            canary="",
+            canary_weight=0,
+            mirror_percent=0,
+            fallback_active=True,
+        )
 
 
 def test_router_config_without_canary_sends_everything_to_stable_and_mirrors_nothing() -> None:
@@ -511,3 +635,115 @@ def test_network_policy_peers_are_checked_before_any_is_applied(value: Any, mess
     assert peers([{"podSelector": {"matchLabels": {"app": "vmagent"}}}], "adminFrom") == (
         {"podSelector": {"matchLabels": {"app": "vmagent"}}},
     )
+
+
+# --- payload capture ---------------------------------------------------------------------------------------
+
+
+def _with_capture(destination: dict[str, Any], **capture: Any) -> DeploymentSpec:
+    return DeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "version": "iris-v2",
+            "capture": {"percent": 5, "destination": destination, "redact": ["email", "ssn"], **capture},
+        }
+    )
+
+
+def _config_of(spec: DeploymentSpec) -> RouterConfig:
+    return build_router_config(
+        OWNER, spec, {"iris-v1": V1}, stable="iris-v1", canary="", canary_weight=0, mirror_percent=0
+    )
+
+
+def test_without_spec_capture_the_router_has_no_capture_env_volume_or_configuration() -> None:
+    router = build_router_deployment(OWNER, SPEC)
+    (container,) = _pods(router)["containers"]
+    assert "env" not in container
+    assert set(_volumes(router)) == {"tmp", "admin-token"}
+    assert "fsGroup" not in _pods(router)["securityContext"]
+    assert _config_of(SPEC).capture is None
+    assert (
+        json.loads(build_router_configmap(OWNER, _config_of(SPEC))["data"]["config.json"])["capture"] is None
+    )
+
+
+def test_s3_capture_gives_the_router_each_credential_key_as_optional_environment_and_names_no_secret() -> (
+    None
+):
+    """Given spec.capture to s3://captures/iris/ with the Secret capture-store, then the router container
+    gets the five keys of that Secret as environment, each optional (a missing Secret or key lets the
+    router start; its batches are then refused and counted), and the router configuration carries the
+    destination, the share and the names to redact, with the default bounds, but not the Secret."""
+    spec = _with_capture({"uri": "s3://captures/iris/", "credentials": {"secretName": "capture-store"}})
+    router = build_router_deployment(OWNER, spec)
+    (container,) = _pods(router)["containers"]
+
+    assert container["env"] == [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "capture-store", "key": key, "optional": True}}}
+        for key in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+        )
+    ]
+    assert "envFrom" not in container  # the other keys of the Secret stay out of the router
+    assert set(_volumes(router)) == {"tmp", "admin-token"}
+    _assert_restricted(_pods(router))
+
+    config = _config_of(spec)
+    assert config.capture is not None
+    data = json.loads(build_router_configmap(OWNER, config)["data"]["config.json"])
+    assert data["capture"] == {
+        "percent": 5.0,
+        "uri": "s3://captures/iris/",
+        "redact": ["email", "ssn"],
+        "compression": "gzip",
+        "batchRecords": 1000,
+        "batchBytes": 8388608,
+        "flushInterval": "10s",
+        "bufferRecords": 10000,
+        "bufferBytes": 33554432,
+        "maxRecordBytes": 1048576,
+    }
+    assert "capture-store" not in json.dumps(data)
+
+
+def test_s3_capture_without_credentials_adds_no_environment() -> None:
+    router = build_router_deployment(OWNER, _with_capture({"uri": "s3://public-captures"}))
+    (container,) = _pods(router)["containers"]
+    assert "env" not in container
+
+
+@pytest.mark.parametrize(
+    ("uri", "directory"),
+    [
+        ("pvc://capture-claim/iris/prod", "file:///mnt/capture/iris/prod"),
+        ("pvc://capture-claim/iris/", "file:///mnt/capture/iris"),
+        ("pvc://capture-claim", "file:///mnt/capture"),
+    ],
+)
+def test_pvc_capture_mounts_the_claim_read_write_and_the_configuration_points_under_it(
+    uri: str, directory: str
+) -> None:
+    spec = _with_capture({"uri": uri, "credentials": {"secretName": "ignored-for-a-claim"}})
+    router = build_router_deployment(OWNER, spec)
+    pod = _pods(router)
+    (container,) = pod["containers"]
+
+    assert _volumes(router)["capture"] == {
+        "name": "capture",
+        "persistentVolumeClaim": {"claimName": "capture-claim"},
+    }
+    assert _mounts(router)["capture"] == {"name": "capture", "mountPath": "/mnt/capture"}  # read-write
+    assert "env" not in container
+    # files on the claim belong to the router's group, so the non-root router can write there
+    assert pod["securityContext"]["fsGroup"] == 65532
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    _assert_restricted(pod)
+    config = _config_of(spec)
+    assert config.capture is not None
+    assert config.capture.uri == directory
+    assert config.capture.uri.startswith(f"file://{_mounts(router)['capture']['mountPath']}")

@@ -211,6 +211,24 @@ def test_mlflow_read_secrets_adds_get_on_secrets_and_nothing_else(sets: tuple[st
 
 
 @pytest.mark.parametrize(
+    "sets",
+    [
+        ("referenceProfiles.readSecrets=true",),
+        ("referenceProfiles.readSecrets=true", "watchNamespaces={ml,team-b}"),
+        ("referenceProfiles.readSecrets=true", "mlflow.readSecrets=true"),
+    ],
+)
+def test_reference_profiles_read_secrets_adds_get_on_secrets_once(sets: tuple[str, ...]) -> None:
+    reads = [
+        r
+        for r in all_rules(render(*sets))
+        if "secrets" in r["resources"] and "get" in r["verbs"] and "resourceNames" not in r
+    ]
+    namespaces = 2 if any("watchNamespaces" in s for s in sets) else 1
+    assert reads == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}] * namespaces
+
+
+@pytest.mark.parametrize(
     "sets", [(), ("watchNamespaces={ml,team-b}",)], ids=["all-namespaces", "watch-namespaces"]
 )
 def test_rbac_has_no_wildcards_and_reads_no_secret_but_the_operators_own_key(sets: tuple[str, ...]) -> None:

@@ -335,9 +335,14 @@ def test_deployment_fallback_version_feedback_and_capture_in_the_schema() -> Non
         at(spec, "capture.percent").items()
         >= {"minimum": 0, "exclusiveMinimum": True, "maximum": 100}.items()
     )
-    assert set(rules(at(spec, "capture.destination.uri"))) == {
-        "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"
+    assert rules(at(spec, "capture.destination.uri")).keys() == {
+        "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH",
+        "uri must not have a '..' segment",
     }
+    # CEL unescapes the literal once: RE2 gets /\.\.(/|$), searched anywhere in the URI
+    assert rules(at(spec, "capture.destination.uri"))["uri must not have a '..' segment"] == (
+        "!self.matches('/\\\\.\\\\.(/|$)')"
+    )
     assert at(spec, "capture.redact")["x-kubernetes-list-type"] == "set"
     assert "default" not in at(spec, "capture")
     assert "default" not in at(spec, "feedback")

@@ -27,6 +27,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, kstest
 from sklearn.datasets import load_iris
 
+from modelfleet.analysis.assessment import ProviderError, SampledValue
 from modelfleet.analysis.datadrift import (
     OTHER,
     PROFILE_FORMAT,
@@ -35,6 +36,7 @@ from modelfleet.analysis.datadrift import (
     Method,
     NumericFeature,
     ProfileError,
+    as_sampled,
     bin_counts,
     build_profile,
     category,
@@ -380,6 +382,62 @@ def test_a_passing_summary_names_the_highest_feature() -> None:
     assert (
         result.summary == f"{worst.feature} jsd {worst.value:.3g} <= 0.3 (n=500), the highest of 2 features"
     )
+
+
+# --- the dataDrift metric's value ---------------------------------------------------------------------
+
+
+def test_a_failing_comparison_is_the_metrics_value_naming_the_features_that_drifted() -> None:
+    profile = profile_of({"petal_length": gauss(1, 2000, 4.0, 1.0), "sepal_width": gauss(2, 2000, 3.0, 0.4)})
+    live = {"petal_length": gauss(3, 240, 6.0, 1.0), "sepal_width": gauss(4, 300, 3.0, 0.4)}
+    drift = data_drift(profile, live, method="psi", limit=0.2)
+
+    value = as_sampled(drift)
+
+    assert isinstance(value, SampledValue)
+    assert value.value == drift.value
+    assert value.samples == 240  # the fewest inputs any compared feature had
+    assert value.detail == drift.summary
+    assert value.detail.startswith("petal_length psi ")
+
+
+def test_a_feature_with_too_few_inputs_makes_the_value_count_them() -> None:
+    profile = profile_of({"a": gauss(1, 2000), "b": gauss(2, 2000)})
+    drift = data_drift(profile, {"a": gauss(3, 300), "b": gauss(4, 40)}, method="psi", limit=0.2)
+
+    value = as_sampled(drift)
+
+    assert isinstance(value, SampledValue)
+    assert value.samples == 40  # below minSamples: the assessment says Inconclusive
+    assert value.detail == "b: n=40 < minSamples 100"
+
+
+def test_a_feature_missing_from_the_inputs_counts_as_none() -> None:
+    profile = profile_of({"a": gauss(1, 2000)})
+
+    value = as_sampled(data_drift(profile, {}, method="psi", limit=0.2))
+
+    assert isinstance(value, SampledValue)
+    assert (value.samples, value.detail) == (0, "a: not in the sampled inputs")
+    assert math.isnan(value.value)
+
+
+def test_a_feature_that_cannot_be_compared_is_a_provider_error() -> None:
+    profile = profile_of({"a": gauss(1, 2000)})
+
+    value = as_sampled(data_drift(profile, {"a": gauss(2, 300)}, method="psi", limit=0.2, features=["z"]))
+
+    assert isinstance(value, ProviderError)
+    assert value.message.startswith("dataDrift: z: not in the profile (a)")
+
+
+def test_without_a_limit_no_feature_fails_and_the_messages_show_no_bound() -> None:
+    profile = profile_of({"a": gauss(1, 2000)})
+
+    drift = data_drift(profile, {"a": gauss(2, 300, mean=3.0)}, method="psi", limit=math.inf)
+
+    assert drift.verdict is Verdict.PASS
+    assert drift.summary == f"a psi {drift.features[0].value:.3g} (n=300)"
 
 
 def test_bad_arguments_are_refused() -> None:

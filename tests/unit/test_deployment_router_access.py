@@ -1,7 +1,8 @@
 """The Deployment controller and who may reach its routers: the admin token Secret it applies (derived from
 the operator's key, so the same at every reconcile and after a restart, and never read back), the
-NetworkPolicy, the feedback token mount, and what happens when the API server refuses them. The API server
-is replaced by recorders: what the controller sends is what the tests look at."""
+NetworkPolicy, the feedback token mount, the capture destination, and what happens when the API server
+refuses them. The API server is replaced by recorders: what the controller sends is what the tests look
+at."""
 
 from __future__ import annotations
 
@@ -354,6 +355,55 @@ def test_with_spec_feedback_the_router_config_names_the_mounted_token_file(api: 
         "items": [{"key": "token", "path": "token"}],
         "optional": True,
     }
+
+
+def test_with_spec_capture_the_router_config_carries_it_and_the_router_pods_get_the_claim(
+    api: ApiServer,
+) -> None:
+    """Given spec.capture to pvc://captures/iris, when the Deployment serves, then the router configuration
+    captures 5% into the claim's directory with email redacted and the router pods mount the claim; when
+    only the percent changes, the ConfigMap changes and the router's Deployment is not sent again (its
+    pods keep running)."""
+    capture = {"percent": 5, "destination": {"uri": "pvc://captures/iris"}, "redact": ["email"]}
+    body = deployment(capture=capture)
+    subject = serving(api, body)
+
+    config = json.loads(api.one("ConfigMap")["data"]["config.json"])
+    assert (config["capture"]["percent"], config["capture"]["uri"], config["capture"]["redact"]) == (
+        5,
+        "file:///mnt/capture/iris",
+        ["email"],
+    )
+    pod = api.one("Deployment")["spec"]["template"]["spec"]
+    assert {"name": "capture", "persistentVolumeClaim": {"claimName": "captures"}} in pod["volumes"]
+
+    sent = len([m for m in api.applied if m["kind"] == "Deployment"])
+    again(subject, api, deployment(capture={**capture, "percent": 50}))
+    configs = [m for m in api.applied if m["kind"] == "ConfigMap"]
+    assert json.loads(configs[-1]["data"]["config.json"])["capture"]["percent"] == 50
+    assert len([m for m in api.applied if m["kind"] == "Deployment"]) == sent
+
+
+def test_with_s3_capture_the_router_pods_get_the_credentials_as_environment(api: ApiServer) -> None:
+    body = deployment(
+        capture={
+            "percent": 1,
+            "destination": {"uri": "s3://captures/", "credentials": {"secretName": "store"}},
+        }
+    )
+    serving(api, body)
+
+    (container,) = api.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {e["name"] for e in container["env"]} == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+    }
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"store"}
+    assert "Secret" not in {m["kind"] for m in api.applied if m["metadata"]["name"] == "store"}
+    assert json.loads(api.one("ConfigMap")["data"]["config.json"])["capture"]["uri"] == "s3://captures/"
 
 
 # --- the operator's settings --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from modelfleet.api import (
     DeploymentPhase,
     DeploymentSpec,
     DeploymentStatus,
+    FallbackStatus,
     Pause,
     Strategy,
     StrategyType,
@@ -181,6 +182,39 @@ def test_status_lists_the_versions_in_play_with_image_and_phase() -> None:
         ["iris-v1", "stable", "1", "localhost/iris-server:1", "Serving"],
         ["iris-v2", "canary", "2", "localhost/iris-server:2", "Ready"],
     ]
+
+
+def test_status_shows_the_fallback_version_and_when_it_serves_stables_traffic() -> None:
+    spec = DeploymentSpec.model_validate(
+        {"model": "iris", "version": "iris-v1", "fallback": {"version": "iris-rules"}}
+    )
+    versions = {**VERSIONS, "iris-rules": model_version("iris-rules", "0", phase="Ready")}
+    serving = DeploymentStatus(phase=DeploymentPhase.HEALTHY, stable_version="iris-v1")
+    text = render.render_status(deployment(serving, spec=spec), [], versions, NOW)
+    lines = [line.split() for line in text.splitlines() if line.startswith("  iris-")]
+    assert lines == [
+        ["iris-v1", "stable", "1", "localhost/iris-server:1", "Serving"],
+        ["iris-rules", "fallback", "0", "localhost/iris-server:0", "Ready"],
+    ]
+    assert "Fallback:" not in text
+
+    engaged = serving.model_copy(
+        update={
+            "phase": DeploymentPhase.DEGRADED,
+            "fallback": FallbackStatus(
+                active=True,
+                version="iris-rules",
+                since=NOW - timedelta(seconds=90),
+                reason="iris-v1 fails monitor iris-quality: errors 0.31 > 0.05",
+            ),
+        }
+    )
+    text = render.render_status(deployment(engaged, spec=spec), [], versions, NOW)
+    assert ["iris-rules", "fallback", "(serving)", "0", "localhost/iris-server:0", "Ready"] in [
+        line.split() for line in text.splitlines()
+    ]
+    reason = "iris-v1 fails monitor iris-quality: errors 0.31 > 0.05"
+    assert f"Fallback:    iris-rules serving for 1m30s: {reason}" in text
 
 
 def test_status_says_when_a_version_or_the_monitor_is_missing() -> None:

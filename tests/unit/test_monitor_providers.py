@@ -3,6 +3,7 @@ Monitor measures and the window its providers' readings make."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -10,10 +11,16 @@ import pytest
 
 from modelfleet.analysis import ProviderError, SampledValue, VersionTraffic
 from modelfleet.api.monitor import Metric
+from modelfleet.controllers import kube
+from modelfleet.controllers import monitor as monitor_controller
+from modelfleet.controllers.cache import INDEXES, Cache
+from modelfleet.controllers.monitor import MonitorController
 from modelfleet.providers import Reading, Target, window
 from modelfleet.providers.http import Http
 from modelfleet.providers.prometheus import Prometheus, prometheus_value
+from modelfleet.providers.reference import ReferenceProfiles, SecretUnreadable
 from modelfleet.providers.router import RouterMetrics
+from modelfleet.providers.sampled import SampledMetrics
 from modelfleet.rollout.observe import ready_replicas
 
 
@@ -118,21 +125,19 @@ def test_in_steady_state_the_window_has_no_stable_side() -> None:
 
 
 @pytest.mark.parametrize(
-    ("type_", "router", "prometheus"),
+    ("type_", "provider"),
     [
-        ("errorRate", True, False),
-        ("latency", True, False),
-        ("fallbackRate", True, False),
-        ("predictionDrift", True, False),
-        ("prometheus", False, True),
-        ("dataDrift", False, False),
-        ("accuracy", False, False),
-        ("meanAbsoluteError", False, False),
+        ("errorRate", "router"),
+        ("latency", "router"),
+        ("fallbackRate", "router"),
+        ("predictionDrift", "router"),
+        ("prometheus", "prometheus"),
+        ("dataDrift", "sampled"),
+        ("accuracy", "sampled"),
+        ("meanAbsoluteError", "sampled"),
     ],
 )
-def test_each_metric_type_has_its_provider_and_the_sampled_ones_none_yet(
-    type_: str, router: bool, prometheus: bool
-) -> None:
+def test_each_metric_type_has_exactly_one_provider(type_: str, provider: str) -> None:
     fields: dict[str, Any] = {"name": "m", "type": type_, "max": 0.5}
     if type_ == "latency":
         fields["quantile"] = 0.99
@@ -143,11 +148,58 @@ def test_each_metric_type_has_its_provider_and_the_sampled_ones_none_yet(
     async def no_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
         return []
 
-    assert RouterMetrics(no_pods, Http()).handles(metric) is router
-    assert Prometheus(Http()).handles(metric) is prometheus
+    routers = RouterMetrics(no_pods, Http())
+    providers = {
+        "router": routers,
+        "prometheus": Prometheus(Http()),
+        "sampled": SampledMetrics(routers.routers, ReferenceProfiles(None), lambda namespace, name: None),
+    }
+    assert [name for name, p in providers.items() if p.handles(metric)] == [provider]
+
+
+def test_the_monitor_controller_measures_the_sampled_metrics_through_the_routers_it_scrapes() -> None:
+    indexes: dict[str, Any] = {index: {} for index in INDEXES}
+    version = {"model": "iris", "version": "1", "image": "localhost/iris:1"}
+    indexes["cached_model_versions"] = {
+        ("ml", "iris-v1"): [{"metadata": {"name": "iris-v1", "namespace": "ml"}, "spec": version}],
+        ("ml", "broken"): [{"metadata": {"name": "broken", "namespace": "ml"}, "spec": {"model": "iris"}}],
+    }
+    controller = MonitorController.default(Cache(indexes), lambda namespace, name: None)
+
+    router, sampled, prometheus = controller.providers
+
+    assert isinstance(router, RouterMetrics)
+    assert isinstance(sampled, SampledMetrics)
+    assert isinstance(prometheus, Prometheus)
+    assert sampled.routers is router.routers  # the same pods, admin token, timeouts and refusals
+    found = sampled.versions("ml", "iris-v1")
+    assert found is not None
+    assert found.spec.reference is None
+    assert sampled.versions("ml", "broken") is None  # not valid: as if there were none
+    assert sampled.versions("ml", "iris-v9") is None
 
 
 def test_a_target_carries_the_deployments_uid_its_routers_admin_token_is_derived_from() -> None:
     target = Target.of(KEY, "iris", stable="iris-v1", canary="iris-v2", uid="u-1")
 
     assert target == Target(KEY, "ml", "iris", "iris-v2", reference="iris-v1", uid="u-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (403, "the operator may not read Secret s3-creds (the chart's referenceProfiles.readSecrets)"),
+        (500, "Secret s3-creds not read: HTTP 500"),
+    ],
+)
+def test_a_credentials_secret_the_api_server_refuses_says_why(
+    monkeypatch: pytest.MonkeyPatch, status: int, message: str
+) -> None:
+    async def refused(namespace: str, name: str) -> dict[str, str] | None:
+        raise kube.ApiError(status, 'secrets "s3-creds" is forbidden')
+
+    monkeypatch.setattr(monitor_controller, "read_secret", refused)
+
+    with pytest.raises(SecretUnreadable) as caught:
+        asyncio.run(monitor_controller.reference_secret("ml", "s3-creds"))
+    assert str(caught.value) == message

@@ -12,6 +12,7 @@ import pytest
 from modelfleet.api import (
     ConditionStatus,
     DeploymentStatus,
+    FallbackStatus,
     Model,
     ModelStatus,
     ModelVersion,
@@ -164,6 +165,17 @@ def test_stable_always_serves_and_canary_only_with_weight() -> None:
     assert served_versions(both) == {"v1", "v2"}
     first = DeploymentStatus(canary_version="v2", canary_weight=100)
     assert served_versions(first) == {"v2"}
+
+
+def test_the_fallback_version_serves_only_while_the_fallback_is_engaged() -> None:
+    engaged = DeploymentStatus(
+        stable_version="v1", fallback=FallbackStatus(active=True, version="rules", reason="v1 fails")
+    )
+    assert served_versions(engaged) == {"v1", "rules"}
+    static = DeploymentStatus(stable_version="v1", fallback=FallbackStatus(active=True, version=""))
+    assert served_versions(static) == {"v1"}
+    released = DeploymentStatus(stable_version="v1", fallback=FallbackStatus(reason="released: v1 passed"))
+    assert served_versions(released) == {"v1"}
 
 
 def test_serving_changes_name_what_started_or_stopped() -> None:

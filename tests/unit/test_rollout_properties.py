@@ -1,8 +1,8 @@
 """Properties of the rollout state machine under random sequences of events.
 
 Pods come and go, time jumps, measurements pass or fail, annotations are set, the spec changes
-(version, steps, strategy, paused), the spec follows an MLflow alias that moves or points nowhere:
-whatever happens, the invariants below hold after every decision.
+(version, steps, strategy, paused), the spec follows an MLflow alias that moves or points nowhere, the
+fallback version comes and goes: whatever happens, the invariants below hold after every decision.
 """
 
 from __future__ import annotations
@@ -23,9 +23,22 @@ from modelfleet.api.deployment import (
     rollout_hash,
 )
 from modelfleet.api.monitor import OnDegraded, Verdict
-from modelfleet.rollout import EnsureVersion, RemoveVersion, SetTraffic, resolve_target, step_weight
+from modelfleet.rollout import (
+    EnsureVersion,
+    RemoveVersion,
+    Servability,
+    SetTraffic,
+    resolve_target,
+    step_weight,
+)
 
 VERSIONS = ("v1", "v2", "v3", "v4")
+FALLBACKS: list[dict[str, Any]] = [
+    {},
+    {"version": "rules"},
+    {"response": {"body": "{}"}},
+    {"version": "rules", "response": {"body": "{}"}},
+]
 STEP_LISTS: list[list[dict[str, Any]]] = [
     [{"setWeight": 10}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}],
     [{"setWeight": 5}, {"setWeight": 20}, {"setWeight": 60}],
@@ -44,12 +57,20 @@ class RolloutMachine(RuleBasedStateMachine):
         on_degraded=st.sampled_from(list(OnDegraded)),
         steps=st.sampled_from(STEP_LISTS),
         replicas=st.integers(1, 2),
+        fallback=st.sampled_from(FALLBACKS),
     )
     def start(
-        self, monitor: bool, on_degraded: OnDegraded, steps: list[dict[str, Any]], replicas: int
+        self,
+        monitor: bool,
+        on_degraded: OnDegraded,
+        steps: list[dict[str, Any]],
+        replicas: int,
+        fallback: dict[str, Any],
     ) -> None:
         self.world = World(
-            deployment_spec("v1", replicas=replicas, strategy={"canary": {"steps": steps}}),
+            deployment_spec(
+                "v1", replicas=replicas, strategy={"canary": {"steps": steps}}, fallback=fallback
+            ),
             monitor="iris-quality" if monitor else None,
             on_degraded=on_degraded,
         )
@@ -114,6 +135,33 @@ class RolloutMachine(RuleBasedStateMachine):
         }[which] or "v4"
         for _ in range(count):
             self.world.measure(verdict, version=version)
+        self.step()
+
+    @rule(verdict=st.sampled_from([Verdict.FAIL, Verdict.PASS]))
+    def stable_measured_twice(self, verdict: Verdict) -> None:
+        """failureLimit measurements of stable in a row: what degrades it, engages or releases a fallback."""
+        for _ in range(2):
+            self.world.measure(verdict, version=self.world.status.stable_version or "v4")
+        self.step()
+
+    @rule(replicas=st.integers(0, 2))
+    def fallback_pods_change(self, replicas: int) -> None:
+        self.world.ready("rules", replicas)
+        self.step()
+
+    @rule(servable=st.booleans())
+    def fallback_servability_changes(self, servable: bool) -> None:
+        self.world.fallback = Servability(True) if servable else Servability(False, "not approved")
+        self.step()
+
+    @rule(fallback=st.sampled_from(FALLBACKS))
+    def fallback_changes(self, fallback: dict[str, Any]) -> None:
+        self.world.change(fallback=fallback)
+        self.step()
+
+    @rule(on_degraded=st.sampled_from(list(OnDegraded)))
+    def on_degraded_changes(self, on_degraded: OnDegraded) -> None:
+        self.world.on_degraded = on_degraded
         self.step()
 
     @rule(servable=st.booleans())
@@ -226,6 +274,8 @@ class RolloutMachine(RuleBasedStateMachine):
                     new.canary_weight,
                     traffic[0].mirror_percent,
                     traffic[0].previous,
+                    traffic[0].fallback,
+                    traffic[0].fallback_active,
                 )
             ]
         else:
@@ -238,6 +288,32 @@ class RolloutMachine(RuleBasedStateMachine):
             assert traffic[0].previous == new.previous_stable_version
             assert traffic[0].previous in ensured
             assert traffic[0].previous not in {new.stable_version, new.canary_version}
+
+        # The fallback version is kept warm whenever it may be served, and the router is sent to it only
+        # while it has a ready pod and is neither stable nor the canary; the fallback is active only while a
+        # Monitor asks for it and the spec has something to fall back to, and never while Healthy.
+        named = spec.fallback.version or ""
+        if named and world.fallback.servable and ensured - {named}:
+            assert named in ensured
+        if traffic and traffic[0].fallback:
+            assert traffic[0].fallback == named
+            assert named not in {new.stable_version, new.canary_version}
+            assert world.ready_replicas.get(named, 0) > 0
+        if traffic and traffic[0].fallback_active:
+            assert new.fallback.active
+            assert traffic[0].fallback or spec.fallback.response is not None
+        if new.fallback.active:
+            assert world.monitor_name is not None
+            assert world.on_degraded == OnDegraded.FALLBACK
+            assert named or spec.fallback.response is not None
+            assert new.phase != DeploymentPhase.HEALTHY
+            assert new.fallback.since is not None
+            assert next(c for c in new.conditions if c.type == "Degraded").reason == "FallbackEngaged"
+        else:
+            assert new.fallback.since is None
+            assert new.fallback.version == ""
+        if old.fallback.active and not new.fallback.active:
+            assert new.fallback.reason.startswith("released: ")
 
         # History is bounded and newest first; the status survives a trip through JSON.
         assert len(new.history) <= 20

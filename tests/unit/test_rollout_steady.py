@@ -118,7 +118,7 @@ def test_degraded_stable_with_alert_is_marked_degraded_and_recovers() -> None:
     assert world.condition("Degraded") == ("False", "AsExpected")
 
 
-def test_degraded_stable_with_fallback_is_marked_degraded_not_rolled_back() -> None:
+def test_degraded_stable_with_fallback_but_nothing_to_fall_back_to_is_marked_degraded_and_says_why() -> None:
     world = promoted_v2(on_degraded=OnDegraded.FALLBACK)
     world.ready("v1")
 
@@ -126,8 +126,14 @@ def test_degraded_stable_with_fallback_is_marked_degraded_not_rolled_back() -> N
 
     assert world.phase() == DeploymentPhase.DEGRADED
     assert world.status.stable_version == "v2"
-    assert world.status.message == "v2 degraded: errors 0.31 > 0.05 (onDegraded: Fallback)"
+    assert world.status.message == (
+        "v2 degraded: errors 0.31 > 0.05 (onDegraded: Fallback, but spec.fallback has neither version nor"
+        " response)"
+    )
     assert world.condition("Degraded") == ("True", "MonitorFailing")
+    assert world.status.fallback.active is False
+    assert world.traffic().fallback_active is False
+    assert ("Warning", "FallbackEngaged") not in world.events()
 
 
 def test_degraded_first_version_has_nothing_to_roll_back_to() -> None:

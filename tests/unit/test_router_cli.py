@@ -39,6 +39,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert args.prediction_samples == 1000
     assert args.admin_token_file is None  # the admin port asks no one unless given a token file
     assert (args.input_samples, args.input_reads) == (1000, 20.0)
+    assert args.capture_flush_timeout == 3.0  # well inside the pod's grace period, after the drain
 
 
 @pytest.mark.parametrize(

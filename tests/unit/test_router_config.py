@@ -112,6 +112,36 @@ def test_without_a_previous_version_the_property_is_none() -> None:
     assert RouterConfig.model_validate(document()).previous is None
 
 
+def test_a_fallback_version_is_read_with_weight_0_and_the_fallback_is_inactive_by_default() -> None:
+    """Given the document the operator writes for a Deployment with spec.fallback.version, when it is read,
+    then the fallback version has its own role, weight 0, and the fallback is not active."""
+    fallback = {"name": "iris-rules", "url": "http://iris-rules.ml.svc:8080", "weight": 0, "role": "fallback"}
+    config = RouterConfig.model_validate_json(
+        json.dumps(document(versions=[*document()["versions"], fallback]))
+    )
+    assert config.fallback_version is not None
+    assert (config.fallback_version.name, config.fallback_version.weight) == ("iris-rules", 0)
+    assert config.fallback.active is False
+    assert config.previous is None
+    assert [v.name for v in config.canaries] == ["iris-v2"]
+    assert RouterConfig.model_validate(document()).fallback_version is None
+    assert json.loads(config.to_json())["fallback"]["active"] is False
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"versions": [*document()["versions"], {"name": "r", "url": "http://r:1", "role": "fallback"}]},
+        {"fallback": {"response": {"body": "{}"}}},
+    ],
+)
+def test_an_active_fallback_needs_a_fallback_version_or_a_response(extra: dict[str, Any]) -> None:
+    fallback = {**extra.get("fallback", {}), "active": True}
+    config = RouterConfig.model_validate(document(**{**extra, "fallback": fallback}))
+    assert config.fallback.active is True
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
 def test_feedback_is_off_by_default_and_names_a_token_file_with_bounds_defaulted() -> None:
     assert RouterConfig.model_validate(document()).feedback is None
     config = RouterConfig.model_validate(document(feedback={"tokenFile": "/etc/modelfleet/feedback/token"}))
@@ -124,6 +154,58 @@ def test_feedback_is_off_by_default_and_names_a_token_file_with_bounds_defaulted
         "maxPairs": 1000,
     }
     assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
+def test_capture_is_off_by_default_and_has_bounded_batches_and_buffer_by_default() -> None:
+    assert RouterConfig.model_validate(document()).capture is None
+    config = RouterConfig.model_validate(
+        document(capture={"percent": 5, "uri": "s3://captures/iris/", "redact": ["email"]})
+    )
+    capture = config.capture
+    assert capture is not None
+    assert (capture.percent, capture.uri, capture.redact, capture.compression) == (
+        5,
+        "s3://captures/iris/",
+        ["email"],
+        "gzip",
+    )
+    assert (capture.batch_records, capture.batch_bytes, capture.flush_interval) == (1000, 8 << 20, 10.0)
+    assert (capture.buffer_records, capture.buffer_bytes, capture.max_record_bytes) == (
+        10_000,
+        32 << 20,
+        1 << 20,
+    )
+    data = json.loads(config.to_json())
+    assert data["capture"] == {
+        "percent": 5.0,
+        "uri": "s3://captures/iris/",
+        "redact": ["email"],
+        "compression": "gzip",
+        "batchRecords": 1000,
+        "batchBytes": 8388608,
+        "flushInterval": "10s",
+        "bufferRecords": 10000,
+        "bufferBytes": 33554432,
+        "maxRecordBytes": 1048576,
+    }
+    assert RouterConfig.model_validate_json(config.to_json()) == config
+
+
+def test_capture_writes_to_a_directory_with_its_own_bounds() -> None:
+    config = RouterConfig.model_validate(
+        document(
+            capture={
+                "percent": 100,
+                "uri": "file:///mnt/capture/iris",
+                "compression": "none",
+                "batchRecords": 10,
+                "flushInterval": "200ms",
+                "bufferRecords": 10,
+            }
+        )
+    )
+    assert config.capture is not None
+    assert (config.capture.uri, config.capture.flush_interval) == ("file:///mnt/capture/iris", 0.2)
 
 
 def test_circuit_breaker_can_be_switched_off() -> None:
@@ -175,7 +257,7 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ),
         (
             {"versions": [{"name": "a", "url": "http://a:1", "role": "primary", "weight": 1}]},
-            "'stable', 'canary' or 'previous'",
+            "'stable', 'canary', 'previous' or 'fallback'",
         ),
         (
             {
@@ -197,6 +279,30 @@ def test_circuit_breaker_can_be_switched_off() -> None:
             "version b has role previous and weight 10: the previous version takes no live traffic, "
             "its weight must be 0",
         ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 100},
+                    {"name": "b", "url": "http://b:1", "role": "fallback", "weight": 0},
+                    {"name": "c", "url": "http://c:1", "role": "fallback", "weight": 0},
+                ]
+            },
+            "at most one version may have role fallback, found 2: b, c",
+        ),
+        (
+            {
+                "versions": [
+                    {"name": "a", "url": "http://a:1", "role": "stable", "weight": 90},
+                    {"name": "b", "url": "http://b:1", "role": "fallback", "weight": 10},
+                ]
+            },
+            "version b has role fallback and weight 10: the fallback version takes traffic only in the "
+            "chain or while fallback.active, its weight must be 0",
+        ),
+        (
+            {"fallback": {"active": True}},
+            "fallback.active needs a version with role fallback or a fallback.response",
+        ),
         ({"mirrorPercent": 150}, "less than or equal to 100"),
         ({"fallback": {"timeout": "soon"}}, "invalid duration 'soon'"),
         ({"fallback": {"timeout": "0s"}}, "greater than 0"),
@@ -206,6 +312,36 @@ def test_circuit_breaker_can_be_switched_off() -> None:
         ({"feedback": {}}, "tokenFile\n  Field required"),
         ({"feedback": {"tokenFile": "/t", "maxPredictions": 0}}, "greater than or equal to 1"),
         ({"feedback": {"tokenFile": "/t", "token": "s3cret"}}, "Extra inputs are not permitted"),
+        ({"capture": {"percent": 0, "uri": "s3://captures/"}}, "greater than 0"),
+        ({"capture": {"percent": 101, "uri": "s3://captures/"}}, "less than or equal to 100"),
+        ({"capture": {"percent": 5}}, "uri\n  Field required"),
+        (
+            {"capture": {"percent": 5, "uri": "pvc://claim/path"}},
+            "uri 'pvc://claim/path' must be s3://BUCKET/PREFIX or file:///DIR",
+        ),
+        ({"capture": {"percent": 5, "uri": "s3://A_B/x"}}, "uri 's3://A_B/x' is not s3://BUCKET/PREFIX"),
+        (
+            {"capture": {"percent": 5, "uri": "file:///mnt/capture/../etc"}},
+            "must be an absolute directory without '..'",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "redact": [""]}},
+            "redact names must be 1 to 256",
+        ),
+        ({"capture": {"percent": 5, "uri": "s3://captures/", "compression": "zstd"}}, "'gzip' or 'none'"),
+        ({"capture": {"percent": 5, "uri": "s3://captures/", "flushInterval": "0s"}}, "greater than 0"),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "batchRecords": 100, "bufferRecords": 10}},
+            "capture.batchRecords 100 is more than bufferRecords 10",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "bufferBytes": 4096, "maxRecordBytes": 8192}},
+            "capture.maxRecordBytes 8192 is more than bufferBytes 4096",
+        ),
+        (
+            {"capture": {"percent": 5, "uri": "s3://captures/", "credentials": {"secretName": "x"}}},
+            "Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_configurations_are_refused_with_the_reason(change: dict[str, Any], message: str) -> None:

@@ -43,6 +43,31 @@ def test_the_contract_families_are_exposed_with_deployment_and_version_labels() 
     assert "process_start_time_seconds" in parsed
 
 
+def test_the_capture_families_are_exposed_with_their_labels() -> None:
+    metrics = RouterMetrics()
+    metrics.capture_records.labels("iris", "iris-v2").inc(7)
+    metrics.capture_dropped.labels("iris", "store_error").inc(3)
+    metrics.capture_batches.labels("iris", "failed").inc()
+    metrics.capture_written_records.labels("iris").inc(4)
+    metrics.capture_written_bytes.labels("iris").inc(512)
+    metrics.capture_buffered_records.labels("iris").set(2)
+    metrics.capture_buffered_bytes.labels("iris").set(900)
+    parsed = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+
+    expected = {
+        "modelfleet_capture_records": ({"deployment": "iris", "version": "iris-v2"}, 7, "counter"),
+        "modelfleet_capture_dropped": ({"deployment": "iris", "reason": "store_error"}, 3, "counter"),
+        "modelfleet_capture_batches": ({"deployment": "iris", "outcome": "failed"}, 1, "counter"),
+        "modelfleet_capture_written_records": ({"deployment": "iris"}, 4, "counter"),
+        "modelfleet_capture_written_bytes": ({"deployment": "iris"}, 512, "counter"),
+        "modelfleet_capture_buffered_records": ({"deployment": "iris"}, 2, "gauge"),
+        "modelfleet_capture_buffered_bytes": ({"deployment": "iris"}, 900, "gauge"),
+    }
+    for name, (labels, value, kind) in expected.items():
+        [sample] = parsed[name].samples
+        assert (sample.labels, sample.value, parsed[name].type) == (labels, value, kind)
+
+
 def test_histogram_buckets_are_cumulative_and_end_in_inf() -> None:
     registry = Registry()
     histogram = Histogram("x_seconds", "x", ("version",), buckets=(0.001, 0.01, 0.1))

@@ -86,6 +86,7 @@ def config(
     canary_weight: int = 0,
     mirror: float = 0,
     previous: FakeVersion | None = None,
+    fallback_version: FakeVersion | None = None,
     **fallback: Any,
 ) -> RouterConfig:
     versions = [{"name": stable.name, "url": stable.url, "weight": 100 - canary_weight, "role": "stable"}]
@@ -93,6 +94,10 @@ def config(
         versions.append({"name": canary.name, "url": canary.url, "weight": canary_weight, "role": "canary"})
     if previous is not None:
         versions.append({"name": previous.name, "url": previous.url, "weight": 0, "role": "previous"})
+    if fallback_version is not None:
+        versions.append(
+            {"name": fallback_version.name, "url": fallback_version.url, "weight": 0, "role": "fallback"}
+        )
     return RouterConfig.model_validate(
         {"deployment": "iris", "versions": versions, "mirrorPercent": mirror, "fallback": fallback}
     )
@@ -801,6 +806,272 @@ def test_a_promotion_keeps_the_former_stable_versions_connections_and_circuit_as
     assert router.route.previous is None  # without retries the chain ends at stable
 
 
+# -- the fallback version -------------------------------------------------------------------------------
+
+
+async def settled(version: FakeVersion, requests: int) -> None:
+    """Wait (briefly) until `version` has seen `requests` requests: copies run in the background."""
+    for _ in range(100):
+        if len(version.requests) >= requests:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("mode", "code"), [("error", "500"), ("slow", "504"), ("down", "502")])
+def test_a_failing_stable_is_answered_by_the_fallback_version(mode: str, code: str) -> None:
+    """Given a stable version that fails and a fallback version, when a request is drawn for stable, then
+    the fallback version answers it, and the headers and metrics say so."""
+
+    async def scenario() -> None:
+        stable, rules = FakeVersion("iris-v1", mode=mode), FakeVersion("iris-rules", label=1)
+        await started(stable, rules)
+        cfg = config(stable, fallback_version=rules, timeout="200ms")
+        async with running(cfg, stable, rules) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert json.loads(response.body)["outputs"][0]["data"] == [1, 1]
+            assert header(response, "x-modelfleet-served-by") == "iris-rules"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_fallback"
+            assert len(rules.requests) == 1
+            assert h.count("requests", version="iris-v1", code=code) == 1
+            assert h.count("requests", version="iris-rules", code="200") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_fallback") == 1
+            assert h.count("fallbacks") == 1
+
+    run(scenario)
+
+
+def test_the_fallback_version_comes_after_the_previous_version_and_before_the_static_response() -> None:
+    """Given stable and previous failing, a fallback version and a static response, when a request comes,
+    then stable, previous and the fallback version are each tried once and the fallback version answers;
+    once it fails too, the static response answers."""
+
+    async def scenario() -> None:
+        stable, previous = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-v0", mode="down")
+        rules = FakeVersion("iris-rules", label=1)
+        await started(stable, previous, rules)
+        cfg = config(stable, previous=previous, fallback_version=rules, response={"body": "static"})
+        async with running(cfg, stable, previous, rules) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-rules"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_fallback"
+            assert (len(stable.requests), len(rules.requests)) == (1, 1)
+            assert h.count("requests", version="iris-v0", code="502") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="retry_on_previous") == 1
+            assert h.count("fallbacks", version="iris-v0", reason="retry_on_fallback") == 1
+
+            rules.mode = "error"
+            response = await h.client.send()
+            assert (response.status, response.body) == (200, b"static")
+            assert header(response, "x-modelfleet-served-by") == "fallback-static"
+            assert header(response, "x-modelfleet-fallback") == "static_response"
+            assert h.count("requests", version="iris-rules", code="500") == 1
+            assert h.count("fallbacks", version="iris-rules", reason="static_response") == 1
+            assert h.count("requests", version="fallback-static", code="200") == 1
+
+    run(scenario)
+
+
+def test_a_failing_canary_reaches_the_fallback_version_even_without_retry_on_stable() -> None:
+    """Given retryOnStable off, a failing canary at weight 100 and a fallback version, when a request
+    comes, then stable is not tried and the fallback version answers: it was asked for by name."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", mode="error")
+        rules = FakeVersion("iris-rules", label=1)
+        await started(stable, canary, rules)
+        cfg = config(stable, canary, canary_weight=100, fallback_version=rules, retryOnStable=False)
+        async with running(cfg, stable, canary, rules) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-rules"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_fallback"
+            assert stable.requests == []
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_fallback") == 1
+
+    run(scenario)
+
+
+def test_an_open_stable_circuit_sends_stable_traffic_to_the_fallback_version() -> None:
+    """Given a failing stable whose circuit opens and a fallback version, when more requests come, then the
+    fallback version answers them (circuit_open) and stable is left alone."""
+
+    async def scenario() -> None:
+        stable, rules = FakeVersion("iris-v1", mode="error"), FakeVersion("iris-rules")
+        await started(stable, rules)
+        breaker = {"errorRate": 0.5, "minRequests": 2, "window": "10s", "openFor": "30s"}
+        async with running(
+            config(stable, fallback_version=rules, circuitBreaker=breaker), stable, rules
+        ) as h:
+            for _ in range(2):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-fallback") == "retry_on_fallback"
+            for _ in range(5):
+                response = await h.client.send()
+                assert response.status == 200
+                assert header(response, "x-modelfleet-served-by") == "iris-rules"
+                assert header(response, "x-modelfleet-fallback") == "circuit_open"
+            assert (len(stable.requests), len(rules.requests)) == (2, 7)
+            assert h.count("fallbacks", version="iris-v1", reason="circuit_open") == 5
+            assert h.count("requests", version="iris-v1", code="503") == 5
+
+    run(scenario)
+
+
+def test_the_fallback_version_takes_no_live_traffic_and_no_copies_while_inactive() -> None:
+    async def scenario() -> None:
+        stable, canary, rules = FakeVersion("iris-v1"), FakeVersion("iris-v2"), FakeVersion("iris-rules")
+        await started(stable, canary, rules)
+        cfg = config(stable, canary, canary_weight=20, mirror=100, fallback_version=rules)
+        async with running(cfg, stable, canary, rules) as h:
+            for _ in range(30):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-served-by") in {"iris-v1", "iris-v2"}
+            await asyncio.sleep(0.05)
+            assert rules.requests == []
+            assert h.count("mirrored", version="iris-rules") == 0
+
+    run(scenario)
+
+
+def test_an_active_fallback_answers_all_stable_traffic_and_stable_gets_a_copy_of_each_request() -> None:
+    """Given the fallback active (stable fails its Monitor), when 20 requests come, then the fallback
+    version answers every one (X-Modelfleet-Fallback: degraded), and stable gets a copy of each whose
+    answer no client sees, so the Monitor keeps measuring it."""
+
+    async def scenario() -> None:
+        stable, rules = FakeVersion("iris-v1", label=0), FakeVersion("iris-rules", label=1)
+        await started(stable, rules)
+        async with running(config(stable, fallback_version=rules, active=True), stable, rules) as h:
+            for _ in range(20):
+                response = await h.client.send(body=b'{"x": 2}')
+                assert response.status == 200
+                assert json.loads(response.body)["outputs"][0]["data"] == [1, 1]
+                assert header(response, "x-modelfleet-served-by") == "iris-rules"
+                assert header(response, "x-modelfleet-fallback") == "degraded"
+            await settled(stable, 20)
+            assert len(rules.requests) == 20
+            assert len(stable.requests) == 20
+            assert {r.body for r in stable.requests} == {b'{"x": 2}'}
+            assert h.count("fallbacks", version="iris-v1", reason="degraded") == 20
+            assert h.count("fallbacks") == 20
+            assert h.count("mirrored", version="iris-v1") == 20
+            assert h.count("requests", version="iris-v1", code="200") == 20
+            assert h.count("requests", version="iris-rules", code="200") == 20
+            assert h.router.predictions() == {"iris-v1": [0] * 40, "iris-rules": [1] * 40}
+
+            h.router.apply(config(stable, fallback_version=rules))  # released: back to stable
+            response = await h.client.send()
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            assert header(response, "x-modelfleet-fallback") is None
+            assert len(rules.requests) == 20
+
+    run(scenario)
+
+
+def test_while_the_fallback_is_active_the_canary_keeps_its_weight() -> None:
+    """Given a rollout at weight 50 while the fallback is active, when requests come, then those drawn for
+    the canary go to the canary, those drawn for stable to the fallback version."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", label=2)
+        rules = FakeVersion("iris-rules", label=1)
+        await started(stable, canary, rules)
+        draws = iter([0.1, 0.9, 0.2, 0.8])  # stable, canary, stable, canary
+        cfg = config(stable, canary, canary_weight=50, fallback_version=rules, active=True)
+        async with running(cfg, stable, canary, rules, random_draw=lambda: next(draws)) as h:
+            served = [header(await h.client.send(), "x-modelfleet-served-by") for _ in range(4)]
+            assert served == ["iris-rules", "iris-v2", "iris-rules", "iris-v2"]
+            await settled(stable, 2)
+            assert (len(stable.requests), len(canary.requests), len(rules.requests)) == (2, 2, 2)
+            assert h.count("fallbacks", version="iris-v1", reason="degraded") == 2
+
+    run(scenario)
+
+
+def test_while_the_fallback_is_active_a_failing_fallback_version_is_answered_by_stable() -> None:
+    """Given the fallback active and a fallback version that fails, when a request comes, then stable (next
+    in the chain) answers it: retry_on_stable, counted against the fallback version."""
+
+    async def scenario() -> None:
+        stable, rules = FakeVersion("iris-v1"), FakeVersion("iris-rules", mode="error")
+        await started(stable, rules)
+        async with running(config(stable, fallback_version=rules, active=True), stable, rules) as h:
+            response = await h.client.send()
+            assert response.status == 200
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_stable"
+            assert h.count("fallbacks", version="iris-rules", reason="retry_on_stable") == 1
+            assert h.count("fallbacks", version="iris-v1", reason="degraded") == 1
+            await settled(stable, 2)
+            assert len(stable.requests) == 2  # its copy and the retry
+
+    run(scenario)
+
+
+def test_while_the_fallback_is_active_a_failing_canary_is_retried_on_the_fallback_version() -> None:
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1"), FakeVersion("iris-v2", mode="error")
+        rules = FakeVersion("iris-rules", label=1)
+        await started(stable, canary, rules)
+        cfg = config(stable, canary, canary_weight=100, fallback_version=rules, active=True)
+        async with running(cfg, stable, canary, rules) as h:
+            response = await h.client.send()
+            assert header(response, "x-modelfleet-served-by") == "iris-rules"
+            assert header(response, "x-modelfleet-fallback") == "retry_on_fallback"
+            assert stable.requests == []
+            assert h.count("fallbacks", version="iris-v2", reason="retry_on_fallback") == 1
+
+    run(scenario)
+
+
+def test_an_active_fallback_without_a_fallback_version_answers_with_the_static_response() -> None:
+    """Given the fallback active with only a static response, when requests come, then the static response
+    answers them all (X-Modelfleet-Fallback: degraded), stable gets the copies, and a pin still reaches
+    stable."""
+
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        static = {"statusCode": 200, "contentType": "text/plain", "body": "heuristic"}
+        async with running(config(stable, active=True, response=static), stable) as h:
+            for _ in range(5):
+                response = await h.client.send()
+                assert (response.status, response.body) == (200, b"heuristic")
+                assert header(response, "x-modelfleet-served-by") == "fallback-static"
+                assert header(response, "x-modelfleet-fallback") == "degraded"
+                assert header(response, "content-type") == "text/plain"
+                assert header(response, "x-modelfleet-request-id") is not None
+            await settled(stable, 5)
+            assert len(stable.requests) == 5
+            assert h.count("fallbacks", version="iris-v1", reason="degraded") == 5
+            assert h.count("requests", version="fallback-static", code="200") == 5
+            assert h.count("mirrored", version="iris-v1") == 5
+
+            response = await h.client.send(headers={"X-Modelfleet-Version": "iris-v1"})
+            assert header(response, "x-modelfleet-served-by") == "iris-v1"
+
+    run(scenario)
+
+
+def test_a_fallback_version_keeps_its_backend_when_the_fallback_is_engaged_and_released() -> None:
+    rules, stable = FakeVersion("iris-rules"), FakeVersion("iris-v1")
+    rules.port, stable.port = 1, 2
+    router = Router()
+    router.apply(config(stable, fallback_version=rules))
+    assert router.route is not None
+    backend = router.route.fallback_version
+    assert backend is not None
+    assert router.route.stable_chain == (router.route.stable, backend)
+    router.apply(config(stable, fallback_version=rules, active=True))
+    assert router.route.fallback_version is backend
+    assert router.route.stable_chain == (backend, router.route.stable)
+    assert router.route.retry_chain == (backend, router.route.stable)
+    router.apply(config(stable, fallback_version=rules, retryOnStable=False))
+    assert router.route.retry_chain == (backend,)
+
+
 # -- mirroring ---------------------------------------------------------------------------------------
 
 
@@ -1107,5 +1378,139 @@ def test_binary_requests_pass_through_untouched_on_every_path(
             assert samples[served_by] == [answering.label] * 3
             if path == "mirror":
                 assert samples["iris-v2"] == [2, 2, 2]  # the mirrored copy's binary answer is sampled too
+
+    run(scenario)
+
+
+# -- payload capture -------------------------------------------------------------------------------------
+
+
+def with_capture(cfg: RouterConfig, directory: Path, percent: float = 100, **extra: Any) -> RouterConfig:
+    """`cfg` capturing `percent` of the answers into `directory` as plain JSON Lines, written on close."""
+    capture = {"percent": percent, "uri": f"file://{directory}", "compression": "none", "flushInterval": "1h"}
+    return RouterConfig.model_validate({**cfg.model_dump(by_alias=True), "capture": {**capture, **extra}})
+
+
+def captured(directory: Path) -> list[dict[str, Any]]:
+    """Every line written under `directory`, in the order of the objects' sequence numbers."""
+    files = sorted(directory.rglob("*.jsonl"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
+def test_capture_takes_what_versions_answered_clients_after_fallback_or_pinned_not_copies_or_router_errors(
+    tmp_path: Path,
+) -> None:
+    """Given a failing canary at weight 50 that also gets a copy of every stable request, when 20 requests
+    go through, one is pinned to the canary and one to an unknown version, then the capture holds the 20
+    answers stable gave (after retries too) and the canary's own 500 to the pinned request, each with its
+    request id, and nothing of the copies or of the router's 400."""
+
+    async def scenario() -> None:
+        stable, canary = FakeVersion("iris-v1", label=0), FakeVersion("iris-v2", mode="error")
+        await started(stable, canary)
+        cfg = with_capture(config(stable, canary, canary_weight=50, mirror=100, retryOnStable=True), tmp_path)
+        async with running(cfg, stable, canary) as h:
+            ids = []
+            for index in range(20):
+                response = await h.client.send(body=json.dumps({"id": f"r{index}", "inputs": []}).encode())
+                assert response.status == 200
+                ids.append(header(response, "x-modelfleet-request-id"))
+            pinned = await h.client.send(headers={"X-Modelfleet-Version": "iris-v2", "X-Request-Id": "p-1"})
+            assert pinned.status == 500
+            unknown = await h.client.send(headers={"X-Modelfleet-Version": "iris-v9"})
+            assert unknown.status == 400
+            assert h.count("mirrored", version="iris-v2") > 0
+            assert h.count("capture_records", version="iris-v1") == 20
+            assert h.count("capture_records", version="iris-v2") == 1
+        # the router closed: the writer wrote what it held
+
+        lines = captured(tmp_path)
+        assert [(line["requestId"], line["version"], line["status"]) for line in lines] == [
+            *((request_id, "iris-v1", 200) for request_id in ids),
+            ("p-1", "iris-v2", 500),
+        ]
+        assert lines[0]["request"] == {"id": "r0", "inputs": []}
+        assert lines[0]["response"]["outputs"] == [{"name": "label", "data": [0, 0]}]
+        assert lines[-1]["response"] == {"error": "iris-v2 is broken"}
+        assert {line["path"] for line in lines} == {"/v2/models/iris/infer"}
+
+    run(scenario)
+
+
+def test_a_versions_failure_passed_on_is_captured_the_static_response_is_not(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1", mode="error")
+        await started(stable)
+        async with running(with_capture(config(stable), tmp_path), stable) as h:
+            for _ in range(3):
+                assert (await h.client.send()).status == 500  # stable's own answer, passed on
+            h.router.apply(with_capture(config(stable, response={"body": "{}"}), tmp_path))
+            for _ in range(2):
+                response = await h.client.send()
+                assert header(response, "x-modelfleet-served-by") == "fallback-static"
+        assert [(line["version"], line["status"]) for line in captured(tmp_path)] == [("iris-v1", 500)] * 3
+
+    run(scenario)
+
+
+def test_the_share_captured_is_drawn_from_the_routers_draw(tmp_path: Path) -> None:
+    """Given percent 50 and draws that alternate below and above one half for capture, then every other
+    answer is captured; each request also takes its draw for the split first."""
+    draws = iter([0.0, 0.4, 0.0, 0.6] * 5)
+
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        cfg = with_capture(config(stable), tmp_path, percent=50)
+        async with running(cfg, stable, random_draw=lambda: next(draws)) as h:
+            for index in range(10):
+                await h.client.send(headers={"X-Request-Id": f"q{index}"})
+        assert [line["requestId"] for line in captured(tmp_path)] == ["q0", "q2", "q4", "q6", "q8"]
+
+    run(scenario)
+
+
+def test_a_new_percent_or_redact_list_keeps_the_writer_and_removing_capture_flushes_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        async with running(with_capture(config(stable), tmp_path), stable) as h:
+            writer = h.router.capture
+            await h.client.send(body=b'{"email": "a@x", "v": 1}')
+            h.router.apply(with_capture(config(stable), tmp_path, redact=["email"]))
+            assert h.router.capture is writer
+            await h.client.send(body=b'{"email": "b@y", "v": 2}')
+            h.router.apply(config(stable))  # spec.capture removed
+            assert h.router.capture is None
+            await h.client.send(body=b'{"email": "c@z", "v": 3}')
+            assert writer is not None
+            for _ in range(200):  # the retired writer writes what it holds on its own
+                if not writer.held_records:
+                    break
+                await asyncio.sleep(0.01)
+        assert [line["request"] for line in captured(tmp_path)] == [{"email": "a@x", "v": 1}, {"v": 2}]
+
+    run(scenario)
+
+
+def test_a_capture_directory_that_cannot_be_written_costs_clients_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stable = FakeVersion("iris-v1")
+        await started(stable)
+        (tmp_path / "blocker").write_text("a file where the capture directory should be")
+        cfg = with_capture(config(stable), tmp_path / "blocker", batchRecords=5, bufferRecords=10)
+        async with running(cfg, stable) as h:
+            for _ in range(40):
+                assert (await h.client.send()).status == 200
+            for _ in range(200):
+                if h.count("capture_batches", outcome="failed") >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert h.count("capture_batches", outcome="failed") >= 1
+            assert h.count("capture_batches", outcome="written") == 0
+            dropped = sum(h.count("capture_dropped", reason=r) for r in ("store_error", "buffer_full"))
+            assert dropped + h.router.capture.held_records == 40  # type: ignore[union-attr]
 
     run(scenario)

@@ -1,5 +1,6 @@
 """The load generator of tests/support (the e2e tests' and the demo's) against a small HTTP server on
-127.0.0.1: what it records of every answer, its rate, its errors, and that it stops."""
+127.0.0.1: what it records of every answer, its rate, its errors, the bodies it sends (and changes while
+it runs), and that it stops."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.load import Answer, Load
+from support.load import IRIS_REQUEST, Answer, Load
 
 Reply = tuple[int, dict[str, str]]
 
@@ -123,7 +124,8 @@ def test_a_refused_connection_is_recorded_as_code_0_with_what_went_wrong() -> No
     run_for(load, 0.3)
     assert load.answers
     first = load.answers[0]
-    assert (first.code, first.served_by, first.fallback) == (0, "", "")
+    assert (first.code, first.served_by, first.fallback, first.request_id) == (0, "", "", "")
+    assert first.body == IRIS_REQUEST  # what it tried to send
     assert first.detail.startswith("ConnectionRefusedError: ")
     assert first.describe().startswith("0 error: ConnectionRefusedError: ")
     assert not first.ok
@@ -174,6 +176,40 @@ def test_wait_serving_gives_the_first_of_ten_answers_in_a_row_from_the_version()
                 load.wait_serving("iris-v2", timeout=0.3)
     finally:
         router.close()
+
+
+def test_each_answer_keeps_its_request_id_and_the_body_it_answered() -> None:
+    numbered = Router(lambda body: (200, {"X-Modelfleet-Request-Id": f"id-{body.decode()}"}))
+    try:
+        with Load("127.0.0.1", numbered.port, rate=40, clients=2, bodies=(b"a", b"b")) as load:
+            deadline = time.monotonic() + 10
+            while len(load.answers) < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        answers = load.snapshot()
+    finally:
+        numbered.close()
+    assert len(answers) >= 4
+    assert {(a.request_id, a.body) for a in answers} == {("id-a", b"a"), ("id-b", b"b")}
+    assert "body" not in repr(answers[0])  # assertion messages stay readable
+
+
+def test_set_bodies_changes_what_is_sent_from_the_moment_it_returns(router: Router) -> None:
+    with Load("127.0.0.1", router.port, rate=60, clients=3, bodies=(b"normal",)) as load:
+        time.sleep(0.3)
+        shifted_at = load.set_bodies([b"shifted-1", b"shifted-2"])
+        time.sleep(0.4)
+        back_at = load.set_bodies((b"normal",))
+        time.sleep(0.3)
+    answers = load.snapshot()
+    before = {a.body for a in answers if a.sent < shifted_at}
+    during = {a.body for a in answers if shifted_at <= a.sent < back_at}
+    after = {a.body for a in answers if a.sent >= back_at}
+    assert before == {b"normal"}
+    assert during == {b"shifted-1", b"shifted-2"}  # taken in turn, as at the start
+    assert after == {b"normal"}
+    assert {b"shifted-1", b"shifted-2", b"normal"} <= set(router.bodies)
+    with pytest.raises(ValueError, match="at least one body"):
+        load.set_bodies([])
 
 
 def test_a_connection_the_server_closes_is_opened_again() -> None:

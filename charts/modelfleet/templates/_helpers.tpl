@@ -83,9 +83,9 @@ all namespaces, else by one Role per watched namespace. No wildcards; Secrets ar
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [list, watch, create, patch]
-# Router pods, to scrape their /metrics and /predictions; artifact check pods, made before a version
-# rolls out and removed once they have reported. The operator never reads Secrets: a check that needs
-# credentials gets the Secret in its own pod.
+# Router pods, to scrape their /metrics, /predictions, /inputs and /feedback; artifact check pods, made
+# before a version rolls out and removed once they have reported. The operator reads no Secret unless
+# allowed below: a check that needs credentials gets the Secret in its own pod.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
@@ -102,9 +102,10 @@ all namespaces, else by one Role per watched namespace. No wildcards; Secrets ar
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [list, watch, create, patch, delete]
-{{- if .Values.mlflow.readSecrets }}
+{{- if or .Values.mlflow.readSecrets .Values.referenceProfiles.readSecrets }}
 # mlflow.readSecrets: the MLflow sync reads the Secrets that Models name for the tracking server's
-# credentials and webhook secret (get only: it never lists or watches Secrets).
+# credentials and webhook secret; referenceProfiles.readSecrets: the Monitors' dataDrift reads those that
+# ModelVersions name for their reference profile's store (get only: it never lists or watches Secrets).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

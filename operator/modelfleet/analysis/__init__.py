@@ -7,6 +7,8 @@ No Kubernetes, no HTTP: the controller scrapes and queries, this package compute
 - `histogram`: Prometheus' histogram_quantile.
 - `drift`: population stability index of canary vs stable predictions.
 - `datadrift`: training data profiles, and psi / ks / jsd of request inputs against one.
+- `groundtruth`: what the routers' cumulative label counts add between two reads, and the accuracy and
+  mean absolute error of a version's newest labels.
 - `assessment`: a Monitor spec and one window -> a Measurement with per-metric verdicts (absolute
   bounds, and ratio bounds against the stable version in the same window), and the Monitor's new
   status.

@@ -12,6 +12,11 @@ on the canary's value divided by the stable version's value in the same window (
 is missing, has too few requests or samples, or is 0 (while the canary's is not) makes it Inconclusive.
 In steady state there is no stable version to compare with: the ratio bound is skipped and said so,
 like predictionDrift without a version to compare with.
+
+A sampled metric (dataDrift, accuracy, meanAbsoluteError) is judged on the `SampledValue` its provider
+computed: fewer than `minSamples` samples make it Inconclusive, a `ProviderError` an Error, and what the
+provider says of the value (`detail`: the features that drifted, the span of the labels) is in the
+metric's message whatever the verdict, after the bound a Fail crossed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class SampledValue:
 
     value: float
     samples: int
+    detail: str = ""
+    """What the provider says about the value, carried into the metric's message whatever its verdict:
+    for dataDrift the features that decide it (`petal_width psi 0.41 > 0.2 (n=250); ...`), for accuracy
+    and meanAbsoluteError the span of the labels (`over the last 1m20s`)."""
 
 
 Sampled = Mapping[str, SampledValue | ProviderError]
@@ -108,7 +117,8 @@ def _unit(metric: Metric) -> str:
     return " s" if metric.type == MetricType.LATENCY else ""
 
 
-def _judge(metric: Metric, value: float, detail: str = "") -> MetricResult:
+def _judge(metric: Metric, value: float, detail: str = "", why: str = "") -> MetricResult:
+    """Pass or Fail on min and max; a Pass says `detail`, a Fail the bound crossed and then `why`."""
     threshold = metric.threshold()
     if metric.max is not None and value > metric.max:
         message = f"{metric.name} {_number(value)} > {metric.max:g}"
@@ -116,10 +126,12 @@ def _judge(metric: Metric, value: float, detail: str = "") -> MetricResult:
         message = f"{metric.name} {_number(value)} < {metric.min:g}"
     else:
         return MetricResult(
-            name=metric.name, value=value, threshold=threshold, verdict=Verdict.PASS, message=detail
+            name=metric.name, value=value, threshold=threshold, verdict=Verdict.PASS, message=detail[:1024]
         )
+    if why:
+        message = f"{message}: {why}"
     return MetricResult(
-        name=metric.name, value=value, threshold=threshold, verdict=Verdict.FAIL, message=message
+        name=metric.name, value=value, threshold=threshold, verdict=Verdict.FAIL, message=message[:1024]
     )
 
 
@@ -131,10 +143,12 @@ def _result(metric: Metric, verdict: Verdict, message: str) -> MetricResult:
 
 @dataclass(frozen=True)
 class _Value:
-    """A metric's value in the window, and what it was measured on (e.g. `100 requests`)."""
+    """A metric's value in the window, what it was measured on (e.g. `100 requests`), and what its provider
+    said of it (`why`, also on a Fail: the features that drifted)."""
 
     value: float
     detail: str = ""
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,12 +203,14 @@ def _sampled_value(metric: Metric, found: SampledValue | ProviderError | None) -
         return _Unjudged(Verdict.INCONCLUSIVE, f"{metric.type.value} not measured yet")
     if isinstance(found, ProviderError):
         return _Unjudged(Verdict.ERROR, found.message)
-    if math.isnan(found.value):
-        return _Unjudged(Verdict.INCONCLUSIVE, f"no value ({found.samples} samples)")
     count = f"{found.samples} samples"
     if found.samples < metric.samples_needed:
-        return _Unjudged(Verdict.INCONCLUSIVE, f"{count} < minSamples {metric.samples_needed}")
-    return _Value(found.value, count)
+        return _Unjudged(
+            Verdict.INCONCLUSIVE, _joined(f"{count} < minSamples {metric.samples_needed}", found.detail)
+        )
+    if math.isnan(found.value):
+        return _Unjudged(Verdict.INCONCLUSIVE, _joined(f"no value ({count})", found.detail))
+    return _Value(found.value, _joined(count, found.detail), found.detail)
 
 
 def _value(metric: Metric, window: Window, min_requests: int) -> _Value | _Unjudged:
@@ -285,10 +301,10 @@ def _assess_ratio(
     elif low is not None and ratio < low:
         beyond = f"{compared} < {low:g}x"
     if absolute.verdict == Verdict.FAIL or beyond:
-        verdict, message = (
-            Verdict.FAIL,
-            _joined(absolute.message if absolute.verdict == Verdict.FAIL else "", beyond),
-        )
+        failed = absolute.message if absolute.verdict == Verdict.FAIL else ""
+        if beyond and not failed and canary.why:
+            beyond = f"{beyond}: {canary.why}"
+        verdict, message = Verdict.FAIL, _joined(failed, beyond)
     else:
         same = f"the same as {theirs}" if base == 0 else f"{ratio:.3g}x {theirs}"
         verdict, message = Verdict.PASS, _joined(canary.detail, same)
@@ -303,7 +319,7 @@ def _assess_metric(metric: Metric, window: Window, min_requests: int) -> MetricR
     canary = _value(metric, window, min_requests)
     if isinstance(canary, _Unjudged):
         return _result(metric, canary.verdict, canary.message)
-    absolute = _judge(metric, canary.value, canary.detail)
+    absolute = _judge(metric, canary.value, canary.detail, canary.why)
     if not metric.has_ratio:
         return absolute
     return _assess_ratio(metric, window, canary, absolute, min_requests)

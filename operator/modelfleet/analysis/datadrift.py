@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from modelfleet.analysis.assessment import ProviderError, SampledValue
 from modelfleet.analysis.drift import quantile_edges, smoothed_shares
 from modelfleet.api.monitor import Verdict
 
@@ -482,9 +483,10 @@ def data_drift(
     epsilon: float = EPSILON,
 ) -> DataDrift:
     """Compare a sample of request inputs (feature -> values) with the profile, feature by feature; a
-    feature over `limit` fails. `features` picks features (default: all of the profile's). A feature
-    the profile lacks is an Error and one the sample lacks Inconclusive: both are reported, neither
-    stops the others from being compared."""
+    feature over `limit` fails (`math.inf`: none does, for a metric bounded only relative to stable).
+    `features` picks features (default: all of the profile's). A feature the profile lacks is an Error
+    and one the sample lacks Inconclusive: both are reported, neither stops the others from being
+    compared."""
     try:
         method = Method(method)
     except ValueError:
@@ -506,6 +508,23 @@ def data_drift(
     ]
     results.sort(key=_worst_first)
     return DataDrift(method, limit, tuple(results), not_compared)
+
+
+def as_sampled(drift: DataDrift) -> SampledValue | ProviderError:
+    """The dataDrift metric's value of a comparison, as the assessment judges it, with the features that
+    decide it as its `detail`: the largest statistic over at least as many inputs as every compared
+    feature had (Pass, Fail); a feature with too few inputs, or none, makes `samples` its count, below
+    minSamples (Inconclusive); a feature that cannot be compared is a ProviderError (Error)."""
+    verdict = drift.verdict
+    if verdict is Verdict.ERROR:
+        return ProviderError(f"dataDrift: {drift.summary}"[:1024])
+    value = drift.value
+    if verdict is Verdict.INCONCLUSIVE:
+        samples = min(f.sample_size for f in drift.features if f.verdict is Verdict.INCONCLUSIVE)
+        return SampledValue(math.nan if value is None else value, samples, drift.summary)
+    samples = min(f.sample_size for f in drift.features if f.value is not None)
+    assert value is not None  # a Pass or a Fail compared some feature
+    return SampledValue(value, samples, drift.summary)
 
 
 def _worst_first(result: FeatureDrift) -> tuple[int, bool, float, str]:
@@ -558,8 +577,8 @@ def _compare(
         expected = [reference.counts.get(k, 0) for k in bins]
         value = _binned(method, expected, [seen[k] for k in bins], epsilon)
     over = value > limit
-    comparison = ">" if over else "<="
-    message = f"{name} {method} {value:.3g} {comparison} {limit:g} (n={n}{left_out})"
+    bound = f" {'>' if over else '<='} {limit:g}" if math.isfinite(limit) else ""  # no max: no bound
+    message = f"{name} {method} {value:.3g}{bound} (n={n}{left_out})"
     return FeatureDrift(name, Verdict.FAIL if over else Verdict.PASS, value, n, unusable, message)
 
 

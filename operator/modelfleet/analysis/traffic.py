@@ -19,6 +19,8 @@ from modelfleet.analysis.histogram import histogram_quantile
 
 REQUESTS = "modelfleet_requests_total"
 FALLBACKS = "modelfleet_fallbacks_total"
+DEGRADED = "degraded"
+"""The fallback reason of requests the router sends to the fallback while it is active, not a failure."""
 DURATION = "modelfleet_request_duration_seconds"
 MIRRORED = "modelfleet_mirrored_requests_total"
 PROCESS_START = "process_start_time_seconds"
@@ -83,7 +85,8 @@ class VersionTraffic:
     errors: float = 0.0
     """Requests answered with a 5xx code."""
     fallbacks: Mapping[str, float] = field(default_factory=dict)
-    """Fallbacks by reason (retry_on_stable, circuit_open, static_response)."""
+    """Fallbacks by reason (retry_on_stable, retry_on_previous, retry_on_fallback, circuit_open,
+    static_response, degraded)."""
     latency_buckets: tuple[tuple[float, float], ...] = ()
     """(upper bound in seconds, cumulative count), ascending, the last bound +Inf."""
     duration_sum: float = 0.0
@@ -99,8 +102,12 @@ class VersionTraffic:
 
     @property
     def fallback_rate(self) -> float | None:
-        """Fallbacks over requests; None without requests."""
-        return sum(self.fallbacks.values()) / self.requests if self.requests > 0 else None
+        """Fallbacks over requests; None without requests. Requests sent to the fallback while it is
+        active (`degraded`) are left out: they never reached the version, which is measured on copies
+        then, and counting them would keep a recovered version failing for as long as it is covered."""
+        if self.requests <= 0:
+            return None
+        return sum(v for reason, v in self.fallbacks.items() if reason != DEGRADED) / self.requests
 
     def latency_quantile(self, q: float) -> float | None:
         """The q-quantile of request duration in seconds; None without observations."""

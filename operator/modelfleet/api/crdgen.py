@@ -156,6 +156,13 @@ KINDS: tuple[Kind, ...] = (
             PrinterColumn("Canary", ".status.canaryVersion", description="Version being rolled out"),
             PrinterColumn("Weight", ".status.canaryWeight", "integer", "Percent of traffic on the canary"),
             PrinterColumn("Phase", ".status.phase"),
+            PrinterColumn(
+                "Fallback",
+                ".status.fallback.active",
+                "boolean",
+                "The fallback serves the stable version's traffic",
+                priority=1,
+            ),
             PrinterColumn("Endpoint", ".status.endpoint", priority=1),
             PrinterColumn("Message", ".status.message", priority=1),
             AGE,

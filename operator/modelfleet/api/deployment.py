@@ -223,6 +223,8 @@ class Feedback(ApiModel):
 
 #: Where captured payloads may be written: an S3 prefix or a path on a PersistentVolumeClaim.
 CAPTURE_URI_MESSAGE = "uri must be s3://BUCKET/PREFIX or pvc://CLAIM/PATH"
+CAPTURE_URI_PARENT_MESSAGE = "uri must not have a '..' segment"
+_PARENT_SEGMENT_RE = re.compile(r"/\.\.(/|$)")
 _CAPTURE_URI_RE = re.compile(
     r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/\S*)?|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/\S*)?)$"
 )
@@ -231,6 +233,8 @@ _CAPTURE_URI_RE = re.compile(
 def _capture_uri(value: str) -> str:
     if not _CAPTURE_URI_RE.match(value):
         raise ValueError(CAPTURE_URI_MESSAGE)
+    if _PARENT_SEGMENT_RE.search(value):  # a path on a claim stays on the claim
+        raise ValueError(CAPTURE_URI_PARENT_MESSAGE)
     return value
 
 
@@ -244,7 +248,11 @@ CaptureUri = Annotated[
                 {
                     "rule": "self.matches('" + _CAPTURE_URI_RE.pattern.replace("\\", "\\\\") + "')",
                     "message": CAPTURE_URI_MESSAGE,
-                }
+                },
+                {
+                    "rule": "!self.matches('" + _PARENT_SEGMENT_RE.pattern.replace("\\", "\\\\") + "')",
+                    "message": CAPTURE_URI_PARENT_MESSAGE,
+                },
             ]
         }
     ),
@@ -256,24 +264,33 @@ class CaptureDestination(ApiModel):
     """Where captured requests and answers are written."""
 
     uri: CaptureUri
-    """s3://BUCKET/PREFIX or pvc://CLAIM/PATH; batches are written under it."""
+    """s3://BUCKET/PREFIX or pvc://CLAIM/PATH; batches are written under it, one object (or file) each:
+    `<deployment>/<YYYY>/<MM>/<DD>/<HH>/<router pod>-<unix ms>-<seq>.jsonl.gz`. The claim of a pvc://
+    URI is mounted read-write into the router pods."""
     credentials: ArtifactCredentials | None = None
-    """The Secret holding the store's credentials, as for a ModelVersion's artifact.credentials; none
-    for a PVC or a store that needs none."""
+    """The Secret holding the store's credentials, with the keys of a ModelVersion's
+    artifact.credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+    AWS_ENDPOINT_URL, AWS_REGION), given to the router pods as environment, each key optional: the
+    operator never reads it, and new values reach the routers when their pods restart. None for a PVC
+    or a store that needs none."""
 
 
 class Capture(ApiModel):
-    """Payload capture: a share of the requests and their answers, written to storage in batches, off
-    the request path."""
+    """Payload capture: a share of the requests and the answers versions gave them, written to storage
+    as JSON Lines in batches, off the request path. Bounded in memory: when the store is slow, down or
+    refuses, records are dropped and counted (modelfleet_capture_dropped_total), never a request
+    slowed or failed."""
 
     percent: Annotated[float, Field(gt=0, le=100)]
-    """Share of requests captured, in percent, e.g. 5 (more than 0, at most 100)."""
+    """Share of answers captured, in percent, e.g. 5 (more than 0, at most 100)."""
     destination: CaptureDestination
     """Where the batches are written."""
     redact: tuple[FieldName, ...] = Field(
         default=(), max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
-    """Names of request and answer fields whose values are not written, e.g. an input named email."""
+    """Names of request and answer fields whose values are never written: object keys at any depth,
+    Open Inference Protocol inputs and outputs by name (their data left out), and tensor columns named
+    by parameters.names. A body that is not JSON is then left out whole."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -399,7 +416,8 @@ class DeploymentPhase(StrEnum):
     ROLLED_BACK = "RolledBack"
     """The last rollout failed; the stable version serves all traffic."""
     DEGRADED = "Degraded"
-    """The serving version fails its monitor (steady state, onDegraded: Alert) or is not ready."""
+    """The serving version fails its monitor (steady state, onDegraded: Alert, or Fallback: then
+    status.fallback says what serves instead) or is not ready."""
     FAILED = "Failed"
     """Nothing can serve: e.g. the version does not exist or is rejected, or the alias followed points
     at no version, and there is no stable one."""
@@ -409,7 +427,10 @@ class AnalysisStatus(StatusModel):
     """The monitor's verdicts on the version under analysis, counted across measurements."""
 
     failures: Annotated[int, Field(ge=0)] = 0
-    """Consecutive failing measurements."""
+    """Consecutive failing measurements (only a Pass resets it)."""
+    passes: Annotated[int, Field(ge=0)] = 0
+    """Consecutive passing measurements (only a Fail resets it): an engaged fallback is released after
+    failureLimit of them."""
     inconclusive: Annotated[int, Field(ge=0)] = 0
     """Consecutive inconclusive measurements."""
     errors: Annotated[int, Field(ge=0)] = 0
@@ -446,6 +467,22 @@ class HistoryEntry(StatusModel):
     """When the rollout started."""
     finished_at: Time | None = None
     """When it ended."""
+
+
+class FallbackStatus(StatusModel):
+    """Whether the router sends all live traffic to the fallback because the stable version fails its
+    Monitor (onDegraded: Fallback)."""
+
+    active: bool = False
+    """True while the fallback serves the traffic that would go to the stable version."""
+    version: Annotated[str, StringConstraints(max_length=253)] = ""
+    """The fallback version answering (spec.fallback.version); empty when fallback.response answers, or
+    while inactive."""
+    since: Time | None = None
+    """When the fallback was engaged; empty while inactive."""
+    reason: Text = ""
+    """Why it was engaged, e.g. `iris-v2 fails monitor iris-quality: errors 0.31 > 0.05`, or, once
+    released, why it was released."""
 
 
 class DeploymentStatus(StatusModel):
@@ -485,6 +522,8 @@ class DeploymentStatus(StatusModel):
     """When the rollout under way started."""
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     """The monitor's verdicts on the version under analysis."""
+    fallback: FallbackStatus = Field(default_factory=FallbackStatus)
+    """Whether the fallback serves all traffic instead of the stable version (onDegraded: Fallback)."""
     endpoint: Annotated[str, StringConstraints(max_length=512)] = ""
     """Where clients send inference requests, e.g. http://iris.ml.svc:80."""
     message: Text = ""

@@ -191,7 +191,8 @@ class ArtifactCredentials(ApiModel):
     secret_name: Name
     """A Secret in the version's namespace, given to the fetcher as environment: AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION for s3://;
-    MODELFLEET_HTTP_AUTHORIZATION for http(s)://. The operator never reads it."""
+    MODELFLEET_HTTP_AUTHORIZATION for http(s)://. The operator never reads an artifact's (its pods and
+    check pods get it); a reference profile's it reads itself (the chart's referenceProfiles.readSecrets)."""
 
 
 class Artifact(ApiModel):
@@ -219,8 +220,9 @@ class ReferenceData(ApiModel):
     digest: Digest | None = None
     """sha256 of the profile file (`modelfleet digest PATH` prints it), checked on every download."""
     credentials: ArtifactCredentials | None = None
-    """The Secret holding the store's credentials, as for artifact.credentials; none for a public
-    store."""
+    """The Secret holding the store's credentials, with the keys of artifact.credentials' Secret; none
+    for a public store. The operator reads it to read the profile (get, granted by the chart's
+    referenceProfiles.readSecrets)."""
 
 
 class Approval(ApiModel):

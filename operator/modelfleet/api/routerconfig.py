@@ -5,26 +5,39 @@ The JSON is camelCase like the CRDs, under the ConfigMap key `config.json`:
     {"deployment": "iris",
      "versions": [{"name": "iris-v2", "url": "http://iris-v2.ml.svc:8080", "weight": 90, "role": "stable"},
                   {"name": "iris-v3", "url": "http://iris-v3.ml.svc:8080", "weight": 10, "role": "canary"},
-                  {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 0, "role": "previous"}],
+                  {"name": "iris-v1", "url": "http://iris-v1.ml.svc:8080", "weight": 0, "role": "previous"},
+                  {"name": "iris-h", "url": "http://iris-h.ml.svc:8080", "weight": 0, "role": "fallback"}],
      "mirrorPercent": 0,
      "fallback": {"timeout": "2s", "retryOnStable": true,
                   "circuitBreaker": {"errorRate": 0.5, "minRequests": 20, "window": "10s", "openFor": "30s"},
-                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"}},
-     "feedback": {"tokenFile": "/etc/modelfleet/feedback/token", "maxPredictions": 10000, "maxPairs": 1000}}
+                  "response": {"statusCode": 200, "contentType": "application/json", "body": "{...}"},
+                  "active": false},
+     "feedback": {"tokenFile": "/etc/modelfleet/feedback/token", "maxPredictions": 10000, "maxPairs": 1000},
+     "capture": {"percent": 5, "uri": "s3://captures/iris/", "redact": ["email"], "compression": "gzip",
+                 "batchRecords": 1000, "batchBytes": 8388608, "flushInterval": "10s",
+                 "bufferRecords": 10000, "bufferBytes": 33554432, "maxRecordBytes": 1048576}}
 
 Exactly one version is `stable`. At most one is `previous`: the stable version before the last promotion,
-kept while it is still warm; it takes no live traffic (its weight is 0) and is the fallback chain's last
-version, after stable. `fallback` has the fields of a Deployment's `spec.fallback` except `version` (not
-served by the router yet). `feedback`, present when the Deployment has `spec.feedback`, turns on the
-ground-truth endpoint; it names the file that holds the token (the Secret mounted into the router pod),
-never the token: this document is a ConfigMap, and the router's admin port shows it at /config. This
-module depends on pydantic and the shared types of `modelfleet.api.common`, so that the router, the
-operator and tests can all read and write the same
-document.
+kept while it is still warm; it takes no live traffic (its weight is 0) and covers stable in the fallback
+chain. At most one is `fallback`: the Deployment's `spec.fallback.version`, kept warm; its weight is 0 too,
+and it is the chain's last version, after stable and previous, before `fallback.response`. `fallback` has
+the fields of a Deployment's `spec.fallback` except `version` (that is the `fallback` version), and
+`active`: while the stable version fails its Monitor with `onDegraded: Fallback` the operator sets it, and
+every request that would go to stable goes to the fallback version instead (or, without one, is answered
+by `fallback.response`), stable still next in the chain. `feedback`, present when the Deployment has
+`spec.feedback`, turns on the ground-truth endpoint; it names the file that holds the token (the Secret
+mounted into the router pod), never the token: this document is a ConfigMap, and the router's admin port
+shows it at /config. `capture`, present when the Deployment has `spec.capture`, writes that share of the
+answers versions gave clients, with their requests, to `uri` in batches (`modelfleet.router.capture`): an
+S3 prefix, whose credentials reach the router pod as environment, never this document, or a directory
+(`file:///mnt/capture/PATH`: the claim of a `pvc://CLAIM/PATH` destination, mounted). This module depends
+on pydantic and the shared types of `modelfleet.api.common`, so that the router, the operator and tests
+can all read and write the same document.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -34,6 +47,7 @@ from modelfleet.api.common import ApiModel, Duration, format_duration, parse_dur
 
 __all__ = [
     "CONFIG_KEY",
+    "Capture",
     "CircuitBreaker",
     "Fallback",
     "Feedback",
@@ -81,6 +95,11 @@ class Fallback(ApiModel):
     retry_on_stable: bool = True
     circuit_breaker: CircuitBreaker | None = Field(default_factory=CircuitBreaker)
     response: StaticResponse | None = None
+    active: bool = Field(
+        default=False,
+        description="the stable version fails its Monitor (onDegraded: Fallback): what would go to stable "
+        "goes to the fallback version, or is answered by the response without one",
+    )
 
 
 class Feedback(ApiModel):
@@ -109,7 +128,78 @@ class Feedback(ApiModel):
         return value
 
 
-Role = Literal["stable", "canary", "previous"]
+_MIB = 1024 * 1024
+_S3_URI = re.compile(r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/\S*)?$")
+
+
+class Capture(ApiModel):
+    """Payload capture: a share of what versions answered clients, with the requests, written in batches
+    (`spec.capture`). The bounds keep a router's memory and objects small whatever the traffic."""
+
+    percent: float = Field(gt=0, le=100, description="share of answers captured, in percent")
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="s3://BUCKET/PREFIX, or file:///DIR: an absolute directory (a mounted claim)",
+    )
+    redact: list[str] = Field(
+        default_factory=list, max_length=64, description="field names whose values are never written"
+    )
+    compression: Literal["gzip", "none"] = Field(
+        default="gzip", description="gzip: objects are .jsonl.gz; none: .jsonl"
+    )
+    batch_records: int = Field(default=1000, ge=1, le=100_000, description="records in one object at most")
+    batch_bytes: int = Field(
+        default=8 * _MIB, ge=1024, le=256 * _MIB, description="an object is written once this much waits"
+    )
+    flush_interval: Duration = Field(
+        default=10.0, gt=0, le=3600, description="what is buffered is written at least this often"
+    )
+    buffer_records: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="records waiting to be written; more are dropped"
+    )
+    buffer_bytes: int = Field(
+        default=32 * _MIB, ge=1024, le=1024 * _MIB, description="bytes of bodies waiting; more are dropped"
+    )
+    max_record_bytes: int = Field(
+        default=_MIB, ge=1024, le=256 * _MIB, description="a request and answer larger than this are dropped"
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not _S3_URI.match(value):
+                raise ValueError(f"uri {value!r} is not s3://BUCKET/PREFIX")
+            return value
+        if value.startswith("file:///"):
+            path = value[len("file://") :]
+            if "\0" in path or ".." in path.split("/") or any(c.isspace() for c in path):
+                raise ValueError(f"uri {value!r} must be an absolute directory without '..'")
+            return value
+        raise ValueError(f"uri {value!r} must be s3://BUCKET/PREFIX or file:///DIR")
+
+    @field_validator("redact")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if any(not name or len(name) > 256 for name in value):
+            raise ValueError("redact names must be 1 to 256 characters long")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Capture:
+        if self.batch_records > self.buffer_records:
+            raise ValueError(
+                f"capture.batchRecords {self.batch_records} is more than bufferRecords {self.buffer_records}"
+            )
+        if self.max_record_bytes > self.buffer_bytes:
+            raise ValueError(
+                f"capture.maxRecordBytes {self.max_record_bytes} is more than bufferBytes {self.buffer_bytes}"
+            )
+        return self
+
+
+Role = Literal["stable", "canary", "previous", "fallback"]
 Protocol = Literal["v2", "v1", "http"]
 
 
@@ -161,6 +251,7 @@ class RouterConfig(ApiModel):
     mirror_percent: float = Field(default=0.0, ge=0, le=100, description="share of stable traffic copied")
     fallback: Fallback = Field(default_factory=Fallback)
     feedback: Feedback | None = Field(default=None, description="ground truth; None: the endpoint is off")
+    capture: Capture | None = Field(default=None, description="payload capture; None: nothing is captured")
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:
@@ -182,6 +273,20 @@ class RouterConfig(ApiModel):
                 f"version {previous[0].name} has role previous and weight {previous[0].weight}: "
                 "the previous version takes no live traffic, its weight must be 0"
             )
+        fallback = [version for version in self.versions if version.role == "fallback"]
+        if len(fallback) > 1:
+            raise ValueError(
+                f"at most one version may have role fallback, found {len(fallback)}: "
+                + ", ".join(version.name for version in fallback)
+            )
+        if fallback and fallback[0].weight != 0:
+            raise ValueError(
+                f"version {fallback[0].name} has role fallback and weight {fallback[0].weight}: "
+                "the fallback version takes traffic only in the chain or while fallback.active, its weight "
+                "must be 0"
+            )
+        if self.fallback.active and not fallback and self.fallback.response is None:
+            raise ValueError("fallback.active needs a version with role fallback or a fallback.response")
         if sum(version.weight for version in self.versions) == 0:
             raise ValueError("at least one version needs a weight above 0")
         return self
@@ -198,6 +303,11 @@ class RouterConfig(ApiModel):
     def previous(self) -> Version | None:
         """The previous stable version, kept warm as the last fallback after stable; None without one."""
         return next((version for version in self.versions if version.role == "previous"), None)
+
+    @property
+    def fallback_version(self) -> Version | None:
+        """The Deployment's fallback version, kept warm as the chain's last version; None without one."""
+        return next((version for version in self.versions if version.role == "fallback"), None)
 
     def to_json(self) -> str:
         """The camelCase JSON the router reads (the ConfigMap's `config.json`)."""

@@ -11,6 +11,12 @@ The token is derived from a key of the operator's own (`router_admin_token`), so
 every operator process holding the same key, builds the same Secret: nothing is generated per reconcile,
 and the operator never reads the Secret back. Where the cluster enforces NetworkPolicies,
 `build_router_network_policy` also keeps the admin port to the operator's pods and Prometheus.
+
+Payload capture (`spec.capture`) reaches the routers the same way: the router configuration names the
+destination (`capture_uri`), never a credential. For s3:// the keys of `destination.credentials` become
+the router container's environment, each key optional (the operator never reads the Secret); for
+pvc://CLAIM/PATH the claim is mounted read-write at `CAPTURE_DIR`, owned by the router's group
+(`fsGroup`), and the configuration points at PATH under it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from modelfleet.api.common import API_VERSION
 from modelfleet.api.deployment import DeploymentSpec
 from modelfleet.api.modelversion import ModelVersionSpec
 from modelfleet.api.routerconfig import CONFIG_KEY, Role, RouterConfig, Version
+from modelfleet.api.routerconfig import Capture as RouterCapture
 from modelfleet.api.routerconfig import Fallback as RouterFallback
 from modelfleet.api.routerconfig import Feedback as RouterFeedback
 from modelfleet.api.runtime import MODEL_DIR
@@ -61,6 +68,18 @@ and all) applied before it, which tells a restarted operator that the Secret is 
 FEEDBACK_TOKEN_DIR = "/etc/modelfleet/feedback"
 FEEDBACK_TOKEN_FILE = f"{FEEDBACK_TOKEN_DIR}/token"
 """Where a router pod finds the key of spec.feedback.tokenSecret (the router configuration's tokenFile)."""
+CAPTURE_DIR = "/mnt/capture"
+"""Where a router pod mounts the claim of a pvc:// capture destination (read-write)."""
+CAPTURE_CREDENTIAL_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
+"""The keys of a capture destination's credentials Secret the router container gets as environment."""
+ROUTER_GROUP = 65532
+"""The group the router image runs as (Dockerfile `USER 65532:65532`): a capture claim's files are its."""
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "modelfleet", "app.kubernetes.io/component": "operator"}
 """The labels of the operator's pods (the chart's), which the routers' NetworkPolicy lets in."""
 PROMETHEUS_PEER: Mapping[str, Any] = {
@@ -307,15 +326,21 @@ def build_router_config(
     canary_weight: int,
     mirror_percent: int,
     previous: str = "",
+    fallback: str = "",
+    fallback_active: bool = False,
 ) -> RouterConfig:
     """The router's configuration for a traffic split. `versions` must hold stable (and canary, and
-    previous: the warm former stable version, which takes no traffic but answers when stable fails)."""
+    previous: the warm former stable version, which takes no traffic but answers when stable fails, and
+    fallback: spec.fallback.version, kept warm, the chain's last version). `fallback_active` sends what
+    would go to stable to the fallback version (or, without one, to spec.fallback.response)."""
     if stable not in versions:
         raise ValueError(f"no ModelVersion spec for the stable version {stable}")
     if canary and canary not in versions:
         raise ValueError(f"no ModelVersion spec for the canary version {canary}")
     if previous and previous not in versions:
         raise ValueError(f"no ModelVersion spec for the previous version {previous}")
+    if fallback and fallback not in versions:
+        raise ValueError(f"no ModelVersion spec for the fallback version {fallback}")
     if not 0 <= canary_weight <= 100:
         raise ValueError(f"canary weight {canary_weight} is not within 0..100")
 
@@ -334,21 +359,65 @@ def build_router_config(
     entries = [version(stable, 100 - canary_weight if canary else 100, "stable")]
     if canary:
         entries.append(version(canary, canary_weight, "canary"))
-    if previous and previous not in {stable, canary}:
+    fallback = "" if fallback in {stable, canary} else fallback
+    if previous and previous not in {stable, canary, fallback}:
         entries.append(version(previous, 0, "previous"))
-    # fallback.version is not the router's yet: it needs the version's pods and its place in the chain
-    fallback = RouterFallback.model_validate(
-        spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
-    )
+    if fallback:
+        entries.append(version(fallback, 0, "fallback"))
+    # spec.fallback.version is the version with role fallback; the rest of spec.fallback is the router's
+    settings = spec.fallback.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"version"})
     # the router reads the token from the Secret key the router pods mount; the document names the file
     feedback = RouterFeedback(token_file=FEEDBACK_TOKEN_FILE) if spec.feedback is not None else None
+    capture = (
+        RouterCapture(
+            percent=spec.capture.percent,
+            uri=capture_uri(spec.capture.destination.uri),
+            redact=list(spec.capture.redact),
+        )
+        if spec.capture is not None
+        else None
+    )
     return RouterConfig(
         deployment=owner.name,
         versions=entries,
         mirror_percent=mirror_percent if canary else 0,
-        fallback=fallback,
+        fallback=RouterFallback.model_validate({**settings, "active": fallback_active}),
         feedback=feedback,
+        capture=capture,
     )
+
+
+def capture_claim(uri: str) -> str:
+    """The claim of a pvc://CLAIM/PATH capture destination; empty for s3://."""
+    return uri[len("pvc://") :].split("/", 1)[0] if uri.startswith("pvc://") else ""
+
+
+def capture_uri(uri: str) -> str:
+    """Where the router writes a capture destination: s3:// as it is, pvc://CLAIM/PATH as the directory
+    PATH of the claim mounted at `CAPTURE_DIR` (file:///mnt/capture/PATH)."""
+    if not uri.startswith("pvc://"):
+        return uri
+    path = uri[len("pvc://") :].partition("/")[2].strip("/")
+    return f"file://{CAPTURE_DIR}/{path}" if path else f"file://{CAPTURE_DIR}"
+
+
+def _capture_pod(spec: DeploymentSpec) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
+    """(environment, volumes, mounts) the router container needs for spec.capture."""
+    if spec.capture is None:
+        return [], [], []
+    destination = spec.capture.destination
+    claim = capture_claim(destination.uri)
+    if claim:
+        volume = {"name": "capture", "persistentVolumeClaim": {"claimName": claim}}
+        return [], [volume], [{"name": "capture", "mountPath": CAPTURE_DIR}]
+    if destination.credentials is None:
+        return [], [], []
+    secret = destination.credentials.secret_name
+    env = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for key in CAPTURE_CREDENTIAL_KEYS
+    ]
+    return env, [], []
 
 
 def build_router_configmap(owner: Owner, config: RouterConfig) -> Manifest:
@@ -413,7 +482,8 @@ def build_router_deployment(
     owner: Owner, spec: DeploymentSpec, image: str = DEFAULT_ROUTER_IMAGE, admin_token: str = ""
 ) -> Manifest:
     """The router pods: `modelfleet router --configmap <ns>/<name>-router`, with the admin token of the
-    Secret `<name>-router-admin` and, with spec.feedback, the key of its tokenSecret mounted read-only.
+    Secret `<name>-router-admin` and, with spec.feedback, the key of its tokenSecret mounted read-only;
+    with spec.capture, its destination's credentials as environment (s3://) or its claim (pvc://).
     `admin_token`, when known, is only fingerprinted, with the rest of its Secret, on the Deployment's
     metadata (not on its pods: a new token reaches them through the mounted Secret, without a restart)."""
     name = router_name(owner.name)
@@ -430,6 +500,12 @@ def build_router_deployment(
         selector = spec.feedback.token_secret
         mounts.append({"name": "feedback-token", "mountPath": FEEDBACK_TOKEN_DIR, "readOnly": True})
         volumes.append(_secret_volume("feedback-token", selector.name, selector.key))
+    capture_env, capture_volumes, capture_mounts = _capture_pod(spec)
+    mounts += capture_mounts
+    volumes += capture_volumes
+    pod_security: Manifest = dict(POD_SECURITY_CONTEXT)
+    if capture_volumes:  # the router, not root, writes on the claim
+        pod_security.update({"fsGroup": ROUTER_GROUP, "fsGroupChangePolicy": "OnRootMismatch"})
     container: Manifest = {
         "name": "router",
         "image": image,
@@ -465,6 +541,8 @@ def build_router_deployment(
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "volumeMounts": mounts,
     }
+    if capture_env:
+        container["env"] = capture_env
     if spec.router.resources is not None:
         container["resources"] = spec.router.resources.to_k8s()
     metadata = _metadata(owner, name, object_labels)
@@ -493,7 +571,7 @@ def build_router_deployment(
                     # the router reads its ConfigMap through the API with this token
                     "automountServiceAccountToken": True,
                     "enableServiceLinks": False,
-                    "securityContext": POD_SECURITY_CONTEXT,
+                    "securityContext": pod_security,
                     "terminationGracePeriodSeconds": 15,
                     "containers": [container],
                     "volumes": volumes,

@@ -476,7 +476,14 @@ class DeploymentController:
         # what the rollout, the builders and the addresses read: spec.version is the version it asks for
         spec = target.resolved(deployment.spec)
         asked = spec.version or ""
-        wanted = {asked, status.stable_version, status.canary_version, status.previous_stable_version}
+        fallback = spec.fallback.version or ""
+        wanted = {
+            asked,
+            status.stable_version,
+            status.canary_version,
+            status.previous_stable_version,
+            fallback,
+        }
         versions: dict[str, ModelVersion | None] = {
             v: _parse(ModelVersion, self.cache.model_version(namespace, v)) for v in sorted(wanted - {""})
         }
@@ -488,6 +495,12 @@ class DeploymentController:
         if checked:
             check = servability(model, versions[checked], version_name=checked, runtimes=runtimes)
             served = Servability(
+                check.servable, "" if check.servable else check.message, pending=check.pending
+            )
+        fallback_served = SERVABLE
+        if fallback:  # kept warm, and routed to, only under the Model's rules like any version
+            check = servability(model, versions[fallback], version_name=fallback, runtimes=runtimes)
+            fallback_served = Servability(
                 check.servable, "" if check.servable else check.message, pending=check.pending
             )
         servers: dict[str, Server] = {}
@@ -506,6 +519,7 @@ class DeploymentController:
         observation = Observation(
             generation=deployment.metadata.generation,
             servability=served,
+            fallback=fallback_served,
             target=target,
             ready_replicas=ready,
             annotations=annotations,
@@ -555,8 +569,9 @@ class DeploymentController:
             self.applier.apply(build_version_service(owner, version, server))
             self.applier.apply(build_version_deployment(owner, version, server, replicas, self.fetch))
         for traffic in decision.of_type(SetTraffic):
-            in_config = (traffic.stable, traffic.canary, traffic.previous)
+            in_config = (traffic.stable, traffic.canary, traffic.previous, traffic.fallback)
             specs = {v: servers[v] for v in in_config if v and v in servers}
+            routed_fallback = traffic.fallback if traffic.fallback in specs else ""
             try:
                 config = build_router_config(
                     owner,
@@ -567,6 +582,9 @@ class DeploymentController:
                     canary_weight=traffic.canary_weight,
                     mirror_percent=traffic.mirror_percent,
                     previous=traffic.previous if traffic.previous in specs else "",
+                    fallback=routed_fallback,
+                    fallback_active=traffic.fallback_active
+                    and bool(routed_fallback or spec.fallback.response is not None),
                 )
             except ValueError as error:
                 log.warning("%s/%s: router configuration not changed: %s", namespace, name, error)
@@ -593,6 +611,7 @@ class DeploymentController:
             for entry in decision.status.history:
                 if (entry.version, entry.result, entry.finished_at) not in old:
                     metrics.ROLLOUTS.labels(entry.result.value).inc()
+        metrics.FALLBACK_ACTIVE.labels(namespace, name).set(1.0 if decision.status.fallback.active else 0.0)
 
         # 3. annotations acted on, and what happened
         kube.remove_annotations(
@@ -674,6 +693,7 @@ class DeploymentController:
             self.seen.pop(key, None)
             self.interest.pop(key, None)
             self.written.pop(key, None)
+            metrics.forget_deployment(namespace, name)
             # garbage collection removes the admin Secret; no watch event says so (Secrets are not watched)
             self.applier.forget(namespace, "v1", "Secret", router_admin_secret_name(name))
             self.refused_writes -= {(namespace, name, kind) for kind in ("Secret", "NetworkPolicy")}

@@ -16,8 +16,6 @@ Secret the Model names; they are sent to the tracking server only and never logg
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import os
@@ -41,6 +39,7 @@ from modelfleet.api import (
 )
 from modelfleet.controllers import events, kube
 from modelfleet.controllers.loops import Gone, Loops
+from modelfleet.controllers.secrets import read_secret
 from modelfleet.providers.mlflow import (
     BadResponse,
     Credentials,
@@ -111,20 +110,6 @@ def lineage_run(run: TrackedRun) -> Run:
             Dataset(name=d.name, digest=d.digest, source=d.source, context=d.context) for d in run.datasets
         ),
     )
-
-
-async def read_secret(namespace: str, name: str) -> Mapping[str, str] | None:
-    """The Secret's data, decoded; None when it does not exist."""
-    body = await kube.run(kube.get, "v1", "Secret", namespace, name)
-    if body is None:
-        return None
-    out: dict[str, str] = {}
-    for key, value in (body.get("data") or {}).items():
-        try:
-            out[key] = base64.b64decode(value).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            continue
-    return out
 
 
 class Views(Protocol):

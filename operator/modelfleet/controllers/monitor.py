@@ -2,7 +2,8 @@
 
 Each Monitor has a loop that, every interval, measures the version under judgement (its Deployment's
 canary during a rollout, else the stable version) through the providers of its metrics
-(`modelfleet.providers`: the router pods' metrics, Prometheus), merges their readings into one window,
+(`modelfleet.providers`: the router pods' metrics, the sampled metrics from the router pods' input
+samples and ground truth, Prometheus), merges their readings into one window,
 has the pure `modelfleet.analysis.assess` judge it (during a rollout against the stable version's values
 in the same window too, for ratio bounds), and writes the Monitor's whole new status
 (`modelfleet.analysis.monitor_status`): the measurement as `lastMeasurement` and at the head of the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,20 +29,36 @@ import kopf
 
 from modelfleet import metrics
 from modelfleet.analysis import assess, monitor_status, overall_verdict, summarize
-from modelfleet.api import Deployment, InvalidResourceError, Monitor
+from modelfleet.api import Deployment, InvalidResourceError, ModelVersion, Monitor
 from modelfleet.api.monitor import MonitorStatus, Verdict
 from modelfleet.builders import Owner, router_admin_token
 from modelfleet.controllers import kube
 from modelfleet.controllers.cache import Cache
 from modelfleet.controllers.loops import Gone, Key, Loops
+from modelfleet.controllers.secrets import read_secret
 from modelfleet.providers import Provider, Reading, Target, window
 from modelfleet.providers.http import Http
 from modelfleet.providers.prometheus import Prometheus
+from modelfleet.providers.reference import ReferenceProfiles, SecretUnreadable
 from modelfleet.providers.router import RouterMetrics, running_pods
+from modelfleet.providers.sampled import SampledMetrics
 
 log = logging.getLogger("modelfleet.monitor")
 
 MF = f"{kube.GROUP}/{kube.VERSION}"
+
+
+async def reference_secret(namespace: str, name: str) -> Mapping[str, str] | None:
+    """A reference profile's credentials Secret, read as the MLflow sync reads its Secrets (`get` only);
+    SecretUnreadable saying why, never with what it holds."""
+    try:
+        return await read_secret(namespace, name)
+    except kube.ApiError as error:
+        if error.status == 403:
+            raise SecretUnreadable(
+                f"the operator may not read Secret {name} (the chart's referenceProfiles.readSecrets)"
+            ) from None
+        raise SecretUnreadable(f"Secret {name} not read: HTTP {error.status}") from None
 
 
 def _write_status(namespace: str, name: str, monitor: Monitor, status: MonitorStatus) -> None:
@@ -85,9 +102,11 @@ class MonitorController:
         admin_key: Callable[[], bytes | None] | None = None,
         admin_refused: Callable[[str, str], None] | None = None,
     ) -> MonitorController:
-        """The router-metrics and Prometheus providers, sharing one HTTP client. With `admin_key` (the
-        operator's `AdminKey`) the router scrapes send each Deployment's admin token, derived, never read
-        from its Secret; `admin_refused` hears of routers that refused it."""
+        """The router-metrics, sampled-metrics and Prometheus providers, sharing one HTTP client; the first
+        two reach the router pods alike. With `admin_key` (the operator's `AdminKey`) the router scrapes
+        send each Deployment's admin token, derived, never read from its Secret; `admin_refused` hears of
+        routers that refused it. Reference profiles are read with the credentials Secret their
+        ModelVersion names (`get`, granted by the chart's `referenceProfiles.readSecrets`)."""
 
         async def router_pods(namespace: str, deployment: str) -> list[tuple[str, str]]:
             return running_pods(cache.router_pods(namespace, deployment))
@@ -100,9 +119,21 @@ class MonitorController:
                 return None
             return router_admin_token(key, Owner(target.deployment, target.namespace, target.uid))
 
+        def model_version(namespace: str, name: str) -> ModelVersion | None:
+            body = cache.model_version(namespace, name)
+            if body is None:
+                return None
+            try:
+                return ModelVersion.from_k8s(body)
+            except InvalidResourceError as error:
+                log.warning("%s", error)
+                return None
+
         http = Http()
         routers = RouterMetrics(router_pods, http, admin_token=admin_token, refused=admin_refused)
-        return cls(cache, [routers, Prometheus(http)], wake_deployment)
+        references = ReferenceProfiles(reference_secret)
+        sampled = SampledMetrics(routers.routers, references, model_version)
+        return cls(cache, [routers, sampled, Prometheus(http)], wake_deployment)
 
     async def stop(self) -> None:
         await self.loops.stop_all()

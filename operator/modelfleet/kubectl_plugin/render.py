@@ -316,6 +316,9 @@ def version_rows(view: DeploymentView, versions: Mapping[str, Obj]) -> list[list
     roles = [(s.stable_version, "stable"), (s.canary_version, "canary")]
     if s.previous_stable_version and s.previous_warm_until is not None:
         roles.append((s.previous_stable_version, "previous (warm)"))
+    fallback = view.spec.fallback.version if view.spec is not None else None
+    if fallback and fallback not in {s.stable_version, s.canary_version}:
+        roles.append((fallback, "fallback (serving)" if s.fallback.version == fallback else "fallback"))
     if view.target and view.target not in {s.stable_version, s.canary_version}:
         roles.append((view.target, f"alias {view.alias}" if view.alias else "requested"))
     rows = []
@@ -363,6 +366,9 @@ def render_status(
     lines.append(f"Conditions:  {conditions_line(s.conditions)}")
     if s.canary_version and s.rollout_started_at is not None:
         lines.append(f"Rollout:     {s.canary_version} started {age(s.rollout_started_at, now)} ago")
+    if s.fallback.active and s.fallback.since is not None:
+        what = s.fallback.version or "fallback.response"
+        lines.append(f"Fallback:    {what} serving for {age(s.fallback.since, now)}: {s.fallback.reason}")
     if s.rolled_back_version and not s.canary_version:
         lines.append(
             f"Held back:   {s.rolled_back_version} (not rolled out again until {view.until_moved} "

@@ -4,19 +4,21 @@ A provider answers for the metrics it `handles`: it `measure`s one window of one
 version under judgement, and the version to compare it with) and returns a `Reading`, the part of the
 `modelfleet.analysis.Window` it knows. The Monitor controller merges the readings of all its providers
 into one Window, which the pure `assess` judges. Providers talk to the outside world (router pods,
-Prometheus, and the ones to come: gateway metrics, ground truth); the pure layer never imports them.
+object stores, Prometheus, and the ones to come: gateway metrics); the pure layer never imports them.
 
 - `router.RouterMetrics`: errorRate, latency, fallbackRate, predictionDrift, from the router pods'
   /metrics and /predictions (the latter with the Deployment's router admin token), as counter deltas
   between two scrapes; during a rollout also the stable version's traffic in the same window, which
   ratio bounds (minRatioToStable, maxRatioToStable) need.
 - `prometheus.Prometheus`: `type: prometheus`, a PromQL query against a real Prometheus.
+- `sampled.SampledMetrics`: dataDrift (the router pods' /inputs against the version's reference profile,
+  which `reference.ReferenceProfiles` reads from its store and keeps), accuracy and meanAbsoluteError
+  (the labels the router pods' /feedback counts add between two reads); `sampled` for the target
+  version and, during a rollout, `stable_sampled` for the metrics with a ratio bound, or a
+  `ProviderError` per metric it could not measure.
 
-No provider measures the sampled metrics (dataDrift, accuracy, meanAbsoluteError) yet: they are judged
-Inconclusive, "not measured yet". Their provider `handles` those types and returns, in its `Reading`,
-`sampled` (the target version's `SampledValue` by metric name) and, when the target has a `reference`,
-`stable_sampled` (the stable version's, same window), or a `ProviderError` per metric it could not
-measure.
+`routeradmin` is how both router-based providers reach the router pods' admin port: running pods, the
+admin token, timeouts, and refusals of the token.
 
 `mlflow` is the other adapter here, and no Monitor provider: the client of an MLflow tracking server, the
 registry of record the Model controller mirrors.

@@ -9,18 +9,16 @@ one window, taken as the new baseline. Pods that do not answer leave the window 
 pods that did; no pod answering is an Error; no router pod running yet is nothing to measure
 (Inconclusive), never an Error.
 
-/metrics is open; /predictions (and /inputs, /feedback) ask for the Deployment's router admin token,
-which `admin_token` gives (derived from the operator's key, never read from the Secret). A router that
-refuses it (401, 403, or 503 while it cannot read its token file: the Secret deleted or edited by hand)
-gives no prediction samples; `refused` is told, so that the Secret is applied again.
+How the pods are found and asked, and the admin token /predictions needs, are `routeradmin`'s, shared
+with the sampled metrics' provider: a router that refuses the token gives no prediction samples, and
+`refused` is told, so that the Secret is applied again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -29,23 +27,23 @@ import aiohttp
 from modelfleet.analysis import ExpositionError, Scrape, VersionTraffic, parse_exposition, window_traffic
 from modelfleet.analysis.assessment import TRAFFIC_METRICS
 from modelfleet.api.monitor import Metric
-from modelfleet.builders import ROUTER_ADMIN_PORT, router_admin_secret_name
+from modelfleet.builders import ROUTER_ADMIN_PORT
 from modelfleet.providers import Key, Reading, Target
 from modelfleet.providers.http import Http, HttpStatusError
+from modelfleet.providers.routeradmin import (
+    NO_ROUTERS,
+    REFUSALS,
+    SCRAPE_TIMEOUT,
+    AdminToken,
+    Pods,
+    Refused,
+    RouterAdmin,
+    admin_url,
+    bearer,
+    running_pods,
+)
 
-log = logging.getLogger("modelfleet.providers.router")
-
-SCRAPE_TIMEOUT = 2.0
-NO_ROUTERS = "no router pod is running yet: nothing to measure"
-REFUSALS = frozenset({401, 403, 503})
-"""Answers of a router that did not take the admin token: none, another one, or none it can read."""
-
-Pods = Callable[[str, str], Awaitable[list[tuple[str, str]]]]
-"""(namespace, deployment) -> (name, IP) of its running router pods."""
-AdminToken = Callable[[Target], Awaitable[str | None]]
-"""The admin token of the target Deployment's routers, or None while it is not known."""
-Refused = Callable[[str, str], None]
-"""(namespace, deployment): one of its routers refused the admin token."""
+__all__ = ["NO_ROUTERS", "RouterMetrics", "Scraped", "running_pods", "scrape_routers"]
 
 
 class Scraped(NamedTuple):
@@ -63,20 +61,6 @@ class Scraped(NamedTuple):
     """`pod: HTTP <status>` of the pods that refused the admin token for /predictions."""
 
 
-def running_pods(pods: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(name, IP) of the pods that are running, have an address and are not being deleted."""
-    out = []
-    for pod in pods:
-        status = pod.get("status") or {}
-        if (
-            status.get("phase") == "Running"
-            and status.get("podIP")
-            and not (pod.get("metadata") or {}).get("deletionTimestamp")
-        ):
-            out.append((str(pod["metadata"]["name"]), str(status["podIP"])))
-    return sorted(out)
-
-
 async def scrape_routers(
     http: Http,
     pods: list[tuple[str, str]],
@@ -91,14 +75,12 @@ async def scrape_routers(
     /predictions still counts for the traffic metrics, and is named in `refused`."""
     if not pods:
         return Scraped(None, {}, "", "")
-    headers = {"Authorization": f"Bearer {token}"} if token else None
 
     async def one(pod: str, ip: str) -> tuple[str, str, Any, int]:
-        host = f"[{ip}]" if ":" in ip else ip
-        text = (await http.get_bytes(f"http://{host}:{port}/metrics", SCRAPE_TIMEOUT)).decode()
+        text = (await http.get_bytes(admin_url(ip, port, "/metrics"), SCRAPE_TIMEOUT)).decode()
         refused = 0
         try:
-            answer = await http.get_bytes(f"http://{host}:{port}/predictions", SCRAPE_TIMEOUT, headers)
+            answer = await http.get_bytes(admin_url(ip, port, "/predictions"), SCRAPE_TIMEOUT, bearer(token))
             predictions = answer.decode()
         except HttpStatusError as error:
             predictions = "{}"  # drift only: its metric says so when samples are missing
@@ -152,13 +134,12 @@ class RouterMetrics:
         admin_token: AdminToken | None = None,
         refused: Refused | None = None,
     ) -> None:
-        self.pods = pods
+        self.routers = RouterAdmin(pods, http, port, admin_token, refused)
+        """How the router pods are found and asked; the sampled metrics' provider shares it."""
         self.http = http
         self.port = port
         self.admin_token = admin_token
         """Gives the routers' admin token for /predictions; None: none is sent (a router without one)."""
-        self.refused = refused
-        """Told when a router refused the admin token it was sent."""
         self._previous: dict[Key, Scrape] = {}
         """The last scrape of each Monitor's router pods: the start of its next window."""
 
@@ -166,22 +147,13 @@ class RouterMetrics:
         return metric.type in TRAFFIC_METRICS
 
     async def measure(self, target: Target, metrics: Sequence[Metric], now: datetime) -> Reading:
-        pods = await self.pods(target.namespace, target.deployment)
-        token = await self.admin_token(target) if self.admin_token is not None and pods else None
+        pods = await self.routers.running(target)
+        token = await self.routers.token(target) if pods else None
         scrape, predictions, error, partial, refusals = await scrape_routers(
             self.http, pods, now, self.port, token
         )
         if refusals and token:
-            log.warning(
-                "%s/%s: router pods refused the admin token for /predictions (%s): the Secret %s is applied "
-                "again; no prediction samples from them meanwhile",
-                target.namespace,
-                target.deployment,
-                ", ".join(refusals),
-                router_admin_secret_name(target.deployment),
-            )
-            if self.refused is not None:
-                self.refused(target.namespace, target.deployment)
+            self.routers.report_refusals(target, "/predictions", refusals, "no prediction samples from them")
         pending = NO_ROUTERS if not pods else ""
         traffic: VersionTraffic | None = None
         stable: VersionTraffic | None = None

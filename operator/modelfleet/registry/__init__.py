@@ -215,10 +215,13 @@ def _approval_problem(model: Model, version: ModelVersion) -> str:
 
 
 def served_versions(status: DeploymentStatus) -> frozenset[str]:
-    """The versions a Deployment sends live traffic to: its stable version, and its canary at weight > 0."""
+    """The versions a Deployment sends live traffic to: its stable version, its canary at weight > 0, and
+    its fallback version while the fallback serves the stable version's traffic."""
     versions = {status.stable_version} if status.stable_version else set()
     if status.canary_version and status.canary_weight > 0:
         versions.add(status.canary_version)
+    if status.fallback.active and status.fallback.version:
+        versions.add(status.fallback.version)
     return frozenset(versions)
 
 

@@ -22,7 +22,10 @@ answer is the complete new status plus the actions that bring the world in line 
 - A spec change mid-rollout (another rollout hash) restarts from stable at step 0; asking for the
   stable version ends the rollout at once.
 - Without a canary, the Monitor judges the stable version: failureLimit consecutive Fail roll back to
-  the previous version (onDegraded: Rollback, when there is one) or mark the Deployment Degraded.
+  the previous version (onDegraded: Rollback, when there is one), engage the fallback (onDegraded:
+  Fallback: spec.fallback.version, else spec.fallback.response, serves stable's traffic until
+  failureLimit consecutive Pass, or a promotion) or mark the Deployment Degraded.
+- spec.fallback.version, when servable, is kept warm whatever the rollout does.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from modelfleet.api.deployment import (
     DeploymentPhase,
     DeploymentSpec,
     DeploymentStatus,
+    FallbackStatus,
     HistoryEntry,
     RolloutResult,
     StrategyType,
@@ -78,15 +82,17 @@ def step_weight(steps: Sequence[CanaryStep], index: int) -> int:
 
 def addressed_versions(spec: DeploymentSpec, status: DeploymentStatus) -> frozenset[str]:
     """The versions whose Service (their address) is kept: every version the Deployment names in its
-    spec, its status or its bounded history. A version's pods come and go (abort, retry, scale, the
-    rollback window), but its Service, and so its cluster IP and DNS answer, stays for as long as the
-    Deployment may send it traffic again, so no router or DNS cache can hold a stale address."""
+    spec (spec.fallback.version too), its status or its bounded history. A version's pods come and go
+    (abort, retry, scale, the rollback window), but its Service, and so its cluster IP and DNS answer,
+    stays for as long as the Deployment may send it traffic again, so no router or DNS cache can hold a
+    stale address."""
     named = {
         spec.version or "",
         status.stable_version,
         status.canary_version,
         status.previous_stable_version,
         status.rolled_back_version,
+        spec.fallback.version or "",
         *(entry.version for entry in status.history),
     }
     return frozenset(named - {""})
@@ -128,6 +134,10 @@ class _Rollout:
         self.started_at = status.rollout_started_at
         self.analysis = status.analysis
         self.history = status.history
+        self.fallback_name = spec.fallback.version or ""  # kept warm; the chain's last version
+        self.fallback_active = status.fallback.active
+        self.fallback_since = status.fallback.since
+        self.fallback_reason = status.fallback.reason
         self.pending = {name for name in MANUAL_ANNOTATIONS if name in obs.annotations}
         self.actions: list[Action] = []
         self.ensured: dict[str, int] = {}
@@ -143,6 +153,7 @@ class _Rollout:
 
     def run(self) -> Decision:
         self._manual_control()
+        self._fallback_still_wanted()
         if self.rolled_back and self.version and self.version != self.rolled_back:
             # spec.version moved on: the rolled-back version may be tried again later (an alias that
             # points nowhere for a while has not moved on)
@@ -160,6 +171,8 @@ class _Rollout:
             hint = "; use modelfleet.io/retry for a rolled-back version" if self.rolled_back else ""
             self._event("Normal", EventReason.PROMOTE_IGNORED, f"no rollout under way to promote{hint}")
         self._keep_previous_warm()
+        if self.fallback_active and self.stable and not self.canary and self.obs.monitor is not None:
+            self._hold_fallback(self.obs.monitor)
         return self._decision()
 
     # --- manual control ---------------------------------------------------------------------------
@@ -335,6 +348,8 @@ class _Rollout:
         self.step = 0 if self._immediate else len(self.steps)
         warm = f"; {old} stays warm until {format_time(self.warm_until)}"
         self._event("Normal", EventReason.PROMOTED, f"{version} is stable ({reason}){warm}")
+        if self.fallback_active:
+            self._release_fallback(f"{version} promoted over {old}")
 
     def _end(
         self, result: RolloutResult, reason: str, *, roll_back: bool = False, keep_pods: bool = False
@@ -409,7 +424,9 @@ class _Rollout:
         monitor = self.obs.monitor
         if monitor is not None:
             self._judge(self.stable, monitor)
-            if self.analysis.failures >= monitor.failure_limit:
+            if self.fallback_active:
+                self._release_fallback_after_passes(monitor)
+            elif self.analysis.failures >= monitor.failure_limit:
                 self._stable_degraded(monitor)
         version = self.version
         if self.unresolved:
@@ -427,10 +444,15 @@ class _Rollout:
     def _stable_degraded(self, monitor: MonitorObservation) -> None:
         reason = self._last_reason()
         degraded = self.stable
+        if monitor.on_degraded == OnDegraded.FALLBACK:
+            missing = self._fallback_missing()
+            if missing:  # nothing to fall back to: as with Alert, and the message says why
+                self.degraded = f"{degraded} degraded: {reason} (onDegraded: Fallback, but {missing})"
+            else:
+                self._engage_fallback(monitor, reason)
+            return
         target = self.previous
         if monitor.on_degraded != OnDegraded.ROLLBACK or not target or target == degraded:
-            # Fallback: the router's switch to the Deployment's fallback is not built yet; until then the
-            # version is marked Degraded, as with Alert, and the message names the setting.
             rollback = monitor.on_degraded == OnDegraded.ROLLBACK
             why = "no previous version" if rollback else f"onDegraded: {monitor.on_degraded.value}"
             self.degraded = f"{degraded} degraded: {reason} ({why})"
@@ -481,6 +503,93 @@ class _Rollout:
             self.removed.append(self.previous)
             self.warm_until = None
 
+    # --- the fallback (onDegraded: Fallback) -----------------------------------------------------------
+
+    def _fallback_serving(self) -> str:
+        """spec.fallback.version when the router may send requests to it: servable, neither stable nor the
+        canary, with a ready pod; else ""."""
+        name = self.fallback_name
+        if not name or name in {self.stable, self.canary} or not self.obs.fallback.servable:
+            return ""
+        return name if self.obs.ready_replicas.get(name, 0) > 0 else ""
+
+    def _fallback_missing(self) -> str:
+        """Why the router cannot fall back right now (no fallback version to send to and no response);
+        "" when it can."""
+        if self._fallback_serving() or self.spec.fallback.response is not None:
+            return ""
+        name = self.fallback_name
+        if not name:
+            return "spec.fallback has neither version nor response"
+        if name == self.stable:
+            return f"fallback.version {name} is the stable version"
+        if name == self.canary:
+            return f"fallback.version {name} is the canary"
+        if not self.obs.fallback.servable:
+            return f"fallback {name} cannot be served: {self.obs.fallback.reason}"
+        return f"fallback {name} has no ready pods ({self._pods_text(name)})"
+
+    def _fallback_unavailable(self) -> str:
+        """Why spec.fallback.version is not kept warm, when it is not (missing, not servable, or its artifact
+        still being checked)."""
+        name, served = self.fallback_name, self.obs.fallback
+        if not name or served.servable:
+            return ""
+        return f"fallback {name} not kept warm: {served.reason}"
+
+    def _engage_fallback(self, monitor: MonitorObservation, reason: str) -> None:
+        self.fallback_active = True
+        self.fallback_since = self.now
+        self.fallback_reason = f"{self.stable} fails monitor {monitor.name}: {reason}"[:MESSAGE_LIMIT]
+        self._event(
+            "Warning", EventReason.FALLBACK_ENGAGED, f"{self.fallback_reason}; {self._fallback_what()}"
+        )
+
+    def _release_fallback(self, reason: str) -> None:
+        self.fallback_active = False
+        self.fallback_since = None
+        self.fallback_reason = f"released: {reason}"[:MESSAGE_LIMIT]
+        self._event(
+            "Normal", EventReason.FALLBACK_RELEASED, f"{reason}: {self.stable} serves its traffic again"
+        )
+
+    def _fallback_still_wanted(self) -> None:
+        """Release an engaged fallback whose reason is gone: no Monitor asks for it any more, or the spec
+        has nothing to fall back to."""
+        if not self.fallback_active:
+            return
+        monitor = self.obs.monitor
+        if monitor is None:
+            self._release_fallback("no Monitor judges the Deployment any more")
+        elif monitor.on_degraded != OnDegraded.FALLBACK:
+            self._release_fallback(f"monitor {monitor.name} has onDegraded: {monitor.on_degraded.value}")
+        elif not self.fallback_name and self.spec.fallback.response is None:
+            self._release_fallback("spec.fallback has neither version nor response")
+
+    def _release_fallback_after_passes(self, monitor: MonitorObservation) -> None:
+        """Steady state, fallback engaged: released after failureLimit consecutive Pass of stable (measured
+        on the copies the router sends it meanwhile)."""
+        passes = self.analysis.passes
+        if passes >= monitor.failure_limit:
+            self._release_fallback(f"{self.stable} passed monitor {monitor.name} {passes} times in a row")
+
+    def _hold_fallback(self, monitor: MonitorObservation) -> None:
+        """No rollout under way, fallback engaged: the Deployment is Degraded, the message says what
+        serves and what releases it."""
+        passes, needed = self.analysis.passes, monitor.failure_limit
+        until = f"until monitor {monitor.name} passes {needed} times in a row ({passes}/{needed})"
+        missing = self._fallback_missing()
+        if missing:
+            self.degraded = f"{self.fallback_reason}; {missing}: {self.stable} serves meanwhile, {until}"
+        else:
+            self.degraded = f"{self.fallback_reason}; {self._fallback_what()} {until}"
+
+    def _fallback_what(self, whose: str = "its") -> str:
+        serving = self._fallback_serving()
+        if serving:
+            return f"fallback {serving} serves {whose} traffic"
+        return f"fallback.response answers {whose} traffic"
+
     # --- the monitor ------------------------------------------------------------------------------
 
     def _judge(self, version: str, monitor: MonitorObservation) -> str:
@@ -490,8 +599,9 @@ class _Rollout:
             (m for m in monitor.measurements if m.version == version and (last is None or m.time > last)),
             key=lambda m: m.time,
         )
-        failures, errors, inconclusive = (
+        failures, passes, errors, inconclusive = (
             self.analysis.failures,
+            self.analysis.passes,
             self.analysis.errors,
             self.analysis.inconclusive,
         )
@@ -500,6 +610,7 @@ class _Rollout:
         for measurement in fresh:
             verdict = overall_verdict(measurement)
             failures = 0 if verdict == Verdict.PASS else failures + (verdict == Verdict.FAIL)
+            passes = 0 if verdict == Verdict.FAIL else passes + (verdict == Verdict.PASS)
             errors = errors + 1 if verdict == Verdict.ERROR else 0
             inconclusive = inconclusive + 1 if verdict == Verdict.INCONCLUSIVE else 0
             if tripped:
@@ -515,6 +626,7 @@ class _Rollout:
             newest = fresh[-1]
             self.analysis = AnalysisStatus(
                 failures=failures,
+                passes=passes,
                 errors=errors,
                 inconclusive=inconclusive,
                 last_verdict=verdict,
@@ -610,10 +722,18 @@ class _Rollout:
             if self.unresolved:
                 parts.insert(0, f"rollout held: {self.unresolved}")
             parts += [*self.waiting, self._monitor_text()]
+            if self.fallback_active:
+                missing = self._fallback_missing()
+                parts.append(
+                    f"fallback engaged ({missing}: {self.stable} serves meanwhile)"
+                    if missing
+                    else self._fallback_what(f"{self.stable}'s")
+                )
+            parts.append(self._fallback_unavailable())
         elif not self.stable:
             parts = [self.failure] if self.failure else self.waiting
         elif phase == DeploymentPhase.DEGRADED:
-            parts = [self.degraded, self._not_rolled_out_text()]
+            parts = [self.degraded, self._not_rolled_out_text(), self._fallback_unavailable()]
         else:
             if phase == DeploymentPhase.ROLLED_BACK:
                 reason = next((h.reason for h in self.history if h.version == self.rolled_back), "")
@@ -627,7 +747,7 @@ class _Rollout:
             parts.append(f"serving {self.stable}")
             if self.previous and self.warm_until is not None:
                 parts.append(f"{self.previous} warm until {format_time(self.warm_until)}")
-            parts.append(self._monitor_text())
+            parts += [self._fallback_unavailable(), self._monitor_text()]
         return ", ".join(p for p in parts if p)[:MESSAGE_LIMIT]
 
     def _not_rolled_out_text(self) -> str:
@@ -665,7 +785,9 @@ class _Rollout:
         if phase == DeploymentPhase.DEGRADED:
             degraded = (
                 True,
-                ConditionReason.MONITOR_FAILING
+                ConditionReason.FALLBACK_ENGAGED
+                if self.fallback_active
+                else ConditionReason.MONITOR_FAILING
                 if self.obs.monitor and self.analysis.failures
                 else ConditionReason.PODS_NOT_READY,
             )
@@ -678,6 +800,8 @@ class _Rollout:
                 if not self.obs.servability.servable
                 else ConditionReason.PROGRESS_DEADLINE_EXCEEDED,
             )
+        elif self.fallback_active:  # a rollout under way while the fallback serves stable's traffic
+            degraded = (True, ConditionReason.FALLBACK_ENGAGED)
         else:
             degraded = (False, ConditionReason.AS_EXPECTED)
         conditions = self.old.conditions
@@ -706,15 +830,30 @@ class _Rollout:
             self._event("Warning", EventReason.VERSION_NOT_SERVABLE, self.not_rolled_out)
         if self.unresolved and self.stable and self.unresolved not in self.old.message:
             self._event("Warning", EventReason.VERSION_UNRESOLVED, self.unresolved)
+        unavailable = self._fallback_unavailable()
+        if (
+            unavailable
+            and self.stable
+            and not self.obs.fallback.pending
+            and unavailable not in self.old.message
+        ):
+            self._event("Warning", EventReason.FALLBACK_UNAVAILABLE, unavailable)
         if self.stable:
             self.ensured = {self.stable: self.spec.replicas, **self.ensured}
+        if self.fallback_name and self.obs.fallback.servable and self.ensured:
+            # kept warm whatever the rollout does, once the Deployment runs a version at all
+            self.ensured.setdefault(self.fallback_name, self.spec.replicas)
         versions: list[Action] = [EnsureVersion(v, n) for v, n in self.ensured.items()]
         versions += [RemoveVersion(v) for v in dict.fromkeys(self.removed) if v and v not in self.ensured]
         if self.stable:
             entered = self.canary and self.step_started_at is not None and not self._immediate
             mirror = self.spec.strategy.canary.mirror_percent if entered else 0
             previous = self.previous if self._previous_covers() else ""
-            versions.append(SetTraffic(self.stable, self.canary, self.weight, mirror, previous))
+            active = self.fallback_active and not self._fallback_missing()
+            fallback = self._fallback_serving()
+            versions.append(
+                SetTraffic(self.stable, self.canary, self.weight, mirror, previous, fallback, active)
+            )
         status = DeploymentStatus(
             observed_generation=self.obs.generation,
             phase=phase,
@@ -730,6 +869,12 @@ class _Rollout:
             previous_warm_until=self.warm_until if self.previous else None,
             rollout_started_at=self.started_at,
             analysis=self.analysis,
+            fallback=FallbackStatus(
+                active=self.fallback_active,
+                version=self._fallback_serving() if self.fallback_active else "",
+                since=self.fallback_since if self.fallback_active else None,
+                reason=self.fallback_reason,
+            ),
             endpoint=self.obs.endpoint or self.old.endpoint,
             message=message,
             history=self.history,

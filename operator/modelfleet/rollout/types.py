@@ -84,11 +84,14 @@ class Observation:
     """metadata.generation of the Deployment."""
     servability: Servability = SERVABLE
     """Of spec.version; while versionFrom resolves to none, of the canary a rollout under way holds."""
+    fallback: Servability = SERVABLE
+    """Of spec.fallback.version, when the spec names one: only a servable one is kept warm."""
     target: Target | None = None
     """How spec.version was found: None when the spec names it; else what versionFrom resolved to, and
     why not when it resolved to none (spec.version is then None)."""
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
-    """Ready pods of each version in play (stable, canary, previous); a missing version has none."""
+    """Ready pods of each version in play (stable, canary, previous, fallback); a missing version has
+    none."""
     annotations: Collection[str] = frozenset()
     """Manual-control annotations set to "true" on the Deployment (modelfleet.io/promote, abort, retry)."""
     monitor: MonitorObservation | None = None
@@ -117,13 +120,18 @@ class SetTraffic:
     """The router's split: `canary_weight` percent to the canary, the rest to stable; `mirror_percent`
     of stable traffic copied to the canary. `canary` is empty when no rollout is under way. `previous`
     is the last stable version while it is still warm and ready after a promotion: it takes no traffic
-    but answers when stable cannot (empty otherwise)."""
+    but answers when stable cannot (empty otherwise). `fallback` is spec.fallback.version while it has
+    ready pods (and is neither stable nor the canary): the chain's last version. `fallback_active`: the
+    stable version fails its Monitor (onDegraded: Fallback), so what would go to it goes to `fallback`,
+    or without one to spec.fallback.response."""
 
     stable: str
     canary: str
     canary_weight: int
     mirror_percent: int
     previous: str = ""
+    fallback: str = ""
+    fallback_active: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,14 @@ class EventReason(StrEnum):
     holds."""
     DEGRADED = "Degraded"
     """The phase became Degraded: the serving version fails its Monitor or has no ready pods."""
+    FALLBACK_ENGAGED = "FallbackEngaged"
+    """The stable version failed its Monitor (onDegraded: Fallback): the fallback serves its traffic."""
+    FALLBACK_RELEASED = "FallbackReleased"
+    """The stable version serves its traffic again: it passed its Monitor failureLimit times in a row,
+    a new version was promoted, or the Monitor no longer asks for the fallback."""
+    FALLBACK_UNAVAILABLE = "FallbackUnavailable"
+    """spec.fallback.version may not be served (missing, not approved, image not allowed): it is not
+    kept warm."""
     FAILED = "Failed"
     """The phase became Failed: nothing can serve."""
 
@@ -189,6 +205,8 @@ class ConditionReason(StrEnum):
     """Progressing is False: the last rollout finished."""
     MONITOR_FAILING = "MonitorFailing"
     """Degraded: the serving version fails its Monitor."""
+    FALLBACK_ENGAGED = "FallbackEngaged"
+    """Degraded: the stable version fails its Monitor and the fallback serves its traffic."""
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     """Degraded: a version's pods were not ready within progressDeadline."""
     AS_EXPECTED = "AsExpected"

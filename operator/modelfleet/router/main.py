@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modelfleet router",
         formatter_class=DefaultsHelpFormatter,
         description="The modelfleet inference router: weighted stable/canary split, mirroring, "
-        "fallback chain, metrics, prediction and input samples, ground-truth labels.",
+        "fallback chain, metrics, prediction and input samples, ground-truth labels, payload capture.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--shutdown-grace", type=duration, default="10s", help="time for requests under way to end"
+    )
+    parser.add_argument(
+        "--capture-flush-timeout",
+        type=duration,
+        default="3s",
+        help="after the requests under way, time for payload capture to write what it holds "
+        "(what is left is dropped and counted)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
@@ -280,7 +287,7 @@ async def serve(args: argparse.Namespace, limits: Limits) -> int:
         task.cancel()
     await traffic.close(args.shutdown_grace)
     await admin.close(0.5)
-    await router.close()
+    await router.close(args.capture_flush_timeout)
     return 0
 
 

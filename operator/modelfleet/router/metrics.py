@@ -240,13 +240,15 @@ class RouterMetrics:
         )
         self.fallbacks = Counter(
             "modelfleet_fallbacks_total",
-            "Requests a version could not answer, by what answered instead "
-            "(retry_on_stable, retry_on_previous, circuit_open, static_response).",
+            "Requests a version could not answer, by what answered instead (retry_on_stable, "
+            "retry_on_previous, retry_on_fallback, circuit_open, static_response), or sent to the fallback "
+            "while it is active (degraded).",
             (*labels, "reason"),
         )
         self.mirrored = Counter(
             "modelfleet_mirrored_requests_total",
-            "Copies of stable traffic sent to a version, responses discarded.",
+            "Copies of live requests sent to a version (of stable's to the canary; while the fallback is "
+            "active, to stable), responses discarded.",
             labels,
         )
         self.circuit_open = Gauge(
@@ -295,6 +297,44 @@ class RouterMetrics:
             "this over numeric labels.",
             labels,
         )
+        self.capture_records = Counter(
+            "modelfleet_capture_records_total",
+            "Answers captured with their requests (taken into the capture buffer), by the version that "
+            "answered.",
+            labels,
+        )
+        self.capture_dropped = Counter(
+            "modelfleet_capture_dropped_total",
+            "Captured records never written, by reason: buffer_full, too_large (over maxRecordBytes), "
+            "store_error (their batch was refused or timed out), unencodable, shutdown (not written in "
+            "time when the router stopped).",
+            ("deployment", "reason"),
+        )
+        self.capture_batches = Counter(
+            "modelfleet_capture_batches_total",
+            "Batches of captured records the writer tried to store, by outcome (written, failed).",
+            ("deployment", "outcome"),
+        )
+        self.capture_written_records = Counter(
+            "modelfleet_capture_written_records_total",
+            "Captured records written to the store.",
+            ("deployment",),
+        )
+        self.capture_written_bytes = Counter(
+            "modelfleet_capture_written_bytes_total",
+            "Bytes of the objects written to the store (after compression).",
+            ("deployment",),
+        )
+        self.capture_buffered_records = Gauge(
+            "modelfleet_capture_buffered_records",
+            "Captured records held in memory: waiting for the writer or being written.",
+            ("deployment",),
+        )
+        self.capture_buffered_bytes = Gauge(
+            "modelfleet_capture_buffered_bytes",
+            "Bytes the capture buffer holds (bodies and a fixed overhead per record).",
+            ("deployment",),
+        )
         self.in_flight = Gauge(
             "modelfleet_router_in_flight_requests", "Client requests being handled now.", function=in_flight
         )
@@ -318,6 +358,13 @@ class RouterMetrics:
             self.correct,
             self.numeric_labels,
             self.absolute_error,
+            self.capture_records,
+            self.capture_dropped,
+            self.capture_batches,
+            self.capture_written_records,
+            self.capture_written_bytes,
+            self.capture_buffered_records,
+            self.capture_buffered_bytes,
             self.in_flight,
             self.process_start,
         ):

@@ -5,22 +5,34 @@ For each client request:
 1. `X-Modelfleet-Version: <version>` pins the request to that version: no split, no fallback, no circuit.
 2. Otherwise a version is drawn by weight. A request drawn for stable is copied to the canary with
    probability `mirrorPercent` / 100 (the copy's response is discarded).
-3. The fallback chain, chosen version -> stable -> previous -> static response: a version whose circuit is
-   open is skipped for stable (`circuit_open`); a canary attempt that fails (5xx, timeout, refused or
-   broken connection) is retried on stable when `retryOnStable` (`retry_on_stable`). When a previous
-   version is configured (the stable one before the last promotion, still warm) and `retryOnStable`,
-   it covers stable the same way: a stable attempt that fails is retried on it (`retry_on_previous`), and
-   a request bound for stable while stable's circuit is open goes to it (`circuit_open`). When still
-   nothing answered, the static response, if configured, answers (`static_response`); otherwise the
-   client gets the last failure: the version's own 5xx response, or a JSON 502 (connection failed), 504
-   (timed out) or 503 (circuit open).
+3. The fallback chain, chosen version -> stable -> previous -> fallback version -> static response: a
+   version whose circuit is open is skipped (`circuit_open`); a canary attempt that fails (5xx, timeout,
+   refused or broken connection) is retried on stable when `retryOnStable` (`retry_on_stable`). When a
+   previous version is configured (the stable one before the last promotion, still warm) and
+   `retryOnStable`, it covers stable the same way: a stable attempt that fails is retried on it
+   (`retry_on_previous`). When a fallback version is configured (the Deployment's `fallback.version`),
+   it comes next, whatever `retryOnStable` says: the last version of the chain (`retry_on_fallback`).
+   When still nothing answered, the static response, if configured, answers (`static_response`);
+   otherwise the client gets the last failure: the version's own 5xx response, or a JSON 502 (connection
+   failed), 504 (timed out) or 503 (circuit open).
+4. With `fallback.active` (the stable version fails its Monitor, `onDegraded: Fallback`), a request drawn
+   for stable goes to the fallback version instead (`degraded`, counted against stable), and stable gets a
+   copy of it, answer discarded, so that the Monitor keeps measuring stable and can release the fallback.
+   The chain becomes fallback version -> stable -> previous -> static response; a failing canary is retried
+   on the fallback version. Without a fallback version, the static response answers those requests.
 
-Each step counts one `modelfleet_fallbacks_total` against the version it moved on from; a version an open
-circuit skipped at the end of the chain counts only its 503 attempt.
+Each step counts one `modelfleet_fallbacks_total` against the version it moved on from, the reason naming
+the version it moved on to (`retry_on_stable`, `retry_on_previous`, `retry_on_fallback`) or `circuit_open`
+when the version it moved on from was skipped by its open circuit; a version an open circuit skipped with
+nothing after it to take the request counts only its 503 attempt.
+
+With `capture` configured, every answer a version gave that reaches the client (see `_deliver`) is captured
+with probability `capture.percent` / 100, drawn like the split: one append to a bounded buffer, written by
+another thread (`capture`). Mirrored copies, the static response and the router's own errors are not.
 
 Every response carries `X-Modelfleet-Served-By` (a version, `fallback-static`, or `router` for errors the
 router made itself), `X-Modelfleet-Request-Id` (the client's own id or one the router made, see
-`requestid`) and, after a fallback, `X-Modelfleet-Fallback: <reason>`.
+`requestid`) and, after a fallback, `X-Modelfleet-Fallback: <reason>` (the last step).
 
 The path runs on callbacks, not coroutines: `Router.handle` starts an `_Exchange`, and each upstream
 answer is handled (and the client answered) from inside the upstream connection's `data_received`, so a
@@ -29,6 +41,7 @@ request costs no task, no future and no extra turn of the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -38,6 +51,7 @@ from collections.abc import Callable
 from modelfleet.api.routerconfig import Fallback, RouterConfig, Version, format_duration
 from modelfleet.httpcore import Request, Response
 from modelfleet.oip import HEADER_LENGTH
+from modelfleet.router.capture import Capture, open_sink, pod_name
 from modelfleet.router.circuit import CircuitBreaker
 from modelfleet.router.feedback import Feedback
 from modelfleet.router.inputs import InputSample
@@ -51,14 +65,28 @@ log = logging.getLogger(__name__)
 PIN_HEADER = b"x-modelfleet-version"
 STATIC = "fallback-static"
 SERVED_BY_ROUTER = b"x-modelfleet-served-by: router\r\n"
-RETRY_ON_STABLE, RETRY_ON_PREVIOUS = "retry_on_stable", "retry_on_previous"
-CIRCUIT_OPEN, STATIC_RESPONSE = "circuit_open", "static_response"
-FALLBACK_REASONS = (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN, STATIC_RESPONSE)
+RETRY_ON_STABLE, RETRY_ON_PREVIOUS, RETRY_ON_FALLBACK = (
+    "retry_on_stable",
+    "retry_on_previous",
+    "retry_on_fallback",
+)
+CIRCUIT_OPEN, STATIC_RESPONSE, DEGRADED = "circuit_open", "static_response", "degraded"
+FALLBACK_REASONS = (
+    RETRY_ON_STABLE,
+    RETRY_ON_PREVIOUS,
+    RETRY_ON_FALLBACK,
+    CIRCUIT_OPEN,
+    STATIC_RESPONSE,
+    DEGRADED,
+)
 FEEDBACK_PATH = re.compile(rb"/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback(?:\?|$)")
 _FALLBACK_HEADER = {
     reason: f"x-modelfleet-fallback: {reason}\r\n".encode()
-    for reason in (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, CIRCUIT_OPEN)
+    for reason in (RETRY_ON_STABLE, RETRY_ON_PREVIOUS, RETRY_ON_FALLBACK, CIRCUIT_OPEN, DEGRADED)
 }
+_FALLBACK_HEADER_STATIC = f"x-modelfleet-fallback: {STATIC_RESPONSE}\r\n".encode()
+#: The reason a request that moves on to a version of this role is counted with.
+_RETRY_REASON = {"stable": RETRY_ON_STABLE, "previous": RETRY_ON_PREVIOUS, "fallback": RETRY_ON_FALLBACK}
 
 # Request headers that are not passed upstream: hop-by-hop ones, those the router sets itself, the pin.
 _NOT_FORWARDED: frozenset[bytes] = frozenset(
@@ -103,6 +131,7 @@ class Backend:
         self.name = version.name
         self.url = version.url
         self.role = version.role
+        self.retry_reason = _RETRY_REASON.get(version.role, RETRY_ON_STABLE)
         self.pool = Pool(version.host, version.port)
         host = f"[{version.host}]" if ":" in version.host else version.host  # an IPv6 literal
         self.host_header = f"host: {host}{'' if version.port == 80 else f':{version.port}'}\r\n".encode()
@@ -123,6 +152,7 @@ class Backend:
     def update(self, version: Version, fallback: Fallback) -> None:
         """Take a new role, protocol or circuit-breaker settings without losing connections or samples."""
         self.role = version.role
+        self.retry_reason = _RETRY_REASON.get(version.role, RETRY_ON_STABLE)
         self.predictions.protocol = version.protocol
         self.inputs.protocol = version.protocol
         settings = fallback.circuit_breaker
@@ -157,13 +187,27 @@ class Route:
         self.generation = generation
         self.backends = [backends[version.name] for version in config.versions]
         self.by_name = {backend.name.encode(): backend for backend in self.backends}
-        self.stable = backends[config.stable.name]
+        self.stable = stable = backends[config.stable.name]
         # The version that covers stable, when there is one and retries are on; None keeps the chain as it
         # was without a previous version.
         previous = config.previous
         self.previous = (
             backends[previous.name] if previous is not None and config.fallback.retry_on_stable else None
         )
+        fallback = config.fallback_version
+        self.fallback_version = backends[fallback.name] if fallback is not None else None
+        covers = (self.previous,) if self.previous is not None else ()
+        last = (self.fallback_version,) if self.fallback_version is not None else ()
+        self.active = config.fallback.active
+        # The chain a request drawn for stable walks, from its first version; a canary's request walks it
+        # after the canary (`retry_chain` after a failure, `stable_chain` past an open circuit). While the
+        # fallback is active the fallback version comes first, stable next; without a fallback version the
+        # static response answers instead and the chain is empty.
+        if self.active:
+            self.stable_chain: tuple[Backend, ...] = (*last, stable, *covers) if last else ()
+        else:
+            self.stable_chain = (stable, *covers, *last)
+        self.retry_chain = self.stable_chain if config.fallback.retry_on_stable else last
         self.timeout = config.fallback.timeout
         self.timeout_text = format_duration(config.fallback.timeout)
         self.retry_on_stable = config.fallback.retry_on_stable
@@ -180,13 +224,12 @@ class Route:
         self.mirror_share = config.mirror_percent / 100.0
         static = config.fallback.response
         self.static: Response | None = None
+        self.static_degraded: Response | None = None  # the static response standing in for stable
         if static is not None:
-            self.static = Response(
-                static.status_code,
-                static.body.encode(),
-                f"content-type: {static.content_type}\r\n".encode()
-                + f"x-modelfleet-served-by: {STATIC}\r\n".encode()
-                + f"x-modelfleet-fallback: {STATIC_RESPONSE}\r\n".encode(),
+            head = f"content-type: {static.content_type}\r\nx-modelfleet-served-by: {STATIC}\r\n".encode()
+            self.static = Response(static.status_code, static.body.encode(), head + _FALLBACK_HEADER_STATIC)
+            self.static_degraded = Response(
+                static.status_code, static.body.encode(), head + _FALLBACK_HEADER[DEGRADED]
             )
 
     def pick(self, draw: float) -> Backend:
@@ -213,6 +256,7 @@ class Router:
         max_mirrors: int = 256,
         random_draw: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        capture_pod: str | None = None,
     ) -> None:
         self.metrics = metrics or RouterMetrics()
         self.prediction_samples = prediction_samples
@@ -228,6 +272,8 @@ class Router:
         self._generation = 0
         self.ids = RequestIds()
         self.feedback = Feedback(self.metrics, self.ids.tag.decode(), clock)
+        self.capture: Capture | None = None
+        self.capture_pod = capture_pod or pod_name()
         self._not_ready = Response.error(
             503, "no configuration loaded yet", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
         )
@@ -260,7 +306,30 @@ class Router:
         self._generation += 1
         self._backends = backends
         self.feedback.configure(config)
+        self._configure_capture(config)
         self.route = Route(config, backends, self._generation)
+
+    def _configure_capture(self, config: RouterConfig) -> None:
+        """Start, retune, replace or stop payload capture. A new percent or redact list keeps the buffer;
+        a new destination or bounds start a new writer, the old one writing what it holds and ending."""
+        settings = config.capture
+        current = self.capture
+        if (
+            current is not None
+            and settings is not None
+            and current.deployment == config.deployment
+            and current.settings.model_dump(exclude={"percent", "redact"})
+            == settings.model_dump(exclude={"percent", "redact"})
+        ):
+            current.retune(settings)
+            return
+        if current is not None:
+            current.stop()
+        self.capture = (
+            None
+            if settings is None
+            else Capture(config.deployment, settings, self.metrics, open_sink(settings.uri), self.capture_pod)
+        )
 
     def apply_json(self, text: str | bytes) -> str | None:
         """Parse and apply a `config.json`; returns None, or why it was refused (the old config stays)."""
@@ -291,6 +360,13 @@ class Router:
         for backend in self._backends.values():
             opened = backend.breaker is not None and backend.breaker.is_open(now)
             self.metrics.circuit_open.labels(backend.deployment, backend.name).set(1.0 if opened else 0.0)
+        records, held = self.metrics.capture_buffered_records, self.metrics.capture_buffered_bytes
+        for child in (*records.children.values(), *held.children.values()):
+            child.set(0.0)
+        capture = self.capture
+        if capture is not None:
+            records.labels(capture.deployment).set(float(capture.held_records))
+            held.labels(capture.deployment).set(float(capture.held_bytes))
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -338,9 +414,14 @@ class Router:
         self.mirrors_in_flight += 1
         _Exchange(self, route, request, fields).mirror(target)
 
-    async def close(self) -> None:
+    async def close(self, capture_timeout: float = 3.0) -> None:
+        """Close the upstream connections, then give the capture writer up to `capture_timeout` seconds
+        to write what it holds (off the event loop)."""
         for backend in self._backends.values():
             backend.close()
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, capture.close, capture_timeout)
 
 
 class _Exchange:
@@ -348,10 +429,12 @@ class _Exchange:
 
     __slots__ = (
         "backend",
+        "chain",
         "fields",
         "id_header",
         "next_step",
         "note",
+        "position",
         "request",
         "request_id",
         "route",
@@ -376,32 +459,63 @@ class _Exchange:
         self.note = b""
         self.started = 0.0
         self.backend: Backend = route.stable
+        self.chain: tuple[Backend, ...] = ()
+        self.position = 0  # of `backend` in `chain`, once the request walks it
         # Steps are kept as plain functions, not bound methods: a bound method stored on the object would
         # make a reference cycle per request, left for the garbage collector instead of freed at once.
-        self.next_step: Callable[[_Exchange, Result], None] = _Exchange._first_answer
+        self.next_step: Callable[[_Exchange, Result], None] = _Exchange._canary_answer
 
     # The steps ------------------------------------------------------------------------------------------
 
     def start(self, backend: Backend) -> None:
         router, route = self.router, self.route
-        stable = route.stable
-        if route.mirror_target is not None and backend is stable and router._draw() < route.mirror_share:
-            router._mirror(route, route.mirror_target, self.request, self.fields)
-        if backend.allow(router._clock()):
-            self._attempt(backend, _Exchange._first_answer)
-            return
-        if backend is not stable:
-            backend.count(503)
-            if stable.allow(router._clock()):
-                backend.fallbacks[CIRCUIT_OPEN].value += 1
-                self.note = _FALLBACK_HEADER[CIRCUIT_OPEN]
-                self._attempt(stable, _Exchange._first_answer)
+        if backend is route.stable:
+            if route.mirror_target is not None and router._draw() < route.mirror_share:
+                router._mirror(route, route.mirror_target, self.request, self.fields)
+            if route.active:
+                self._degraded()
                 return
-        if not self._past_open_stable(None if backend is stable else backend, CIRCUIT_OPEN):
-            failure = Response.error(
-                503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
-            )
-            self._respond(router._last_resort(route, backend, failure))
+            if backend.allow(router._clock()):
+                self.chain = route.stable_chain
+                self._attempt(backend, _Exchange._chain_answer)
+                return
+        elif backend.allow(router._clock()):
+            self._attempt(backend, _Exchange._canary_answer)
+            return
+        # skipped by its open circuit: on along the chain (after stable, or from its start for a canary)
+        backend.count(503)
+        chain = route.stable_chain
+        if not self._walk(chain, 1 if backend is route.stable else 0, backend, failed=False):
+            self._respond(router._last_resort(route, backend, _circuit_open(backend)))
+
+    def _degraded(self) -> None:
+        """The fallback is active: a request drawn for stable goes to the fallback version (or the static
+        response), and stable gets a copy to be measured on."""
+        router, route = self.router, self.route
+        stable = route.stable
+        stable.fallbacks[DEGRADED].value += 1
+        chain = route.stable_chain
+        if not chain:  # no fallback version: the static response stands in for stable
+            static = route.static_degraded
+            if (
+                static is None
+            ):  # not a configuration that validates (`fallback.active` needs one or the other)
+                self._respond(Response.error(503, "no fallback configured", SERVED_BY_ROUTER))
+                return
+            router._mirror(route, stable, self.request, self.fields)
+            router.metrics.requests.labels(route.config.deployment, STATIC, str(static.status)).inc()
+            self._respond(static)
+            return
+        head = chain[0]
+        if head.allow(router._clock()):
+            router._mirror(route, stable, self.request, self.fields)
+            self.note = _FALLBACK_HEADER[DEGRADED]
+            self.chain = chain
+            self._attempt(head, _Exchange._chain_answer)
+            return
+        head.count(503)
+        if not self._walk(chain, 1, head, failed=False):
+            self._respond(router._last_resort(route, head, _circuit_open(head)))
 
     def pinned(self, backend: Backend) -> None:
         self._attempt(backend, _Exchange._pinned_answer)
@@ -409,73 +523,54 @@ class _Exchange:
     def mirror(self, backend: Backend) -> None:
         self._attempt(backend, _Exchange._mirror_answer)
 
-    def _first_answer(self, result: Result) -> None:
+    def _canary_answer(self, result: Result) -> None:
+        """The answer of a canary drawn by weight: on failure, on along the retry chain."""
         backend, route = self.backend, self.route
+        if type(result) is UpstreamResponse and result.status < 500:
+            self._deliver(backend, result, b"")
+            return
+        if not self._walk(route.retry_chain, 0, backend, failed=True):
+            self._give_up(backend, result)
+
+    def _chain_answer(self, result: Result) -> None:
+        """The answer of the version at `position` in `chain`: on failure, on to the next one."""
+        backend = self.backend
         if type(result) is UpstreamResponse and result.status < 500:
             self._deliver(backend, result, self.note)
             return
-        stable = route.stable
-        if backend is stable:
-            self._stable_failed(result)
-            return
-        if route.retry_on_stable:
-            if stable.allow(self.router._clock()):
-                backend.fallbacks[RETRY_ON_STABLE].value += 1
-                self._attempt(stable, _Exchange._retry_answer)
-                return
-            if self._past_open_stable(backend, RETRY_ON_STABLE):
-                return
-        failure = _failure_reply(backend, result, route)
-        self._respond(self.router._last_resort(route, backend, failure))
+        if not self._walk(self.chain, self.position + 1, backend, failed=True):
+            self._give_up(backend, result)
 
-    def _retry_answer(self, result: Result) -> None:
-        if type(result) is UpstreamResponse and result.status < 500:
-            self._deliver(self.backend, result, _FALLBACK_HEADER[RETRY_ON_STABLE])
+    def _give_up(self, backend: Backend, result: Result) -> None:
+        """Nothing after `backend` took the request: the static response if there is one, else the last
+        failure: the version's own 5xx answer (delivered as it is, like any answer of a version), or the
+        router's JSON 502 or 504."""
+        route = self.route
+        if route.static is None and type(result) is UpstreamResponse:
+            self._deliver(backend, result, b"")
             return
-        self._stable_failed(result)
+        self._respond(self.router._last_resort(route, backend, _failure_reply(backend, result, route)))
 
-    def _stable_failed(self, result: Result) -> None:
-        """Stable (`self.backend`) failed: on to the previous version if it may be tried, else the end."""
-        if self._to_previous(RETRY_ON_PREVIOUS):
-            return
-        stable, route = self.backend, self.route
-        failure = _failure_reply(stable, result, route)
-        self._respond(self.router._last_resort(route, stable, failure))
-
-    def _past_open_stable(self, moved_from: Backend | None, reason: str) -> bool:
-        """Stable's circuit is open, and the request was bound for it (`moved_from` None) or is moving on to
-        it from `moved_from`: count stable's 503 and go on to the previous version if it may be tried,
-        counting the step against `moved_from` (as `reason`) and stable (as circuit_open). Returns whether
-        the request went on."""
-        self.route.stable.count(503)
-        if not self._to_previous(CIRCUIT_OPEN):
-            return False
-        if moved_from is not None:
+    def _walk(self, chain: tuple[Backend, ...], start: int, moved_from: Backend, *, failed: bool) -> bool:
+        """Send the request on to the first version of `chain[start:]` whose circuit lets it through.
+        `moved_from` failed (it counts the reason named after `chain[start]`, e.g. retry_on_stable) or was
+        skipped by its open circuit (it counts circuit_open); each version skipped on the way counts its
+        503 and, when a version after it takes the request, circuit_open. Returns whether one took it."""
+        now = self.router._clock()
+        for index in range(start, len(chain)):
+            backend = chain[index]
+            if not backend.allow(now):
+                backend.count(503)
+                continue
+            reason = chain[start].retry_reason if failed else CIRCUIT_OPEN
             moved_from.fallbacks[reason].value += 1
-        return True
-
-    def _to_previous(self, reason: str) -> bool:
-        """Send the request to the previous version, counting the step against stable as `reason`, when
-        there is one and its circuit lets the request through (an open one counts its 503). Returns whether
-        it did."""
-        previous = self.route.previous
-        if previous is None:
-            return False
-        if not previous.allow(self.router._clock()):
-            previous.count(503)
-            return False
-        self.route.stable.fallbacks[reason].value += 1
-        self.note = _FALLBACK_HEADER[reason]
-        self._attempt(previous, _Exchange._previous_answer)
-        return True
-
-    def _previous_answer(self, result: Result) -> None:
-        previous, route = self.backend, self.route
-        if type(result) is UpstreamResponse and result.status < 500:
-            self._deliver(previous, result, self.note)
-            return
-        failure = _failure_reply(previous, result, route)
-        self._respond(self.router._last_resort(route, previous, failure))
+            for skipped in chain[start:index]:
+                skipped.fallbacks[CIRCUIT_OPEN].value += 1
+            self.note = _FALLBACK_HEADER[reason if index == start else CIRCUIT_OPEN]
+            self.chain, self.position = chain, index
+            self._attempt(backend, _Exchange._chain_answer)
+            return True
+        return False
 
     def _pinned_answer(self, result: Result) -> None:
         if type(result) is UpstreamResponse:
@@ -489,8 +584,23 @@ class _Exchange:
     # Answering the client ---------------------------------------------------------------------------------
 
     def _deliver(self, backend: Backend, upstream: UpstreamResponse, note: bytes) -> None:
-        """Answer the client with what a version answered; remember a 2xx answer for labels to join."""
-        feedback = self.router.feedback
+        """Answer the client with what a version answered; remember a 2xx answer for labels to join; capture
+        the share of answers `capture` asks for, whatever their status."""
+        router = self.router
+        capture = router.capture
+        if capture is not None and router._draw() < capture.share:
+            request = self.request
+            capture.offer(
+                self.request_id,
+                backend.name,
+                request.path,
+                request.body,
+                request.header(HEADER_LENGTH),
+                upstream.status,
+                upstream.body,
+                upstream.header(HEADER_LENGTH),
+            )
+        feedback = router.feedback
         if feedback.store is not None and 200 <= upstream.status < 300:
             feedback.remember(
                 self.request_id,
@@ -562,6 +672,13 @@ def _with(response: Response, headers: bytes) -> Response:
 def _reply(backend: Backend, upstream: UpstreamResponse, note: bytes) -> Response:
     headers = b"".join([b"%s: %s\r\n" % pair for pair in upstream.headers if pair[0] not in HOP_BY_HOP])
     return Response(upstream.status, upstream.body, headers + backend.served_by + note)
+
+
+def _circuit_open(backend: Backend) -> Response:
+    """The router's answer when `backend` was skipped by its open circuit and nothing else answered."""
+    return Response.error(
+        503, f"circuit open for version {backend.name}", SERVED_BY_ROUTER + b"retry-after: 1\r\n"
+    )
 
 
 def _failure_reply(backend: Backend, result: Result, route: Route) -> Response:

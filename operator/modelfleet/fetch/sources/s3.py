@@ -45,18 +45,21 @@ def endpoint_from_env(env: Mapping[str, str]) -> str | None:
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 
 
-def make_client(env: Mapping[str, str], timeouts: Timeouts) -> S3Client:
-    """An S3 client configured from `env` alone."""
+def make_client(
+    env: Mapping[str, str], timeouts: Timeouts, *, agent: str = "modelfleet-fetch", attempts: int = 3
+) -> S3Client:
+    """An S3 client configured from `env` alone (also the router's payload capture: `agent` names the
+    client in the store's logs, `attempts` bounds the tries of one request)."""
     key, secret = env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", "")
     config = Config(
         s3={"addressing_style": "path"},
         connect_timeout=timeouts.connect,
         read_timeout=timeouts.read,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": attempts},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         signature_version=None if key else UNSIGNED,
-        user_agent_extra="modelfleet-fetch",
+        user_agent_extra=agent,
     )
     session = boto3.session.Session(
         aws_access_key_id=key or None,
