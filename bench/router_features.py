@@ -10,7 +10,9 @@ the most input sampling can cost; `feedback` with a token file, so every answer 
 prediction store; `capture` at 100% to a file:/// temporary directory, gzip, one field redacted). Load
 comes from a separate process (`bench.loadgen`) at the same open-loop rate (1000 req/s), alternating
 plain and features rounds so both see the same machine noise; the added latency is the median over rounds
-of (features - plain), and router CPU per 1000 requests is taken from /proc for each router.
+of (features - plain), and router CPU per 1000 requests is taken from /proc for each router, over the run
+and a 1.5 s tail after it (both routers), in which capture's writer (`flushInterval` 1s) writes the
+round's last batch, so that its cost counts in the round that caused it.
 
 The requests are Open Inference Protocol v2 bodies of about 1 kB whose one input names its four columns in
 `parameters.names`, so input sampling reads named features and capture's redaction removes one column.
@@ -35,6 +37,7 @@ import random
 import re
 import statistics
 import tempfile
+import time
 import tracemalloc
 import urllib.request
 from datetime import UTC, datetime
@@ -46,6 +49,10 @@ from bench.router import INFER_PATH, ROOT, Server, measure, run_load
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 REDACTED = "petal_length"
 DEFAULT_MAX_PREDICTIONS = 10_000
+FLUSH_INTERVAL = "1s"
+TAIL_SECONDS = 1.5
+"""After each round, each router's CPU is taken once more this long after the load ended, so that capture's
+writer has written the round's last, partial batch (`flushInterval` 1s) and its cost counts in the round."""
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? ([-+0-9.eE]+|NaN|[+-]Inf)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -102,9 +109,23 @@ def router_configs(model_url: str, token_file: str, capture_dir: str) -> dict[st
             "uri": "file://" + capture_dir,
             "redact": [REDACTED],
             "compression": "gzip",
+            "flushInterval": FLUSH_INTERVAL,
         },
     }
     return {"plain": plain, "features": features}
+
+
+def with_tail(result: dict[str, Any], tail_cpu_seconds: float) -> dict[str, Any]:
+    """`measure`'s result with the router CPU spent in the tail after the load added."""
+    cpu = dict(result["cpu_seconds"])
+    cpu["router"] += tail_cpu_seconds
+    completed = result["completed_including_warmup"]
+    return {
+        **result,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_1000_requests": {key: 1e6 * value / completed for key, value in cpu.items()},
+        "router_cpu_tail_seconds": tail_cpu_seconds,
+    }
 
 
 def parse_metrics(text: str, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -127,7 +148,7 @@ CAPTURE_METRICS = (
     "modelfleet_capture_batches_total",
     "modelfleet_capture_written_records_total",
     "modelfleet_capture_written_bytes_total",
-    "modelfleet_router_feedback_total",
+    "modelfleet_capture_buffered_records",
 )
 
 
@@ -137,6 +158,7 @@ def capture_counts(metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
         "captured": sum(metrics["modelfleet_capture_records_total"].values()),
         "written": sum(metrics["modelfleet_capture_written_records_total"].values()),
         "written_bytes": sum(metrics["modelfleet_capture_written_bytes_total"].values()),
+        "buffered": sum(metrics["modelfleet_capture_buffered_records"].values()),
         "dropped": {
             key.removeprefix("reason="): value
             for key, value in sorted(metrics["modelfleet_capture_dropped_total"].items())
@@ -286,7 +308,8 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         "a plain router (no feedback, no capture, input reads at the default 20/s) and a features router "
         f"(input reads of every request, feedback store of {memory['capacity']} predictions, capture at "
         f"100% to file:/// with `{REDACTED}` redacted, gzip); added is the median over rounds of "
-        "(features - plain).",
+        "(features - plain). Router CPU per 1000 requests: over the run, its warm-up and a "
+        f"{TAIL_SECONDS:g} s tail after it (capture's writer flushes every {FLUSH_INTERVAL}), from /proc.",
         "",
         "| figure | result |",
         "|---|---|",
@@ -303,7 +326,8 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"| router CPU per 1000 requests, features | {cpu['features']:.1f} ms (+{cpu['added']:.1f} ms) |",
         f"| client errors, plain / features | {s['errors']['plain']} / {s['errors']['features']} |",
         f"| capture: records captured / written, at the /metrics scrape after the rounds | "
-        f"{capture['captured']:.0f} / {capture['written']:.0f} ({capture['written_bytes'] / 1e6:.1f} MB) |",
+        f"{capture['captured']:.0f} / {capture['written']:.0f} ({capture['written_bytes'] / 1e6:.2f} MB), "
+        f"{capture['buffered']:.0f} buffered |",
         f"| capture: dropped by reason | {dropped} |",
         f"| capture: batches | {batches} |",
         f"| capture: files after shutdown (the rest flushed then) | {files['files']} files, "
@@ -374,19 +398,20 @@ def run(args: argparse.Namespace) -> int:
             mode = ["--rate", str(args.rate), "--max-connections", "512"]
             for _ in range(args.rounds):
                 for name, router in routers.items():
-                    runs.append(
-                        measure(
-                            "latency",
-                            name,
-                            router.port,
-                            body_file,
-                            mode,
-                            args.duration,
-                            args.warmup,
-                            model,
-                            router,
-                        )
+                    result = measure(
+                        "latency",
+                        name,
+                        router.port,
+                        body_file,
+                        mode,
+                        args.duration,
+                        args.warmup,
+                        model,
+                        router,
                     )
+                    before = router.cpu_seconds()
+                    time.sleep(TAIL_SECONDS)
+                    runs.append(with_tail(result, router.cpu_seconds() - before))
             admin = routers["features"].admin_port
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as response:
                 metrics_text = response.read().decode()

@@ -24,6 +24,7 @@ from bench.router_features import (
     parse_metrics,
     router_configs,
     store_memory,
+    with_tail,
 )
 from bench.router_features import markdown as features_markdown
 from bench.router_features import summarize as features_summarize
@@ -142,6 +143,7 @@ def test_capture_counts_come_from_the_metrics_text() -> None:
         "captured": 35000.0,
         "written": 30000.0,
         "written_bytes": 2.5e6,
+        "buffered": 0.0,
         "dropped": {"buffer_full": 12.0, "too_large": 0.0},
         "batches": {"written": 30.0},
     }
@@ -188,3 +190,17 @@ def test_the_features_summary_takes_the_median_of_per_round_differences() -> Non
     assert "`petal_length` absent" in text
     assert "6.45 MB, 645 bytes per entry (428 besides the answer body)" in text
     assert text.count("| features | 1000 |") == 3
+
+
+def test_the_router_cpu_of_the_tail_after_a_round_counts_in_it() -> None:
+    result = {
+        **run("latency", "features", 0.5, 2.0, 1000, 0.0),
+        "completed_including_warmup": 4000,
+        "cpu_seconds": {"router": 0.8, "model_server": 0.9, "loadgen": 0.4},
+    }
+    tailed = with_tail(result, 0.2)
+    assert tailed["cpu_seconds"]["router"] == pytest.approx(1.0)
+    assert tailed["cpu_ms_per_1000_requests"]["router"] == pytest.approx(250.0)
+    assert tailed["cpu_ms_per_1000_requests"]["model_server"] == pytest.approx(225.0)
+    assert tailed["router_cpu_tail_seconds"] == 0.2
+    assert result["cpu_seconds"]["router"] == 0.8
