@@ -128,6 +128,14 @@ def with_tail(result: dict[str, Any], tail_cpu_seconds: float) -> dict[str, Any]
     }
 
 
+def rss_bytes(pid: int) -> int:
+    """The resident set of process `pid` (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def parse_metrics(text: str, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """Prometheus text samples of the metric `names`: {name: {"label=value,...": value}} (no labels: "")."""
     out: dict[str, dict[str, float]] = {name: {} for name in names}
@@ -336,6 +344,14 @@ def markdown(report: dict[str, Any], json_name: str) -> str:
         f"| prediction store at its bound ({memory['capacity']} entries, {memory['answer_bytes']}-byte "
         f"answers) | {memory['total_bytes'] / 1e6:.2f} MB, {memory['bytes_per_entry']:.0f} bytes per entry "
         f"({memory['overhead_bytes_per_entry']:.0f} besides the answer body) |",
+        *(
+            [
+                f"| router resident memory after the rounds, plain / features"
+                f" | {rss['plain'] / 1e6:.1f} / {rss['features'] / 1e6:.1f} MB |"
+            ]
+            if (rss := memory.get("router_rss_bytes_after_rounds"))
+            else []
+        ),
         "",
         "| target | req/s | p50 ms | p90 ms | p99 ms | errors | router CPU ms/1k req | model CPU ms/1k req | "
         "loadgen CPU ms/1k req |",
@@ -412,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
                     before = router.cpu_seconds()
                     time.sleep(TAIL_SECONDS)
                     runs.append(with_tail(result, router.cpu_seconds() - before))
+            rss = {name: rss_bytes(router.proc.pid) for name, router in routers.items()}
             admin = routers["features"].admin_port
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as response:
                 metrics_text = response.read().decode()
@@ -432,6 +449,7 @@ def run(args: argparse.Namespace) -> int:
         "features_router_flags": ["--input-reads", "0"],
         "configs": {name: {k: v for k, v in c.items() if k != "versions"} for name, c in configs.items()},
     }
+    memory["router_rss_bytes_after_rounds"] = rss
     report = summarize(runs, settings, capture, files, memory, started, load_before)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")

@@ -175,6 +175,7 @@ def test_the_features_summary_takes_the_median_of_per_round_differences() -> Non
         "total_bytes": 6_450_000,
         "bytes_per_entry": 645.0,
         "overhead_bytes_per_entry": 428.0,
+        "router_rss_bytes_after_rounds": {"plain": 40_000_000, "features": 52_500_000},
     }
     report = features_summarize(
         runs, settings, capture, files, memory, datetime(2025, 1, 1, tzinfo=UTC), (1.0, 1.0, 1.0)
@@ -189,6 +190,7 @@ def test_the_features_summary_takes_the_median_of_per_round_differences() -> Non
     assert "buffer_full 12, too_large 0" in text
     assert "`petal_length` absent" in text
     assert "6.45 MB, 645 bytes per entry (428 besides the answer body)" in text
+    assert "plain / features | 40.0 / 52.5 MB |" in text
     assert text.count("| features | 1000 |") == 3
 
 
