@@ -83,11 +83,15 @@ demo: venv images cluster-up ## Bring everything up, then show a canary rollout 
 	@demo/run.sh
 
 .PHONY: bench
-bench: bench-router bench-operator bench-artifacts bench-mlflow ## All benchmarks (about 30 minutes); figures go to bench/results/
+bench: bench-router bench-router-features bench-operator bench-artifacts bench-mlflow ## All benchmarks (about 32 minutes); figures go to bench/results/
 
 .PHONY: bench-router
 bench-router: venv ## Router overhead vs calling the model server directly
 	$(BIN)/python -m bench.router
+
+.PHONY: bench-router-features
+bench-router-features: venv ## Router with input sampling, the feedback store and capture on vs a plain router; prediction store memory
+	$(BIN)/python -m bench.router --features
 
 .PHONY: bench-operator
 bench-operator: venv ## The operator with 1,000 Deployments: memory, idle CPU, reconcile throughput (needs the cluster)

@@ -2,6 +2,8 @@
 
     python -m bench.router            # (make bench-router) about 2 minutes
     python -m bench.router --quick    # a shorter smoke run
+    python -m bench.router --features # (make bench-router-features) plain router vs features on
+                                      # (bench/router_features.py)
 
 Starts one reference model server and one router in front of it (a stable version at weight 100 with the
 whole fallback chain configured: timeout, retryOnStable, circuit breaker, static response), then drives
@@ -200,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10, help="alternating direct/router latency rounds")
     parser.add_argument("--throughput-rounds", type=int, default=5, help="alternating throughput rounds")
     parser.add_argument("--quick", action="store_true", help="1 round of each (smoke run)")
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="instead: plain router vs router with input sampling, feedback and capture on "
+        "(bench/router_features.py)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -212,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         and 0 <= args.warmup <= 10
     ):
         parser.error("rounds must be 1..30, durations in (0, 60] seconds, warm-up in [0, 10]")
+    if args.features:
+        from bench.router_features import run
+
+        return run(args)
 
     started = datetime.now(UTC)
     load_before = os.getloadavg()
