@@ -32,7 +32,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.router import INFER_PATH, ROOT, Server, measure, run_load
+from bench.runs import machine as runs_machine
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 REDACTED = "petal_length"
@@ -281,13 +281,7 @@ def summarize(
     return {
         "benchmark": "router-features",
         "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": runs_machine(load_before),
         "settings": settings,
         "summary": summary,
         "runs": runs,
